@@ -1,0 +1,148 @@
+"""int8_linear (Triton) against int8_linear_ref: integer codes and float outputs must be bit-identical."""
+
+import pytest
+import torch
+
+from mamba_qpass.kernels.int8_linear import int8_linear, int8_linear_ref
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def make_inputs(m, n, k, device, seed=0, scale=2e-3):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(-128, 128, (m, k), dtype=torch.int8, generator=g)
+    w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=g)
+    dequant = torch.rand(n, dtype=torch.float64, generator=g) * scale / k**0.5
+    bias = torch.randn(n, dtype=torch.float64, generator=g)
+    inv = 20.0 + 20.0 * torch.rand(n, dtype=torch.float64, generator=g)  # per-column inverse output scales
+    return [t.to(device) for t in (a, w, dequant, bias, inv)]
+
+
+def assert_same(out, ref):
+    assert out.dtype == ref.dtype and out.shape == ref.shape
+    assert torch.equal(out, ref), f"{(out.double() != ref.double()).sum().item()} of {out.numel()} differ"
+
+
+SMALL_SHAPES = {"M1-N24-K40": (1, 24, 40), "M63-N24-K40": (63, 24, 40), "M7-N33-K17": (7, 33, 17),
+                "M40-N80-K136": (40, 80, 136)}
+
+
+@pytest.mark.parametrize("m,n,k", SMALL_SHAPES.values(), ids=SMALL_SHAPES.keys())
+@pytest.mark.parametrize("epilogue", ["codes", "codes+bias", "fp32", "fp32+bias", "fp16+bias"])
+def test_matches_reference(m, n, k, epilogue, device):
+    a, w, dequant, bias, inv = make_inputs(m, n, k, device)
+    kwargs = {"bias": bias if "bias" in epilogue else None}
+    if epilogue.startswith("codes"):
+        kwargs["out_inv_scale"] = inv
+    else:
+        kwargs["out_dtype"] = torch.float16 if epilogue.startswith("fp16") else torch.float32
+    out = int8_linear(a, w, dequant, **kwargs)
+    ref = int8_linear_ref(a, w, dequant, **kwargs)
+    assert_same(out, ref)
+    if epilogue.startswith("codes"):
+        assert out.float().std() > 5, "test data should spread over many codes"
+
+
+def test_3d_input_sliced_from_wider_tensor(device):
+    """x is the first half of an (B, L, 2K) projection: row stride 2K, last stride 1."""
+    a_wide, w, dequant, bias, inv = make_inputs(2 * 7, 24, 80, device)
+    a = a_wide.reshape(2, 7, 80)[..., :40]
+    w = w[:, :40].contiguous()
+    out = int8_linear(a, w, dequant, bias, inv)
+    assert out.shape == (2, 7, 24)
+    assert_same(out, int8_linear_ref(a, w, dequant, bias, inv))
+
+
+def test_sliced_weight_rows(device):
+    """A weight that is a column slice of a wider one (row stride > K) is read in place."""
+    a, w_wide, dequant, bias, inv = make_inputs(9, 24, 64, device)
+    a = a[:, :40].contiguous()
+    w = w_wide[:, :40]
+    assert_same(int8_linear(a, w, dequant, bias, inv), int8_linear_ref(a, w, dequant, bias, inv))
+
+
+def test_saturates_to_int8_range(device):
+    a, w, dequant, bias, inv = make_inputs(63, 24, 40, device, scale=1.0)
+    out = int8_linear(a, w, dequant, bias, inv)
+    assert_same(out, int8_linear_ref(a, w, dequant, bias, inv))
+    assert (out == 127).any() and (out == -128).any()
+
+
+def test_ties_round_half_to_even(device):
+    """acc * 1.0 * 0.5 is exactly x.5 for every odd acc: the code must be the even neighbour."""
+    g = torch.Generator().manual_seed(1)
+    a = torch.randint(-3, 4, (16, 24), dtype=torch.int8, generator=g).to(device)
+    w = torch.randint(-3, 4, (20, 24), dtype=torch.int8, generator=g).to(device)
+    ones = torch.ones(20, dtype=torch.float64, device=device)
+    out = int8_linear(a, w, ones, None, ones * 0.5)
+    acc = a.double() @ w.double().T
+    assert (acc.remainder(2) == 1).any(), "test data should contain ties"
+    assert torch.equal(out, torch.round(acc / 2).clamp(-128, 127).to(torch.int8))  # torch.round is half-even
+    assert_same(out, int8_linear_ref(a, w, ones, None, ones * 0.5))
+
+
+def test_empty_rows(device):
+    a, w, dequant, bias, inv = make_inputs(0, 24, 40, device)
+    assert int8_linear(a, w, dequant, bias, inv).shape == (0, 24)
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("float_a", "a must have dtype"),
+        ("k_mismatch", "a has K=40"),
+        ("f32_scale", "dequant_scale must have dtype"),
+        ("short_bias", "bias must have shape"),
+        ("bf16_out", "out_dtype must be one of"),
+        ("strided_last_dim", "contiguous last dim"),
+        ("4d_input", "a must have 2 or 3 dims"),
+    ],
+)
+def test_rejects_bad_inputs(case, match, device):
+    a, w, dequant, bias, inv = make_inputs(8, 24, 40, device)
+    kwargs = dict(a=a, weight=w, dequant_scale=dequant, bias=bias, out_inv_scale=inv)
+    if case == "float_a":
+        kwargs["a"] = a.float()
+    elif case == "k_mismatch":
+        kwargs["weight"] = w[:, :32]
+    elif case == "f32_scale":
+        kwargs["dequant_scale"] = dequant.float()
+    elif case == "short_bias":
+        kwargs["bias"] = bias[:10]
+    elif case == "bf16_out":
+        kwargs.update(out_inv_scale=None, out_dtype=torch.bfloat16)
+    elif case == "strided_last_dim":
+        kwargs["a"] = torch.zeros(8, 80, dtype=torch.int8, device=device)[:, ::2]
+    elif case == "4d_input":
+        kwargs["a"] = a.reshape(1, 2, 4, 40)
+    with pytest.raises(ValueError, match=match):
+        int8_linear(**kwargs)
+
+
+# Real projection shapes (M = B * L tokens, N, K) of mamba-130m (d_model 768, inner 1536, dt_rank 48,
+# N 16) and mamba-2.8b (d_model 2560, inner 5120, dt_rank 160), plus single-token decode.
+REAL_SHAPES = {
+    "130m-in_proj": (2048, 2 * 1536, 768),
+    "130m-x_proj": (2048, 48 + 2 * 16, 1536),
+    "130m-dt_proj": (2048, 1536, 48),
+    "130m-out_proj": (2048, 768, 1536),
+    "2.8b-in_proj": (1024, 2 * 5120, 2560),
+    "2.8b-x_proj": (1024, 160 + 2 * 16, 5120),
+    "2.8b-dt_proj": (1024, 5120, 160),
+    "2.8b-out_proj": (1024, 2560, 5120),
+    "2.8b-decode-in_proj": (1, 2 * 5120, 2560),
+}
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("shape", REAL_SHAPES.values(), ids=REAL_SHAPES.keys())
+@pytest.mark.parametrize("epilogue", ["codes+bias", "fp16"])
+def test_real_shapes_on_gpu(shape, epilogue):
+    m, n, k = shape
+    a, w, dequant, bias, inv = make_inputs(m, n, k, "cuda")
+    if epilogue == "codes+bias":
+        kwargs = dict(bias=bias, out_inv_scale=inv)
+    else:
+        kwargs = dict(out_dtype=torch.float16)
+    assert_same(int8_linear(a, w, dequant, **kwargs), int8_linear_ref(a, w, dequant, **kwargs))
