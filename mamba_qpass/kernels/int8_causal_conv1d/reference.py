@@ -1,0 +1,42 @@
+"""Depthwise causal conv1d on int8 codes with a float64 epilogue, in plain PyTorch: the specification.
+
+    acc[b, t, d] = sum_{k < W} weight[d, k] * x[b, t - (W-1) + k, d]     exact int32, x = 0 before t = 0
+    v            = f64(acc) * dequant_scale[d] + bias[d]                 two separately rounded float64 ops
+    y            = v / (1 + exp(-v))                                     SiLU in float64, if ``silu``
+    out          = codes of y * out_inv_scale                            clamp, round half to even
+
+Layout is token-major, x[b, t, d], like ``causal_conv1d_ref``.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from mamba_qpass.kernels.quant_math import round_half_even_clamp_int8
+
+
+def silu_f64(v: torch.Tensor) -> torch.Tensor:
+    """SiLU written as the kernel writes it, so only exp can differ (by an ulp or so, in float64)."""
+    return v / (1.0 + torch.exp(-v))
+
+
+def int8_causal_conv1d_ref(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    dequant_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_inv_scale: torch.Tensor,
+    silu: bool = True,
+) -> torch.Tensor:
+    """x: int8 (B, L, D); weight: int8 (D, W); dequant_scale, bias: float64 (D,);
+    out_inv_scale: float64 scalar (shape () or (1,)). Returns int8 (B, L, D)."""
+    width = weight.shape[1]
+    seq_len = x.shape[1]
+    x_padded = F.pad(x.to(torch.int32), (0, 0, width - 1, 0))  # W-1 zero steps before t = 0
+    w32 = weight.to(torch.int32)
+    acc = sum(w32[:, k] * x_padded[:, k : k + seq_len, :] for k in range(width))
+    v = acc.to(torch.float64) * dequant_scale
+    if bias is not None:
+        v = v + bias
+    if silu:
+        v = silu_f64(v)
+    return round_half_even_clamp_int8(v * out_inv_scale.reshape(()))

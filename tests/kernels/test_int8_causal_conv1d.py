@@ -1,0 +1,125 @@
+"""int8_causal_conv1d (Triton) against int8_causal_conv1d_ref: the int8 codes must be identical."""
+
+import pytest
+import torch
+
+from mamba_qpass.kernels.int8_causal_conv1d import int8_causal_conv1d, int8_causal_conv1d_ref
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def make_inputs(batch, seq_len, channels, width, device, seed=0, scale=1e-4, inv=30.0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(-128, 128, (batch, seq_len, channels), dtype=torch.int8, generator=g)
+    w = torch.randint(-128, 128, (channels, width), dtype=torch.int8, generator=g)
+    dequant = (0.5 + torch.rand(channels, dtype=torch.float64, generator=g)) * scale
+    bias = torch.randn(channels, dtype=torch.float64, generator=g)
+    out_inv = torch.tensor(inv, dtype=torch.float64)
+    return [t.to(device) for t in (x, w, dequant, bias, out_inv)]
+
+
+def assert_same_codes(out, ref):
+    assert out.dtype == torch.int8 and out.shape == ref.shape
+    assert torch.equal(out, ref), f"{(out != ref).sum().item()} of {out.numel()} codes differ"
+
+
+SHAPES = {"B2-L7-D24": (2, 7, 24), "B2-L63-D40": (2, 63, 40), "B1-L1-D24": (1, 1, 24), "B1-L130-D300": (1, 130, 300)}
+
+
+@pytest.mark.parametrize("batch,seq_len,channels", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("silu", [True, False], ids=["silu", "linear"])
+def test_matches_reference(batch, seq_len, channels, silu, device):
+    x, w, dequant, bias, inv = make_inputs(batch, seq_len, channels, 4, device)
+    out = int8_causal_conv1d(x, w, dequant, bias, inv, silu)
+    assert_same_codes(out, int8_causal_conv1d_ref(x, w, dequant, bias, inv, silu))
+    assert out.float().std() > 5, "test data should spread over many codes"
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_narrower_kernels_without_bias(width, device):
+    x, w, dequant, _, inv = make_inputs(2, 9, 24, width, device)
+    assert_same_codes(int8_causal_conv1d(x, w, dequant, None, inv), int8_causal_conv1d_ref(x, w, dequant, None, inv))
+
+
+def test_causal_zero_history():
+    """Independent check of the reference: output at t only sees x[<= t], zeros before 0."""
+    x = torch.zeros(1, 5, 1, dtype=torch.int8)
+    x[0, 2, 0] = 1
+    w = torch.tensor([[1, 2, 3, 4]], dtype=torch.int8)  # w[k] multiplies x[t - 3 + k]
+    one = torch.ones(1, dtype=torch.float64)
+    out = int8_causal_conv1d_ref(x, w, one, None, torch.tensor(1.0, dtype=torch.float64), silu=False)
+    assert out[0, :, 0].tolist() == [0, 0, 4, 3, 2]
+
+
+def test_x_sliced_from_in_proj_output(device):
+    """x is the first half of the (B, L, 2D) in_proj output: time stride 2D, last stride 1."""
+    xz, _, _, _, _ = make_inputs(2, 11, 80, 4, device)
+    x = xz[..., :40]
+    _, w, dequant, bias, inv = make_inputs(2, 11, 40, 4, device, seed=1)
+    assert_same_codes(int8_causal_conv1d(x, w, dequant, bias, inv), int8_causal_conv1d_ref(x, w, dequant, bias, inv))
+
+
+def test_saturates_to_int8_range(device):
+    x, w, dequant, bias, inv = make_inputs(2, 17, 24, 4, device, scale=1e-2)
+    out = int8_causal_conv1d(x, w, dequant, bias, inv, silu=False)
+    assert_same_codes(out, int8_causal_conv1d_ref(x, w, dequant, bias, inv, silu=False))
+    assert (out == 127).any() and (out == -128).any()
+
+
+def test_ties_round_half_to_even(device):
+    """acc * 1.0 * 0.5 is exactly x.5 for odd acc: codes are the even neighbour."""
+    x, w, _, _, _ = make_inputs(2, 15, 24, 4, device)
+    x, w = x.remainder(4).to(torch.int8), w.remainder(3).to(torch.int8)  # small, so nothing saturates
+    ones = torch.ones(24, dtype=torch.float64, device=device)
+    half = torch.tensor([0.5], dtype=torch.float64, device=device)
+    out = int8_causal_conv1d(x, w, ones, None, half, silu=False)
+    acc = int8_causal_conv1d_ref(x, w, ones, None, torch.ones((), dtype=torch.float64, device=device), silu=False)
+    assert (acc.remainder(2) == 1).any(), "test data should contain ties"
+    assert torch.equal(out, torch.round(acc.double() / 2).to(torch.int8))  # torch.round is half-even
+    assert_same_codes(out, int8_causal_conv1d_ref(x, w, ones, None, half, silu=False))
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("float_x", "x must have dtype"),
+        ("width_5", "1 <= W <= 4"),
+        ("channel_mismatch", "weight must have shape"),
+        ("vector_out_scale", "out_inv_scale must hold one value"),
+        ("f32_dequant", "dequant_scale must have dtype"),
+        ("strided_channels", "contiguous last dim"),
+        ("2d_x", "x must have 3 dims"),
+    ],
+)
+def test_rejects_bad_inputs(case, match, device):
+    x, w, dequant, bias, inv = make_inputs(2, 7, 24, 4, device)
+    args = dict(x=x, weight=w, dequant_scale=dequant, bias=bias, out_inv_scale=inv)
+    if case == "float_x":
+        args["x"] = x.float()
+    elif case == "width_5":
+        args["weight"] = torch.zeros(24, 5, dtype=torch.int8, device=device)
+    elif case == "channel_mismatch":
+        args["weight"] = w[:20]
+    elif case == "vector_out_scale":
+        args["out_inv_scale"] = inv.repeat(2)
+    elif case == "f32_dequant":
+        args["dequant_scale"] = dequant.float()
+    elif case == "strided_channels":
+        args["x"] = torch.zeros(2, 7, 48, dtype=torch.int8, device=device)[..., ::2]
+    elif case == "2d_x":
+        args["x"] = x[0]
+    with pytest.raises(ValueError, match=match):
+        int8_causal_conv1d(**args)
+
+
+# (B, L, D): mamba-130m (inner 1536) and mamba-2.8b (inner 5120).
+REAL_SHAPES = {"130m-B1-L2048": (1, 2048, 1536), "130m-B2-L512": (2, 512, 1536), "2.8b-B1-L2048": (1, 2048, 5120)}
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("batch,seq_len,channels", REAL_SHAPES.values(), ids=REAL_SHAPES.keys())
+def test_real_shapes_on_gpu(batch, seq_len, channels):
+    x, w, dequant, bias, inv = make_inputs(batch, seq_len, channels, 4, "cuda")
+    x = torch.cat([x, x], dim=-1)[..., :channels]  # strided like the in_proj slice
+    assert_same_codes(int8_causal_conv1d(x, w, dequant, bias, inv), int8_causal_conv1d_ref(x, w, dequant, bias, inv))
