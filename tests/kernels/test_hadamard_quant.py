@@ -1,0 +1,180 @@
+"""hadamard_matrix, and hadamard_quant / quantize (Triton) against their references: identical codes."""
+
+import math
+
+import pytest
+import torch
+
+from mamba_qpass.kernels.hadamard_quant import (
+    hadamard_matrix,
+    hadamard_quant,
+    hadamard_quant_ref,
+    is_supported_order,
+    quantize,
+    quantize_ref,
+)
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def assert_same_codes(out, ref):
+    assert out.dtype == torch.int8 and out.shape == ref.shape
+    assert torch.equal(out, ref), f"{(out != ref).sum().item()} of {out.numel()} codes differ"
+
+
+def f64(value, device):
+    return torch.tensor(value, dtype=torch.float64, device=device)
+
+
+# --- hadamard_matrix ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("order", [1, 2, 4, 12, 20, 24, 40, 48, 96, 160, 768, 1536])
+def test_hadamard_matrix_is_hadamard(order):
+    h = hadamard_matrix(order)
+    assert h.dtype == torch.int8 and h.shape == (order, order)
+    assert set(h.unique().tolist()) <= {-1, 1}
+    hf = h.float()  # ±1 sums of at most 1536 terms are exact in float32
+    assert torch.equal(hf @ hf.T, order * torch.eye(order))
+
+
+@pytest.mark.parametrize("order", [0, 3, 6, 28, 36, 44, 100, 1000])
+def test_hadamard_matrix_rejects_unsupported_orders(order):
+    assert not is_supported_order(order)
+    with pytest.raises(ValueError, match=r"m \* 2\*\*k with m in \{1, 12, 20\}"):
+        hadamard_matrix(order)
+
+
+def test_hadamard_matrix_dtype():
+    assert hadamard_matrix(12, dtype=torch.float64).dtype == torch.float64
+
+
+# --- hadamard_quant ----------------------------------------------------------------------------------
+
+def make_y(rows, order, device, seed=0, std=3.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(rows, order, generator=g) * std).half().to(device)
+
+
+ORDERS = [12, 20, 24, 40, 48, 64]
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=lambda d: f"D{d}")
+@pytest.mark.parametrize("rows", [1, 63], ids=lambda m: f"M{m}")
+def test_hadamard_quant_matches_reference(rows, order, device):
+    y = make_y(rows, order, device)
+    h = hadamard_matrix(order).to(device)
+    inv = f64(127 / 12, device)
+    out = hadamard_quant(y, h, inv)
+    assert_same_codes(out, hadamard_quant_ref(y, h, inv))
+    assert out.float().std() > 5, "test data should spread over many codes"
+
+
+def test_hadamard_quant_sums_exactly(device):
+    """Huge values that cancel beside subnormal ones: only an exact sum keeps the small part. The expected
+    codes come from an int64 computation in units of 2**-24 (float16's quantum)."""
+    order, rows = 64, 8
+    g = torch.Generator().manual_seed(3)
+    y = (torch.randint(-1000, 1001, (rows, order), generator=g) * 2.0**-24).half()  # float16 subnormals
+    y[:, 0] = 65504.0
+    y[:, 1] = 65504.0  # H rows with H[i, 0] = -H[i, 1] cancel these exactly
+    h = hadamard_matrix(order)
+    inv = f64(2.0**24 / 2000 * math.sqrt(order), "cpu")  # c = inv / sqrt(D) = 2**24 / 2000
+    units = (y.double() * 2.0**24).long() @ h.long().T  # exact sums in units of 2**-24
+    expected = torch.round((units.double() / 2000).clamp(-128, 127)).to(torch.int8)
+    ref = hadamard_quant_ref(y, h, inv)
+    assert torch.equal(ref, expected)
+    cancelled = h[:, 0] != h[:, 1]
+    assert (ref[:, cancelled].abs() < 127).all() and (ref[:, cancelled] != 0).any()
+    assert_same_codes(hadamard_quant(y.to(device), h.to(device), inv.to(device)), ref.to(device))
+
+
+def test_hadamard_quant_sliced_3d_input_and_float_matrix(device):
+    y = make_y(14, 48, device).reshape(2, 7, 48)[..., :24]
+    h = hadamard_matrix(24, dtype=torch.float32).to(device)
+    inv = f64([127 / 12], device)
+    out = hadamard_quant(y, h, inv)
+    assert out.shape == (2, 7, 24)
+    assert_same_codes(out, hadamard_quant_ref(y, h, inv))
+
+
+def test_hadamard_quant_saturates(device):
+    y = make_y(9, 20, device, std=100.0)
+    h = hadamard_matrix(20).to(device)
+    out = hadamard_quant(y, h, f64(1.0, device))
+    assert_same_codes(out, hadamard_quant_ref(y, h, f64(1.0, device)))
+    assert (out == 127).any() and (out == -128).any()
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("fp32_y", "y must have dtype"),
+        ("unsupported_order_too_large", "exact only for D <= 8192"),
+        ("matrix_shape", "hadamard must have shape"),
+        ("f32_scale", "out_inv_scale must have dtype"),
+        ("strided_y", "contiguous last dim"),
+    ],
+)
+def test_hadamard_quant_rejects_bad_inputs(case, match, device):
+    y, h, inv = make_y(4, 12, device), hadamard_matrix(12).to(device), f64(1.0, device)
+    args = dict(y=y, hadamard=h, out_inv_scale=inv)
+    if case == "fp32_y":
+        args["y"] = y.float()
+    elif case == "unsupported_order_too_large":
+        args["y"] = torch.zeros(1, 12 * 1024, dtype=torch.float16, device=device)
+    elif case == "matrix_shape":
+        args["hadamard"] = hadamard_matrix(24).to(device)
+    elif case == "f32_scale":
+        args["out_inv_scale"] = inv.float()
+    elif case == "strided_y":
+        args["y"] = make_y(4, 24, device)[:, ::2]
+    with pytest.raises(ValueError, match=match):
+        hadamard_quant(**args)
+
+
+# --- quantize ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES.values(), ids=FLOAT_DTYPES.keys())
+@pytest.mark.parametrize("shape", [(63, 40), (1, 24), (2, 7, 24)], ids=lambda s: "x".join(map(str, s)))
+def test_quantize_matches_reference(shape, dtype, device):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(shape, generator=g) * 50).to(dtype).to(device)
+    inv = f64(1.3, device)
+    out = quantize(x, inv)
+    assert_same_codes(out, quantize_ref(x, inv))
+    assert (out == 127).any() and (out == -128).any(), "test data should reach both ends"
+
+
+def test_quantize_ties_and_sliced_input(device):
+    x = (torch.arange(-130, 130, dtype=torch.float32) + 0.5).reshape(4, 65).to(device)
+    wide = torch.cat([x, x], dim=1)[:, :65]  # row stride 130
+    out = quantize(wide, f64(1.0, device))
+    assert torch.equal(out, torch.round(x).clamp(-128, 127).to(torch.int8))  # torch.round is half-even
+    assert_same_codes(out, quantize_ref(wide, f64(1.0, device)))
+
+
+def test_quantize_rejects_bad_inputs(device):
+    with pytest.raises(ValueError, match="x must have dtype"):
+        quantize(torch.zeros(2, 3, dtype=torch.int8, device=device), f64(1.0, device))
+    with pytest.raises(ValueError, match="out_inv_scale must have dtype"):
+        quantize(torch.zeros(2, 3, device=device), torch.ones((), device=device))
+
+
+# --- real shapes -------------------------------------------------------------------------------------
+
+# (tokens, inner size): mamba-130m (1536 = 12 * 128) and mamba-2.8b (5120 = 20 * 256).
+REAL_SHAPES = {"130m-L2048": (2048, 1536), "2.8b-L512": (512, 5120)}
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("rows,order", REAL_SHAPES.values(), ids=REAL_SHAPES.keys())
+def test_real_shapes_on_gpu(rows, order):
+    y = make_y(rows, order, "cuda")
+    h = hadamard_matrix(order).cuda()
+    hf = h.double()
+    assert torch.equal(hf @ hf.T, order * torch.eye(order, dtype=torch.float64, device="cuda"))
+    inv = f64(127 / 12, "cuda")
+    assert_same_codes(hadamard_quant(y, h, inv), hadamard_quant_ref(y, h, inv))
+    assert_same_codes(quantize(y, inv), quantize_ref(y, inv))
