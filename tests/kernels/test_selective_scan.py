@@ -1,0 +1,176 @@
+"""selective_scan (Triton) against selective_scan_ref (float inputs) and selective_scan_int8_ref (int8
+codes + ScanInputScales).
+
+Tolerances, as a fraction of max |reference output|, per output dtype: float32 1e-5 on CPU and 5e-5 on
+GPU (where exp and log are approximate), float16 2e-3, bfloat16 1.6e-2 (a few units in the last place).
+The final state is float32 and held to the float32 tolerance.
+"""
+
+import pytest
+import torch
+
+from mamba_qpass.kernels.selective_scan.reference import selective_scan_ref
+from mamba_qpass.kernels.selective_scan.reference_int8 import ScanInputScales, selective_scan_int8_ref
+from mamba_qpass.kernels.selective_scan.triton import selective_scan
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+SCALES = ScanInputScales(u=0.02, delta=0.01, B=0.03, C=0.03, z=0.025)
+
+
+def tolerance(dtype, device):
+    if dtype == torch.float32:
+        return 5e-5 if torch.device(device).type == "cuda" else 1e-5
+    return {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+
+
+def assert_close_to_ref(out, ref, device):
+    assert out.dtype == ref.dtype and out.shape == ref.shape
+    err = (out.float() - ref.float()).abs().max().item()
+    scale = ref.float().abs().max().item()
+    assert err <= tolerance(ref.dtype, device) * scale, f"max error {err:.3g} vs max |ref| {scale:.3g}"
+
+
+def make_inputs(batch, seq_len, channels, state, device, *, int8=False, dtype=torch.float32, seed=0):
+    """dict of selective_scan keyword arguments; sequences are float ``dtype`` or int8 codes."""
+    g = torch.Generator().manual_seed(seed)
+
+    def seq(*shape, std=1.0):
+        if int8:
+            return torch.randint(-128, 128, shape, dtype=torch.int8, generator=g)
+        return (torch.randn(shape, generator=g) * std).to(dtype)
+
+    args = dict(
+        u=seq(batch, seq_len, channels),
+        delta=seq(batch, seq_len, channels, std=0.5),
+        A=-(0.1 + torch.rand(channels, state, generator=g) * 2),
+        B=seq(batch, seq_len, state),
+        C=seq(batch, seq_len, state),
+        D=torch.randn(channels, generator=g),
+        z=seq(batch, seq_len, channels),
+        delta_bias=torch.randn(channels, generator=g) * 0.5,
+        initial_state=torch.randn(batch, channels, state, generator=g),
+    )
+    return {k: v.to(device) for k, v in args.items()}
+
+
+VARIANTS = {
+    "full": {},
+    "bare": dict(D=None, z=None, delta_bias=None, initial_state=None, delta_softplus=False),
+}
+SHAPES = {"B2-L7-D24-N16": (2, 7, 24, 16), "B2-L63-D40-N16": (2, 63, 40, 16), "B1-L9-D24-N12": (1, 9, 24, 12)}
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("variant", VARIANTS.keys())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_float_inputs_match_reference(shape, variant, dtype, device):
+    args = make_inputs(*shape, device, dtype=dtype) | VARIANTS[variant]
+    if variant == "bare":
+        args["delta"] = args["delta"].abs()  # without softplus, delta must be positive
+    out, state = selective_scan(**args)
+    ref, ref_state = selective_scan_ref(**args)
+    assert_close_to_ref(out, ref, device)
+    assert_close_to_ref(state, ref_state, device)
+
+
+@pytest.mark.parametrize("shape", [SHAPES["B2-L7-D24-N16"], SHAPES["B2-L63-D40-N16"]], ids=["L7", "L63"])
+@pytest.mark.parametrize("variant", ["full", "no_z"])
+def test_int8_inputs_match_reference(shape, variant, device):
+    args = make_inputs(*shape, device, int8=True)
+    if variant == "no_z":
+        args["z"] = None
+    out, state = selective_scan(**args, scales=SCALES)
+    ref, ref_state = selective_scan_int8_ref(**args, scales=SCALES)
+    assert out.dtype == torch.float32
+    assert_close_to_ref(out, ref, device)
+    assert_close_to_ref(state, ref_state, device)
+
+
+def test_int8_inputs_strided_like_the_projections(device):
+    """u and z are halves of in_proj's (B, L, 2D) output; dt, B, C slices of x_proj's (B, L, R + 2N)."""
+    batch, seq_len, channels, state, rank = 2, 7, 24, 16, 8
+    xz = make_inputs(batch, seq_len, 2 * channels, state, device, int8=True)["u"]
+    dbc = make_inputs(batch, seq_len, rank + 2 * state, state, device, int8=True, seed=1)["u"]
+    args = make_inputs(batch, seq_len, channels, state, device, int8=True)
+    args.update(u=xz[..., :channels], z=xz[..., channels:], delta=dbc[..., :channels],
+                B=dbc[..., rank:rank + state], C=dbc[..., rank + state:])
+    out, state_out = selective_scan(**args, scales=SCALES, out_dtype=torch.float16)
+    ref, ref_state = selective_scan_int8_ref(**args, scales=SCALES, out_dtype=torch.float16)
+    assert_close_to_ref(out, ref, device)
+    assert_close_to_ref(state_out, ref_state, device)
+
+
+def test_two_halves_with_carried_state_equal_one_scan(device):
+    args = make_inputs(2, 14, 24, 16, device)
+    whole, whole_state = selective_scan(**args)
+    first = {k: v[:, :7] if k in ("u", "delta", "B", "C", "z") else v for k, v in args.items()}
+    second = {k: v[:, 7:] if k in ("u", "delta", "B", "C", "z") else v for k, v in args.items()}
+    out1, state1 = selective_scan(**first)
+    out2, state2 = selective_scan(**(second | {"initial_state": state1}))
+    assert_close_to_ref(torch.cat([out1, out2], dim=1), whole, device)
+    assert_close_to_ref(state2, whole_state, device)
+
+
+def test_empty_sequence_returns_initial_state(device):
+    args = make_inputs(2, 0, 24, 16, device)
+    out, state = selective_scan(**args)
+    assert out.shape == (2, 0, 24)
+    assert torch.equal(state, args["initial_state"])
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("int8_without_scales", r"u \[float \(no scales\)\] must have dtype"),
+        ("float_with_scales", r"u \[int8 \(scales given\)\] must have dtype"),
+        ("scales_not_dataclass", "scales must be a ScanInputScales"),
+        ("B_state_mismatch", "B must have shape"),
+        ("A_channels", "A must have shape"),
+        ("fp16_initial_state", "initial_state must have dtype"),
+        ("strided_u", "u must have a contiguous last dim"),
+        ("int_out_dtype", "out_dtype must be one of"),
+    ],
+)
+def test_rejects_bad_inputs(case, match, device):
+    args = make_inputs(1, 5, 24, 16, device)
+    scales = None
+    if case == "int8_without_scales":
+        args["u"] = args["u"].to(torch.int8)
+    elif case == "float_with_scales":
+        scales = SCALES
+    elif case == "scales_not_dataclass":
+        args = make_inputs(1, 5, 24, 16, device, int8=True)
+        scales = SCALES.as_tensor(device)
+    elif case == "B_state_mismatch":
+        args["B"] = args["B"][..., :8]
+    elif case == "A_channels":
+        args["A"] = args["A"][:20]
+    elif case == "fp16_initial_state":
+        args["initial_state"] = args["initial_state"].half()
+    elif case == "strided_u":
+        args["u"] = torch.zeros(1, 5, 48, device=device)[..., ::2]
+    elif case == "int_out_dtype":
+        args["out_dtype"] = torch.int32
+    with pytest.raises(ValueError, match=match):
+        selective_scan(**args, scales=scales)
+
+
+# (B, L, D, N): mamba-130m (inner 1536) and mamba-2.8b (inner 5120), state size 16.
+REAL_SHAPES = {"130m-B1-L2048": (1, 2048, 1536, 16), "2.8b-B2-L512": (2, 512, 5120, 16)}
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("shape", REAL_SHAPES.values(), ids=REAL_SHAPES.keys())
+@pytest.mark.parametrize("inputs", ["fp16", "int8"])
+def test_real_shapes_on_gpu(shape, inputs):
+    if inputs == "int8":
+        args = make_inputs(*shape, "cuda", int8=True)
+        out, state = selective_scan(**args, scales=SCALES, out_dtype=torch.float16)
+        ref, ref_state = selective_scan_int8_ref(**args, scales=SCALES, out_dtype=torch.float16)
+    else:
+        args = make_inputs(*shape, "cuda", dtype=torch.float16)
+        out, state = selective_scan(**args)
+        ref, ref_state = selective_scan_ref(**args)
+    assert_close_to_ref(out, ref, "cuda")
+    assert_close_to_ref(state, ref_state, "cuda")
