@@ -8,8 +8,14 @@ shapes without running it). The CPU implementation is the op's plain-PyTorch ref
 import torch
 
 from mamba_qpass.kernels.causal_conv1d.reference import causal_conv1d_ref
+from mamba_qpass.kernels.hadamard_quant.reference import hadamard_quant_ref, quantize_ref
+from mamba_qpass.kernels.hadamard_rotate.reference import hadamard_rotate_ref
+from mamba_qpass.kernels.int8_causal_conv1d.reference import int8_causal_conv1d_ref
+from mamba_qpass.kernels.int8_linear.reference import int8_linear_ref
 from mamba_qpass.kernels.rms_norm.reference import rms_norm_ref
+from mamba_qpass.kernels.rms_norm_quant.reference import rms_norm_quant_ref
 from mamba_qpass.kernels.selective_scan.reference import selective_scan_ref
+from mamba_qpass.kernels.selective_scan.reference_int8 import ScanInputScales, selective_scan_int8_ref
 
 NAMESPACE = "mamba_qpass"
 
@@ -55,3 +61,108 @@ def selective_scan(
 @selective_scan.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     return torch.empty_like(u)
+
+
+# --- the int8 datapath -------------------------------------------------------------------------
+# Scales travel as float64 tensors (dequantisation products and inverse output scales, computed on
+# the host once per graph), never as Python floats: see kernels/quant_math.py for why.
+
+
+@torch.library.custom_op(f"{NAMESPACE}::hadamard_rotate", mutates_args=())
+def hadamard_rotate(y: torch.Tensor, hadamard: torch.Tensor) -> torch.Tensor:
+    return hadamard_rotate_ref(y, hadamard)
+
+
+@hadamard_rotate.register_fake
+def _(y, hadamard):
+    return torch.empty_like(y)
+
+
+@torch.library.custom_op(f"{NAMESPACE}::int8_linear", mutates_args=())
+def int8_linear(
+    a: torch.Tensor,
+    weight: torch.Tensor,
+    dequant_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_inv_scale: torch.Tensor | None,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    return int8_linear_ref(a, weight, dequant_scale, bias, out_inv_scale, out_dtype)
+
+
+@int8_linear.register_fake
+def _(a, weight, dequant_scale, bias, out_inv_scale, out_dtype):
+    dtype = torch.int8 if out_inv_scale is not None else out_dtype
+    return a.new_empty((*a.shape[:-1], weight.shape[0]), dtype=dtype)
+
+
+@torch.library.custom_op(f"{NAMESPACE}::int8_causal_conv1d", mutates_args=())
+def int8_causal_conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    dequant_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_inv_scale: torch.Tensor,
+    silu: bool,
+) -> torch.Tensor:
+    return int8_causal_conv1d_ref(x, weight, dequant_scale, bias, out_inv_scale, silu)
+
+
+@int8_causal_conv1d.register_fake
+def _(x, weight, dequant_scale, bias, out_inv_scale, silu):
+    return x.new_empty(x.shape, dtype=torch.int8)
+
+
+@torch.library.custom_op(f"{NAMESPACE}::rms_norm_quant", mutates_args=())
+def rms_norm_quant(x: torch.Tensor, weight: torch.Tensor, eps: float, out_inv_scale: torch.Tensor) -> torch.Tensor:
+    return rms_norm_quant_ref(x, weight, eps, out_inv_scale)
+
+
+@rms_norm_quant.register_fake
+def _(x, weight, eps, out_inv_scale):
+    return x.new_empty(x.shape, dtype=torch.int8)
+
+
+@torch.library.custom_op(f"{NAMESPACE}::hadamard_quant", mutates_args=())
+def hadamard_quant(y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch.Tensor) -> torch.Tensor:
+    return hadamard_quant_ref(y, hadamard, out_inv_scale)
+
+
+@hadamard_quant.register_fake
+def _(y, hadamard, out_inv_scale):
+    return y.new_empty(y.shape, dtype=torch.int8)
+
+
+@torch.library.custom_op(f"{NAMESPACE}::quantize", mutates_args=())
+def quantize(x: torch.Tensor, out_inv_scale: torch.Tensor) -> torch.Tensor:
+    return quantize_ref(x, out_inv_scale)
+
+
+@quantize.register_fake
+def _(x, out_inv_scale):
+    return x.new_empty(x.shape, dtype=torch.int8)
+
+
+@torch.library.custom_op(f"{NAMESPACE}::int8_selective_scan", mutates_args=())
+def int8_selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    scales: torch.Tensor,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    out, _ = selective_scan_int8_ref(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, scales=ScanInputScales(*scales.tolist())
+    )
+    return out
+
+
+@int8_selective_scan.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype):
+    return u.new_empty(u.shape, dtype=out_dtype)

@@ -1,0 +1,39 @@
+"""Small helpers the passes share: reading and adding tensor attributes, matching ops."""
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+
+def get_attr_value(gm: fx.GraphModule, qualname: str) -> torch.Tensor:
+    obj = gm
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def add_tensor_attr(gm: fx.GraphModule, qualname: str, tensor: torch.Tensor, before: fx.Node) -> fx.Node:
+    """Registers ``tensor`` as a buffer at ``qualname`` (creating parent modules) and returns a
+    get_attr node for it, inserted before ``before``."""
+    *parents, leaf = qualname.split(".")
+    module: nn.Module = gm
+    for part in parents:
+        if not hasattr(module, part):
+            module.add_module(part, nn.Module())
+        module = getattr(module, part)
+    if hasattr(module, leaf) and leaf not in module._buffers:
+        raise ValueError(f"attribute {qualname} already exists and is not a buffer")
+    module.register_buffer(leaf, tensor)
+    with gm.graph.inserting_before(before):
+        node = gm.graph.get_attr(qualname)
+    return node
+
+
+def is_call(node, *targets) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_function" and node.target in targets
+
+
+def attr_of(gm: fx.GraphModule, node: fx.Node) -> torch.Tensor:
+    if node.op != "get_attr":
+        raise ValueError(f"expected a get_attr node, got {node.format_node()}")
+    return get_attr_value(gm, node.target)

@@ -1,0 +1,60 @@
+"""A quantised graph as a HF-style causal LM: ``model(input_ids).logits``, ``.config``, ``.device``."""
+
+import itertools
+
+import torch
+import torch.fx as fx
+from torch import nn
+from transformers.modeling_outputs import CausalLMOutput
+
+
+def _check_right_padded(attention_mask: torch.Tensor) -> None:
+    """Right padding leaves every real token's logits unchanged (the model is causal); anything else
+    would need the mask inside the layers, which the graph does not take."""
+    mask = attention_mask.bool()
+    if not torch.equal(mask, mask.cummin(dim=-1).values):
+        raise ValueError(
+            "attention_mask must be right-padded (each row ones then zeros): pad on the right "
+            "(tokenizer.padding_side = 'right'); left padding is not supported"
+        )
+
+
+class QuantizedMambaForCausalLM(nn.Module):
+    """Wraps a lowered graph. ``forward(input_ids, attention_mask=None)`` returns an object with
+    ``.logits`` (batch, seq, vocab) float; any batch size and length."""
+
+    main_input_name = "input_ids"
+
+    def __init__(self, graph: fx.GraphModule, config, mode: str):
+        super().__init__()
+        self.gm = graph
+        self.config = config
+        self.mode = mode
+
+    @property
+    def device(self) -> torch.device:
+        return next(itertools.chain(self.gm.parameters(), self.gm.buffers())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.gm.meta.get("dtype", torch.float32)
+
+    def tie_weights(self, *args, **kwargs) -> None:
+        """Nothing to tie: the graph holds its own (possibly int8) head. Callers such as lm-eval call
+        this on load; re-tying would overwrite a quantised head with the float embedding."""
+
+    def get_input_embeddings(self):
+        return None
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> CausalLMOutput:
+        if input_ids.device != self.device:
+            raise ValueError(
+                f"input_ids are on {input_ids.device} but the model is on {self.device}: move them with .to(model.device)"
+            )
+        if attention_mask is not None:
+            _check_right_padded(attention_mask)
+        return CausalLMOutput(logits=self.gm(input_ids))
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"

@@ -1,0 +1,36 @@
+"""The precision modes, each a list of passes over the same calibrated (reference-quantised) graph.
+
+Adding a mode means adding its passes and one entry here; no forward reads a mode flag.
+"""
+
+from collections.abc import Callable
+
+
+
+from mamba_qpass.passes.lower_int8 import lower_int8
+from mamba_qpass.passes.manager import Pass
+from mamba_qpass.quant_config import QuantConfig
+
+# mode name -> (config -> passes applied to the calibrated q/dq graph)
+MODE_PASSES: dict[str, Callable[[QuantConfig], list[Pass]]] = {
+    "qdq": lambda config: [],
+    "w8a8": lambda config: [lower_int8(config)],
+}
+FLOAT_MODE = "fp"
+
+
+def mode_names() -> list[str]:
+    return [FLOAT_MODE, *MODE_PASSES]
+
+
+def check_mode(mode: str) -> None:
+    if mode not in mode_names():
+        raise ValueError(f"unknown mode {mode!r}: valid modes are {', '.join(mode_names())}")
+
+
+def mode_passes(mode: str, config: QuantConfig) -> list[Pass]:
+    check_mode(mode)
+    return MODE_PASSES[mode](config)
+
+
+

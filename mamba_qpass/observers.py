@@ -1,0 +1,67 @@
+"""Observers: identity modules that record activation ranges during calibration.
+
+Each carries the name of the tensor it watches (e.g. ``layer 3 conv1d output u``) so that a NaN or
+an infinity in calibration is reported where it happened.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+
+class NonFiniteActivationError(ValueError):
+    """An activation held NaN or inf during calibration."""
+
+
+def _check_finite(name: str, x: torch.Tensor) -> None:
+    if not torch.isfinite(x).all():
+        bad = "NaN" if torch.isnan(x).any() else "inf"
+        raise NonFiniteActivationError(
+            f"{bad} in {name} during calibration: check the model's weights and the calibration data "
+            "(an fp16 model may overflow; calibrate in float32)"
+        )
+
+
+class AbsMaxObserver(nn.Module):
+    """Running maximum of |x| over every calibration batch."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        self.register_buffer("amax", torch.zeros((), dtype=torch.float32))
+        self.register_buffer("batches", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_finite(self.name, x)
+        self.amax = torch.maximum(self.amax, x.detach().abs().max().float())
+        self.batches += 1
+        return x
+
+    def range(self) -> torch.Tensor:
+        return self.amax
+
+
+class PercentileObserver(nn.Module):
+    """The ``alpha`` percentile of |x| per calibration batch, averaged over batches."""
+
+    def __init__(self, name: str, alpha: float):
+        super().__init__()
+        self.name = name
+        self.alpha = alpha
+        self.register_buffer("total", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("batches", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_finite(self.name, x)
+        flat = x.detach().abs().flatten().float()
+        k = max(1, math.ceil(self.alpha * flat.numel()))
+        self.total += flat.kthvalue(k).values.double()
+        self.batches += 1
+        return x
+
+    def range(self) -> torch.Tensor:
+        return (self.total / self.batches.clamp(min=1)).float()
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"

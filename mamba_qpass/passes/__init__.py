@@ -1,0 +1,1 @@
+"""Graph transformations: each takes a GraphModule and returns one."""
