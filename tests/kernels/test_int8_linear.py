@@ -24,7 +24,7 @@ def assert_same(out, ref):
 
 
 SMALL_SHAPES = {"M1-N24-K40": (1, 24, 40), "M63-N24-K40": (63, 24, 40), "M7-N33-K17": (7, 33, 17),
-                "M40-N80-K136": (40, 80, 136)}
+                "M5-N3-K5": (5, 3, 5), "M40-N80-K136": (40, 80, 136)}
 
 
 @pytest.mark.parametrize("m,n,k", SMALL_SHAPES.values(), ids=SMALL_SHAPES.keys())

@@ -2,11 +2,17 @@
 
 H_D = H_m ⊗ H_{2**k}: Sylvester's doubling for the power of two, and Paley's first construction for
 m = q + 1 with q = 11 and q = 19 (primes with q % 4 == 3). Every one satisfies H @ H.T == D * I.
+
+Kernels use the same matrix as two small Kronecker factors (``HadamardRotation``): Sylvester matrices
+are Kronecker powers of H_2, so H_m ⊗ H_{2**k} = H_{m * 2**a} ⊗ H_{2**(k - a)} for any 0 <= a <= k.
 """
+
+from dataclasses import dataclass
 
 import torch
 
 PALEY_PRIMES = {12: 11, 20: 19}  # order m -> prime q with m = q + 1
+MAX_RIGHT_FACTOR = 256  # largest power-of-two factor a kernel holds as one (C, C) tile
 
 
 def _sylvester(order: int) -> torch.Tensor:
@@ -38,6 +44,8 @@ def _paley_type_one(q: int) -> torch.Tensor:
 
 def _split_order(order: int) -> tuple[int, int] | None:
     """(m, 2**k) with order = m * 2**k and m in {1, 12, 20}, or None."""
+    if order < 1:
+        return None
     for m in (1, *PALEY_PRIMES):
         if order % m == 0:
             power = order // m
@@ -46,18 +54,52 @@ def _split_order(order: int) -> tuple[int, int] | None:
     return None
 
 
-def is_supported_order(order: int) -> bool:
-    return order >= 1 and _split_order(order) is not None
-
-
-def hadamard_matrix(order: int, dtype: torch.dtype = torch.int8) -> torch.Tensor:
-    """The ±1 matrix H_order (unnormalised: H @ H.T == order * I), as ``dtype``."""
-    split = _split_order(order) if order >= 1 else None
+def _checked_split(order: int) -> tuple[int, int]:
+    split = _split_order(order)
     if split is None:
         raise ValueError(
             f"no Hadamard matrix of order {order}: supported orders are m * 2**k with m in {{1, 12, 20}} "
             "(e.g. 768, 1024, 1536, 2048, 3072, 4096, 5120)"
         )
-    m, power = split
+    return split
+
+
+def is_supported_order(order: int) -> bool:
+    return _split_order(order) is not None
+
+
+def hadamard_matrix(order: int, dtype: torch.dtype = torch.int8) -> torch.Tensor:
+    """The ±1 matrix H_order (unnormalised: H @ H.T == order * I), as ``dtype``."""
+    m, power = _checked_split(order)
     small = _sylvester(1) if m == 1 else _paley_type_one(PALEY_PRIMES[m])
     return torch.kron(small, _sylvester(power)).to(dtype)
+
+
+@dataclass(frozen=True)
+class HadamardRotation:
+    """H_D = left ⊗ right, as two ±1 int8 factors, left (R, R) and right (C, C) with D = R * C.
+
+    Reading a row y of length D as the row-major (R, C) matrix Y, H_D @ y is the row-major
+    left @ Y @ right.T: O(D * (R + C)) work instead of O(D**2).
+    """
+
+    left: torch.Tensor
+    right: torch.Tensor
+
+    @property
+    def order(self) -> int:
+        return self.left.shape[0] * self.right.shape[0]
+
+    def matrix(self) -> torch.Tensor:
+        """The full int8 (D, D) matrix; equal to ``hadamard_matrix(D)`` for ``hadamard_rotation(D)``."""
+        return torch.kron(self.left.to(torch.int64), self.right.to(torch.int64)).to(torch.int8)
+
+    def to(self, device: torch.device | str) -> "HadamardRotation":
+        return HadamardRotation(self.left.to(device), self.right.to(device))
+
+
+def hadamard_rotation(order: int, device: torch.device | str = "cpu") -> HadamardRotation:
+    """H_order factored as H_R ⊗ H_C, C the power-of-two part of the order capped at 256."""
+    _, power = _checked_split(order)
+    right = min(power, MAX_RIGHT_FACTOR)
+    return HadamardRotation(hadamard_matrix(order // right), hadamard_matrix(right)).to(device)

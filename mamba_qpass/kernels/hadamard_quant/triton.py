@@ -1,7 +1,8 @@
 """Triton kernels for ``hadamard_quant_ref`` and ``quantize_ref``, bit-exact against them.
 
-The rotation is a blocked float64 product with the ±1 matrix read from memory, O(D**2) per row; its sums
-are exact (see ``reference``), so the blocking order does not matter.
+The rotation applies the two Kronecker factors of ``HadamardRotation`` as two float64 ``tl.dot``s:
+each token row y, read as an (R, C) matrix Y, becomes left @ (Y @ right.T), O(D * (R + C)) per row.
+All its sums are exact (see ``reference``), so neither the blocking nor the dot's order matters.
 """
 
 import torch
@@ -9,6 +10,7 @@ import triton
 import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_f64_scalar, check_shape, check_tensor, check_unit_last_stride
+from mamba_qpass.kernels.hadamard_quant.matrix import HadamardRotation
 from mamba_qpass.kernels.hadamard_quant.reference import MAX_EXACT_ORDER, hadamard_output_scale
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 
@@ -17,30 +19,42 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 @triton.jit
 def _hadamard_quant_kernel(
-    y_ptr, h_ptr, scale_ptr, out_ptr,
-    M, D, stride_ym, stride_hd, stride_om,
-    BLOCK_M: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr,
+    y_ptr, left_ptr, right_ptr, scale_ptr, out_ptr,
+    M, R, C, stride_ym, stride_om,
+    BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr,
 ):
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)  # output columns = rows of H
-    offs_j = tl.arange(0, BLOCK_J)  # input columns = columns of H
-    mask_m = offs_m < M
-    mask_i = offs_i < D
-    y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_j[None, :]
-    h_ptrs = h_ptr + offs_i[:, None] * stride_hd + offs_j[None, :]
+    # BLOCK_M tokens per program, their (R, C) matrices stacked: stacked row s is row r of token m.
+    s = tl.arange(0, BLOCK_M * BLOCK_R)
+    token = tl.program_id(0) * BLOCK_M + s // BLOCK_R
+    r = s % BLOCK_R
+    mask_s = (token < M) & (r < R)
+    offs_c = tl.arange(0, BLOCK_C)
+    mask_c = offs_c < C
+    offs_j = tl.arange(0, BLOCK_J)
 
-    acc = tl.zeros((BLOCK_M, BLOCK_I), dtype=tl.float64)
-    for j_start in range(0, D, BLOCK_J):
-        mask_j = offs_j < D - j_start
-        y = tl.load(y_ptrs, mask=mask_m[:, None] & mask_j[None, :], other=0.0).to(tl.float64)
-        h = tl.load(h_ptrs, mask=mask_i[:, None] & mask_j[None, :], other=0).to(tl.float64)
-        acc += tl.sum(y[:, None, :] * h[None, :, :], axis=2)
+    # Stage 1: Z = Y @ right.T, over blocks of Y's columns.
+    y_ptrs = y_ptr + token[:, None] * stride_ym + r[:, None] * C + offs_j[None, :]
+    right_t_ptrs = right_ptr + offs_c[None, :] * C + offs_j[:, None]  # (BLOCK_J, BLOCK_C) block of right.T
+    z = tl.zeros((BLOCK_M * BLOCK_R, BLOCK_C), dtype=tl.float64)
+    for j_start in range(0, C, BLOCK_J):
+        mask_j = offs_j < C - j_start
+        y = tl.load(y_ptrs, mask=mask_s[:, None] & mask_j[None, :], other=0.0).to(tl.float64)
+        right_t = tl.load(right_t_ptrs, mask=mask_j[:, None] & mask_c[None, :], other=0).to(tl.float64)
+        z = tl.dot(y, right_t, z, out_dtype=tl.float64)
         y_ptrs += BLOCK_J
-        h_ptrs += BLOCK_J
+        right_t_ptrs += BLOCK_J
 
-    v = acc * tl.load(scale_ptr)
-    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_i[None, :]
-    tl.store(out_ptrs, tl_round_half_even_clamp_int8(v), mask=mask_m[:, None] & mask_i[None, :])
+    # Stage 2: left @ Z per token, as one product with the block-diagonal (I_BLOCK_M ⊗ left).
+    s2 = tl.arange(0, BLOCK_M * BLOCK_R)
+    r2 = s2 % BLOCK_R
+    same_token = (s // BLOCK_R)[:, None] == (s2 // BLOCK_R)[None, :]
+    left_mask = same_token & (r < R)[:, None] & (r2 < R)[None, :]
+    left = tl.load(left_ptr + r[:, None] * R + r2[None, :], mask=left_mask, other=0).to(tl.float64)
+    rotated = tl.dot(left, z, out_dtype=tl.float64)
+
+    v = rotated * tl.load(scale_ptr)
+    out_ptrs = out_ptr + token[:, None] * stride_om + r[:, None] * C + offs_c[None, :]
+    tl.store(out_ptrs, tl_round_half_even_clamp_int8(v), mask=mask_s[:, None] & mask_c[None, :])
 
 
 @triton.jit
@@ -56,13 +70,16 @@ def _quantize_kernel(
     tl.store(out_ptr + offs_m[:, None] * stride_om + offs_d[None, :], tl_round_half_even_clamp_int8(v), mask=mask)
 
 
-def _hadamard_blocks(rows: int, order: int, device: torch.device) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_I, BLOCK_J). The broadcast product holds BLOCK_M * BLOCK_I * BLOCK_J float64
-    values: small on GPU (registers), up to 2**18 on CPU where the interpreter pays per op, not per value."""
+def _hadamard_blocks(rows: int, left: int, right: int, device: torch.device) -> dict:
+    """One token per program on GPU (its (R, C) tiles live in registers); on CPU (the interpreter) up to
+    512 stacked rows per program, since there each op costs the same whatever its size. Tiles are at least
+    16 wide, the smallest ``tl.dot`` shape used on every backend."""
+    block_r = max(16, triton.next_power_of_2(left))
+    block_c = max(16, triton.next_power_of_2(right))
     if device.type == "cuda":
-        return 16, 32, 16
-    block_d = min(64, triton.next_power_of_2(order))
-    return min(64, triton.next_power_of_2(rows)), block_d, block_d
+        return dict(BLOCK_M=1, BLOCK_R=block_r, BLOCK_C=block_c, BLOCK_J=min(block_c, 32), num_warps=8)
+    block_m = max(1, min(triton.next_power_of_2(rows), 512 // block_r))
+    return dict(BLOCK_M=block_m, BLOCK_R=block_r, BLOCK_C=block_c, BLOCK_J=block_c)
 
 
 def _as_rows(name: str, t: torch.Tensor) -> torch.Tensor:
@@ -70,30 +87,34 @@ def _as_rows(name: str, t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, t.shape[-1])  # a view whenever the leading dims can be merged
 
 
-def hadamard_quant(y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch.Tensor) -> torch.Tensor:
-    """Triton ``hadamard_quant_ref``: y float16 (M, D) or (B, L, D), last dim contiguous, D <= 8192 a
-    supported Hadamard order; hadamard the ±1 (D, D) matrix of ``hadamard_matrix(D)`` (int8 or any
-    dtype holding ±1 exactly), on y's device; float64 scalar out_inv_scale. Returns int8 of y's shape."""
+def hadamard_quant(y: torch.Tensor, rotation: HadamardRotation, out_inv_scale: torch.Tensor) -> torch.Tensor:
+    """Triton ``hadamard_quant_ref``: y float16 (M, D) or (B, L, D), last dim contiguous, D <= 8192;
+    rotation = ``hadamard_rotation(D, y.device)``; float64 scalar out_inv_scale. Returns int8 of y's shape."""
     check_tensor("y", y, (torch.float16,), (2, 3))
     device = y.device
     order = y.shape[-1]
     if not 1 <= order <= MAX_EXACT_ORDER:
         raise ValueError(f"hadamard_quant is exact only for D <= {MAX_EXACT_ORDER}, got D={order}")
-    check_tensor("hadamard", hadamard, (torch.int8, torch.float16, torch.float32, torch.float64), (2,), device)
-    check_shape("hadamard", hadamard, (order, order))
-    check_unit_last_stride("hadamard", hadamard)
+    if not isinstance(rotation, HadamardRotation):
+        raise ValueError(f"rotation must be a HadamardRotation (see hadamard_rotation), got {type(rotation).__name__}")
+    if rotation.order != order:
+        raise ValueError(f"rotation has order {rotation.order} but y has D={order}")
+    for name, factor in (("rotation.left", rotation.left), ("rotation.right", rotation.right)):
+        check_tensor(name, factor, (torch.int8,), (2,), device)
+        check_shape(name, factor, (factor.shape[0], factor.shape[0]))
+        if not factor.is_contiguous():
+            raise ValueError(f"{name} must be contiguous")
     check_f64_scalar("out_inv_scale", out_inv_scale, device)
 
     rows = _as_rows("y", y)
     out = torch.empty(rows.shape, dtype=torch.int8, device=device)
     m = rows.shape[0]
     if m > 0:
-        scale = hadamard_output_scale(out_inv_scale, order)
-        block_m, block_i, block_j = _hadamard_blocks(m, order, device)
-        grid = (triton.cdiv(m, block_m), triton.cdiv(order, block_i))
-        _hadamard_quant_kernel[grid](
-            rows, hadamard, scale, out, m, order, rows.stride(0), hadamard.stride(0), out.stride(0),
-            BLOCK_M=block_m, BLOCK_I=block_i, BLOCK_J=block_j, **EXACT_FP_LAUNCH,
+        left, right = rotation.left.shape[0], rotation.right.shape[0]
+        config = _hadamard_blocks(m, left, right, device)
+        _hadamard_quant_kernel[(triton.cdiv(m, config["BLOCK_M"]),)](
+            rows, rotation.left, rotation.right, hadamard_output_scale(out_inv_scale, order), out,
+            m, left, right, rows.stride(0), out.stride(0), **config, **EXACT_FP_LAUNCH,
         )
     return out.reshape(y.shape)
 

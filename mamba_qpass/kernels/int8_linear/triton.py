@@ -47,25 +47,22 @@ def _int8_linear_kernel(
         tl.store(out_ptrs, v.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _next_pow2_at_least_16(n: int) -> int:
-    return max(16, triton.next_power_of_2(n))
+def _pow2_tile(n: int, smallest: int, largest: int) -> int:
+    return min(largest, max(smallest, triton.next_power_of_2(n)))
 
 
 def _gemm_launch_config(m: int, n: int, k: int, device: torch.device) -> dict:
-    """Tile sizes by a small rule, not autotuning: on CPU (the interpreter) every tl op costs the same
-    whatever its size, so the fewest, largest programs win; on GPU, tensor-core-friendly tiles."""
+    """Tile sizes by a small rule, not autotuning. An int8 ``tl.dot`` needs K tiles of at least 32 and
+    M, N tiles of at least 16. On CPU (the interpreter) every tl op costs the same whatever its size, so
+    the fewest, largest programs win; on GPU, tensor-core-friendly tiles."""
     if device.type != "cuda":
-        return dict(
-            BLOCK_M=min(64, _next_pow2_at_least_16(m)),
-            BLOCK_N=min(64, _next_pow2_at_least_16(n)),
-            BLOCK_K=min(128, _next_pow2_at_least_16(k)),
-        )
-    block_m = min(128, _next_pow2_at_least_16(m))
-    block_n = 128 if n >= 128 else max(32, triton.next_power_of_2(n))
+        return dict(BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, 16, 64), BLOCK_K=_pow2_tile(k, 32, 128))
+    block_m = _pow2_tile(m, 16, 128)
+    block_n = _pow2_tile(n, 32, 128)
     return dict(
         BLOCK_M=block_m,
         BLOCK_N=block_n,
-        BLOCK_K=128 if k >= 128 else max(32, triton.next_power_of_2(k)),
+        BLOCK_K=_pow2_tile(k, 32, 128),
         num_warps=8 if block_m * block_n >= 128 * 128 else 4,
         num_stages=3,
     )
