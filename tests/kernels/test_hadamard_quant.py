@@ -9,8 +9,8 @@ from mamba_qpass.kernels.hadamard_quant import (
     hadamard_matrix,
     hadamard_quant,
     hadamard_quant_ref,
-    hadamard_rotation,
     is_supported_order,
+    kronecker_split,
     quantize,
     quantize_ref,
 )
@@ -51,10 +51,13 @@ def test_hadamard_matrix_dtype():
 
 
 @pytest.mark.parametrize("order", [1, 2, 12, 20, 24, 40, 64, 768, 1024, 1536])
-def test_rotation_factors_multiply_to_the_matrix(order):
-    rotation = hadamard_rotation(order)
-    assert rotation.order == order and rotation.right.shape[0] <= 256
-    assert torch.equal(rotation.matrix(), hadamard_matrix(order))
+def test_kronecker_factors_are_read_off_the_matrix(order):
+    left, right = kronecker_split(order)
+    assert left * right == order and right <= 256
+    h = hadamard_matrix(order)
+    assert torch.equal(h[::right, ::right], hadamard_matrix(left))
+    assert torch.equal(h[:right, :right], hadamard_matrix(right))
+    assert torch.equal(torch.kron(hadamard_matrix(left), hadamard_matrix(right)), h)
 
 
 # --- hadamard_quant ----------------------------------------------------------------------------------
@@ -71,7 +74,7 @@ ORDERS = [12, 20, 24, 40, 48, 64]
 @pytest.mark.parametrize("rows", [1, 63], ids=lambda m: f"M{m}")
 def test_hadamard_quant_matches_reference(rows, order, device):
     y = make_y(rows, order, device)
-    h = hadamard_rotation(order, device)
+    h = hadamard_matrix(order).to(device)
     inv = f64(127 / 12, device)
     out = hadamard_quant(y, h, inv)
     assert_same_codes(out, hadamard_quant_ref(y, h, inv))
@@ -90,26 +93,26 @@ def test_hadamard_quant_sums_exactly(device):
     inv = f64(2.0**24 / 2000 * math.sqrt(order), "cpu")  # c = inv / sqrt(D) = 2**24 / 2000
     units = (y.double() * 2.0**24).long() @ h.long().T  # exact sums in units of 2**-24
     expected = torch.round((units.double() / 2000).clamp(-128, 127)).to(torch.int8)
-    ref = hadamard_quant_ref(y, hadamard_rotation(order), inv)
+    ref = hadamard_quant_ref(y, h, inv)
     assert torch.equal(ref, expected)
     cancelled = h[:, 0] != h[:, 1]
     assert (ref[:, cancelled].abs() < 127).all() and (ref[:, cancelled] != 0).any()
-    out = hadamard_quant(y.to(device), hadamard_rotation(order, device), inv.to(device))
+    out = hadamard_quant(y.to(device), h.to(device), inv.to(device))
     assert_same_codes(out, ref.to(device))
 
 
 def test_hadamard_quant_with_split_power_of_two(device):
     """D = 1024 = 4 * 256: the left factor is itself a Sylvester matrix."""
+    assert kronecker_split(1024) == (4, 256)
     y = make_y(3, 1024, device, std=0.5)
-    h = hadamard_rotation(1024, device)
-    assert h.left.shape == (4, 4)
+    h = hadamard_matrix(1024).to(device)
     inv = f64(127 / 12, device)
     assert_same_codes(hadamard_quant(y, h, inv), hadamard_quant_ref(y, h, inv))
 
 
-def test_hadamard_quant_sliced_3d_input(device):
+def test_hadamard_quant_sliced_3d_input_and_float_matrix(device):
     y = make_y(14, 48, device).reshape(2, 7, 48)[..., :24]
-    h = hadamard_rotation(24, device)
+    h = hadamard_matrix(24, dtype=torch.float32).to(device)
     inv = f64([127 / 12], device)
     out = hadamard_quant(y, h, inv)
     assert out.shape == (2, 7, 24)
@@ -118,7 +121,7 @@ def test_hadamard_quant_sliced_3d_input(device):
 
 def test_hadamard_quant_saturates(device):
     y = make_y(9, 20, device, std=100.0)
-    h = hadamard_rotation(20, device)
+    h = hadamard_matrix(20).to(device)
     out = hadamard_quant(y, h, f64(1.0, device))
     assert_same_codes(out, hadamard_quant_ref(y, h, f64(1.0, device)))
     assert (out == 127).any() and (out == -128).any()
@@ -129,26 +132,23 @@ def test_hadamard_quant_saturates(device):
     [
         ("fp32_y", "y must have dtype"),
         ("unsupported_order_too_large", "exact only for D <= 8192"),
-        ("order_mismatch", "rotation has order 24 but y has D=12"),
-        ("dense_matrix", "rotation must be a HadamardRotation"),
-        ("float_factor", "rotation.left must have dtype"),
+        ("matrix_shape", "hadamard must have shape"),
+        ("bool_matrix", "hadamard must have dtype"),
         ("f32_scale", "out_inv_scale must have dtype"),
         ("strided_y", "contiguous last dim"),
     ],
 )
 def test_hadamard_quant_rejects_bad_inputs(case, match, device):
-    y, h, inv = make_y(4, 12, device), hadamard_rotation(12, device), f64(1.0, device)
-    args = dict(y=y, rotation=h, out_inv_scale=inv)
+    y, h, inv = make_y(4, 12, device), hadamard_matrix(12).to(device), f64(1.0, device)
+    args = dict(y=y, hadamard=h, out_inv_scale=inv)
     if case == "fp32_y":
         args["y"] = y.float()
     elif case == "unsupported_order_too_large":
         args["y"] = torch.zeros(1, 12 * 1024, dtype=torch.float16, device=device)
-    elif case == "order_mismatch":
-        args["rotation"] = hadamard_rotation(24, device)
-    elif case == "dense_matrix":
-        args["rotation"] = hadamard_matrix(12).to(device)
-    elif case == "float_factor":
-        args["rotation"] = type(h)(h.left.float(), h.right)
+    elif case == "matrix_shape":
+        args["hadamard"] = hadamard_matrix(24).to(device)
+    elif case == "bool_matrix":
+        args["hadamard"] = h > 0
     elif case == "f32_scale":
         args["out_inv_scale"] = inv.float()
     elif case == "strided_y":
@@ -196,8 +196,8 @@ REAL_SHAPES = {"130m-L2048": (2048, 1536), "2.8b-L512": (512, 5120)}
 @pytest.mark.parametrize("rows,order", REAL_SHAPES.values(), ids=REAL_SHAPES.keys())
 def test_real_shapes_on_gpu(rows, order):
     y = make_y(rows, order, "cuda")
-    h = hadamard_rotation(order, "cuda")
-    hf = h.matrix().double()
+    h = hadamard_matrix(order).cuda()
+    hf = h.double()
     assert torch.equal(hf @ hf.T, order * torch.eye(order, dtype=torch.float64, device="cuda"))
     inv = f64(127 / 12, "cuda")
     assert_same_codes(hadamard_quant(y, h, inv), hadamard_quant_ref(y, h, inv))

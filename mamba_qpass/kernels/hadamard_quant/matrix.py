@@ -3,11 +3,9 @@
 H_D = H_m ⊗ H_{2**k}: Sylvester's doubling for the power of two, and Paley's first construction for
 m = q + 1 with q = 11 and q = 19 (primes with q % 4 == 3). Every one satisfies H @ H.T == D * I.
 
-Kernels use the same matrix as two small Kronecker factors (``HadamardRotation``): Sylvester matrices
-are Kronecker powers of H_2, so H_m ⊗ H_{2**k} = H_{m * 2**a} ⊗ H_{2**(k - a)} for any 0 <= a <= k.
+Kernels apply the matrix as two small Kronecker factors (``kronecker_split``): Sylvester matrices are
+Kronecker powers of H_2, so H_m ⊗ H_{2**k} = H_{m * 2**a} ⊗ H_{2**(k - a)} for any 0 <= a <= k.
 """
-
-from dataclasses import dataclass
 
 import torch
 
@@ -75,31 +73,14 @@ def hadamard_matrix(order: int, dtype: torch.dtype = torch.int8) -> torch.Tensor
     return torch.kron(small, _sylvester(power)).to(dtype)
 
 
-@dataclass(frozen=True)
-class HadamardRotation:
-    """H_D = left ⊗ right, as two ±1 int8 factors, left (R, R) and right (C, C) with D = R * C.
+def kronecker_split(order: int) -> tuple[int, int]:
+    """(R, C) with hadamard_matrix(order) == kron(hadamard_matrix(R), hadamard_matrix(C)), C the
+    power-of-two part of the order capped at 256.
 
-    Reading a row y of length D as the row-major (R, C) matrix Y, H_D @ y is the row-major
-    left @ Y @ right.T: O(D * (R + C)) work instead of O(D**2).
+    Every factor has H[0, 0] == 1, so both factors can be read off the full matrix H without storing
+    them: H_R = H[::C, ::C] and H_C = H[:C, :C]. With a row y of length D read as the row-major
+    (R, C) matrix Y, H @ y is the row-major H_R @ Y @ H_C.T: O(D * (R + C)) work instead of O(D**2).
     """
-
-    left: torch.Tensor
-    right: torch.Tensor
-
-    @property
-    def order(self) -> int:
-        return self.left.shape[0] * self.right.shape[0]
-
-    def matrix(self) -> torch.Tensor:
-        """The full int8 (D, D) matrix; equal to ``hadamard_matrix(D)`` for ``hadamard_rotation(D)``."""
-        return torch.kron(self.left.to(torch.int64), self.right.to(torch.int64)).to(torch.int8)
-
-    def to(self, device: torch.device | str) -> "HadamardRotation":
-        return HadamardRotation(self.left.to(device), self.right.to(device))
-
-
-def hadamard_rotation(order: int, device: torch.device | str = "cpu") -> HadamardRotation:
-    """H_order factored as H_R ⊗ H_C, C the power-of-two part of the order capped at 256."""
     _, power = _checked_split(order)
     right = min(power, MAX_RIGHT_FACTOR)
-    return HadamardRotation(hadamard_matrix(order // right), hadamard_matrix(right)).to(device)
+    return order // right, right

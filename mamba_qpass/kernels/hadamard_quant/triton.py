@@ -1,8 +1,9 @@
 """Triton kernels for ``hadamard_quant_ref`` and ``quantize_ref``, bit-exact against them.
 
-The rotation applies the two Kronecker factors of ``HadamardRotation`` as two float64 ``tl.dot``s:
-each token row y, read as an (R, C) matrix Y, becomes left @ (Y @ right.T), O(D * (R + C)) per row.
-All its sums are exact (see ``reference``), so neither the blocking nor the dot's order matters.
+The rotation applies the two Kronecker factors of ``hadamard_matrix(D)`` (``kronecker_split``), read in
+place from the full matrix, as two float64 ``tl.dot``s: each token row y, read as an (R, C) matrix Y,
+becomes H_R @ (Y @ H_C.T), O(D * (R + C)) per row. All its sums are exact (see ``reference``), so neither
+the blocking nor the dot's order matters.
 """
 
 import torch
@@ -10,7 +11,7 @@ import triton
 import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_f64_scalar, check_shape, check_tensor, check_unit_last_stride
-from mamba_qpass.kernels.hadamard_quant.matrix import HadamardRotation
+from mamba_qpass.kernels.hadamard_quant.matrix import kronecker_split
 from mamba_qpass.kernels.hadamard_quant.reference import MAX_EXACT_ORDER, hadamard_output_scale
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 
@@ -19,8 +20,8 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 @triton.jit
 def _hadamard_quant_kernel(
-    y_ptr, left_ptr, right_ptr, scale_ptr, out_ptr,
-    M, R, C, stride_ym, stride_om,
+    y_ptr, h_ptr, scale_ptr, out_ptr,
+    M, R, C, stride_ym, stride_h, stride_om,
     BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr,
 ):
     # BLOCK_M tokens per program, their (R, C) matrices stacked: stacked row s is row r of token m.
@@ -32,9 +33,9 @@ def _hadamard_quant_kernel(
     mask_c = offs_c < C
     offs_j = tl.arange(0, BLOCK_J)
 
-    # Stage 1: Z = Y @ right.T, over blocks of Y's columns.
+    # Stage 1: Z = Y @ H_C.T over blocks of Y's columns; H_C = H[:C, :C].
     y_ptrs = y_ptr + token[:, None] * stride_ym + r[:, None] * C + offs_j[None, :]
-    right_t_ptrs = right_ptr + offs_c[None, :] * C + offs_j[:, None]  # (BLOCK_J, BLOCK_C) block of right.T
+    right_t_ptrs = h_ptr + offs_c[None, :] * stride_h + offs_j[:, None]  # (BLOCK_J, BLOCK_C) block of H_C.T
     z = tl.zeros((BLOCK_M * BLOCK_R, BLOCK_C), dtype=tl.float64)
     for j_start in range(0, C, BLOCK_J):
         mask_j = offs_j < C - j_start
@@ -44,12 +45,13 @@ def _hadamard_quant_kernel(
         y_ptrs += BLOCK_J
         right_t_ptrs += BLOCK_J
 
-    # Stage 2: left @ Z per token, as one product with the block-diagonal (I_BLOCK_M ⊗ left).
+    # Stage 2: H_R @ Z per token, as one product with the block-diagonal (I_BLOCK_M ⊗ H_R); H_R = H[::C, ::C].
     s2 = tl.arange(0, BLOCK_M * BLOCK_R)
     r2 = s2 % BLOCK_R
     same_token = (s // BLOCK_R)[:, None] == (s2 // BLOCK_R)[None, :]
     left_mask = same_token & (r < R)[:, None] & (r2 < R)[None, :]
-    left = tl.load(left_ptr + r[:, None] * R + r2[None, :], mask=left_mask, other=0).to(tl.float64)
+    left_ptrs = h_ptr + r[:, None] * C * stride_h + r2[None, :] * C
+    left = tl.load(left_ptrs, mask=left_mask, other=0).to(tl.float64)
     rotated = tl.dot(left, z, out_dtype=tl.float64)
 
     v = rotated * tl.load(scale_ptr)
@@ -87,34 +89,32 @@ def _as_rows(name: str, t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, t.shape[-1])  # a view whenever the leading dims can be merged
 
 
-def hadamard_quant(y: torch.Tensor, rotation: HadamardRotation, out_inv_scale: torch.Tensor) -> torch.Tensor:
-    """Triton ``hadamard_quant_ref``: y float16 (M, D) or (B, L, D), last dim contiguous, D <= 8192;
-    rotation = ``hadamard_rotation(D, y.device)``; float64 scalar out_inv_scale. Returns int8 of y's shape."""
+def hadamard_quant(y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch.Tensor) -> torch.Tensor:
+    """Triton ``hadamard_quant_ref``: y float16 (M, D) or (B, L, D), last dim contiguous, D <= 8192 a
+    supported order; hadamard = ``hadamard_matrix(D)`` (int8, or a float dtype holding it), on y's device;
+    float64 scalar out_inv_scale. Returns int8 of y's shape.
+
+    The kernel reads only the Kronecker factors H[::C, ::C] and H[:C, :C] of ``hadamard``, so it must be
+    ``hadamard_matrix(D)`` itself, not another Hadamard matrix of that order."""
     check_tensor("y", y, (torch.float16,), (2, 3))
     device = y.device
     order = y.shape[-1]
     if not 1 <= order <= MAX_EXACT_ORDER:
         raise ValueError(f"hadamard_quant is exact only for D <= {MAX_EXACT_ORDER}, got D={order}")
-    if not isinstance(rotation, HadamardRotation):
-        raise ValueError(f"rotation must be a HadamardRotation (see hadamard_rotation), got {type(rotation).__name__}")
-    if rotation.order != order:
-        raise ValueError(f"rotation has order {rotation.order} but y has D={order}")
-    for name, factor in (("rotation.left", rotation.left), ("rotation.right", rotation.right)):
-        check_tensor(name, factor, (torch.int8,), (2,), device)
-        check_shape(name, factor, (factor.shape[0], factor.shape[0]))
-        if not factor.is_contiguous():
-            raise ValueError(f"{name} must be contiguous")
+    check_tensor("hadamard", hadamard, (torch.int8, torch.float16, torch.float32, torch.float64), (2,), device)
+    check_shape("hadamard", hadamard, (order, order))
+    check_unit_last_stride("hadamard", hadamard)
     check_f64_scalar("out_inv_scale", out_inv_scale, device)
+    left, right = kronecker_split(order)
 
     rows = _as_rows("y", y)
     out = torch.empty(rows.shape, dtype=torch.int8, device=device)
     m = rows.shape[0]
     if m > 0:
-        left, right = rotation.left.shape[0], rotation.right.shape[0]
         config = _hadamard_blocks(m, left, right, device)
         _hadamard_quant_kernel[(triton.cdiv(m, config["BLOCK_M"]),)](
-            rows, rotation.left, rotation.right, hadamard_output_scale(out_inv_scale, order), out,
-            m, left, right, rows.stride(0), out.stride(0), **config, **EXACT_FP_LAUNCH,
+            rows, hadamard, hadamard_output_scale(out_inv_scale, order), out,
+            m, left, right, rows.stride(0), hadamard.stride(0), out.stride(0), **config, **EXACT_FP_LAUNCH,
         )
     return out.reshape(y.shape)
 
