@@ -74,12 +74,13 @@ def test_float_inputs_match_reference(shape, variant, dtype, device):
 
 
 @pytest.mark.parametrize("shape", [SHAPES["B2-L7-D24-N16"], SHAPES["B2-L63-D40-N16"]], ids=["L7", "L63"])
-@pytest.mark.parametrize("variant", ["full", "no_z"])
+@pytest.mark.parametrize("variant", ["full", "no_z", "scales_tensor"])
 def test_int8_inputs_match_reference(shape, variant, device):
     args = make_inputs(*shape, device, int8=True)
     if variant == "no_z":
         args["z"] = None
-    out, state = selective_scan(**args, scales=SCALES)
+    scales = SCALES.as_tensor(device) if variant == "scales_tensor" else SCALES
+    out, state = selective_scan(**args, scales=scales)
     ref, ref_state = selective_scan_int8_ref(**args, scales=SCALES)
     assert out.dtype == torch.float32
     assert_close_to_ref(out, ref, device)
@@ -123,7 +124,8 @@ def test_empty_sequence_returns_initial_state(device):
     [
         ("int8_without_scales", r"u \[float \(no scales\)\] must have dtype"),
         ("float_with_scales", r"u \[int8 \(scales given\)\] must have dtype"),
-        ("scales_not_dataclass", "scales must be a ScanInputScales"),
+        ("scales_as_list", "scales must be a ScanInputScales or a float32 \\(5,\\) tensor"),
+        ("scales_tensor_f64", "a scales tensor must be float32 of shape \\(5,\\)"),
         ("B_state_mismatch", "B must have shape"),
         ("A_channels", "A must have shape"),
         ("fp16_initial_state", "initial_state must have dtype"),
@@ -138,9 +140,12 @@ def test_rejects_bad_inputs(case, match, device):
         args["u"] = args["u"].to(torch.int8)
     elif case == "float_with_scales":
         scales = SCALES
-    elif case == "scales_not_dataclass":
+    elif case == "scales_as_list":
         args = make_inputs(1, 5, 24, 16, device, int8=True)
-        scales = SCALES.as_tensor(device)
+        scales = [0.1] * 5
+    elif case == "scales_tensor_f64":
+        args = make_inputs(1, 5, 24, 16, device, int8=True)
+        scales = SCALES.as_tensor(device).double()
     elif case == "B_state_mismatch":
         args["B"] = args["B"][..., :8]
     elif case == "A_channels":

@@ -25,8 +25,23 @@ class ScanInputScales:
         return torch.tensor([self.u, self.delta, self.B, self.C, self.z], dtype=torch.float32, device=device)
 
 
+def scan_scales_tensor(scales: "ScanInputScales | torch.Tensor", device: torch.device) -> torch.Tensor:
+    """The float32 (5,) [u, delta, B, C, z] tensor of ``scales``: a ``ScanInputScales``, or that tensor
+    already (what a graph keeps as a buffer; passing it avoids a host round trip per call)."""
+    if isinstance(scales, ScanInputScales):
+        return scales.as_tensor(device)
+    if not isinstance(scales, torch.Tensor):
+        raise ValueError(f"scales must be a ScanInputScales or a float32 (5,) tensor, got {type(scales).__name__}")
+    if scales.dtype != torch.float32 or tuple(scales.shape) != (5,) or scales.device != device:
+        raise ValueError(
+            f"a scales tensor must be float32 of shape (5,) on {device} ([u, delta, B, C, z]), "
+            f"got {scales.dtype} {tuple(scales.shape)} on {scales.device}"
+        )
+    return scales
+
+
 def dequantize_scan_inputs(
-    scales: ScanInputScales,
+    scales: "ScanInputScales | torch.Tensor",
     u: torch.Tensor,
     delta: torch.Tensor,
     B: torch.Tensor,
@@ -34,7 +49,7 @@ def dequantize_scan_inputs(
     z: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """float32 values of the int8 codes u, delta, B, C, z (z may be None)."""
-    s_u, s_delta, s_B, s_C, s_z = scales.as_tensor(u.device).unbind()
+    s_u, s_delta, s_B, s_C, s_z = scan_scales_tensor(scales, u.device).unbind()
     return (
         u.to(torch.float32) * s_u,
         delta.to(torch.float32) * s_delta,
@@ -57,10 +72,10 @@ def selective_scan_int8_ref(
     out_dtype: torch.dtype | None = None,
     initial_state: torch.Tensor | None = None,
     *,
-    scales: ScanInputScales,
+    scales: "ScanInputScales | torch.Tensor",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """u, delta, z: int8 (B, L, D); B, C: int8 (B, L, N); the rest as in ``selective_scan_ref``.
-    Returns ``(out, final_state)``; out defaults to float32."""
+    """u, delta, z: int8 (B, L, D); B, C: int8 (B, L, N); scales: see ``scan_scales_tensor``; the rest as
+    in ``selective_scan_ref``. Returns ``(out, final_state)``; out defaults to float32."""
     u32, delta32, B32, C32, z32 = dequantize_scan_inputs(scales, u, delta, B, C, z)
     return selective_scan_ref(
         u32, delta32, A, B32, C32, D, z32, delta_bias, delta_softplus,

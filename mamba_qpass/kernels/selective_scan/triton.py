@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_shape, check_tensor, check_unit_last_stride
-from mamba_qpass.kernels.selective_scan.reference_int8 import ScanInputScales
+from mamba_qpass.kernels.selective_scan.reference_int8 import ScanInputScales, scan_scales_tensor
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_STATE = 256
@@ -110,8 +110,6 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, scales) ->
     codes = scales is not None
     seq_dtypes = (torch.int8,) if codes else FLOAT_DTYPES
     kind = "int8 (scales given)" if codes else "float (no scales)"
-    if scales is not None and not isinstance(scales, ScanInputScales):
-        raise ValueError(f"scales must be a ScanInputScales or None, got {type(scales).__name__}")
     check_tensor(f"u [{kind}]", u, seq_dtypes, (3,))
     device = u.device
     batch, seq_len, channels = u.shape
@@ -161,13 +159,16 @@ def selective_scan(
     delta_softplus: bool = True,
     out_dtype: torch.dtype | None = None,
     initial_state: torch.Tensor | None = None,
-    scales: ScanInputScales | None = None,
+    scales: ScanInputScales | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton ``selective_scan_ref`` (scales None: float u, delta, B, C, z) or ``selective_scan_int8_ref``
-    (scales given: int8 codes). u, delta, z: (B, L, D); B, C: (B, L, N); all with a contiguous last dim,
-    other strides free. Returns ``(out (B, L, D) in out_dtype, final_state (B, D, N) float32)``; out_dtype
-    defaults to u's float dtype, or float32 for int8 u."""
+    (scales given, as ``ScanInputScales`` or its float32 (5,) tensor: int8 codes).
+
+    u, delta, z: (B, L, D); B, C: (B, L, N); all with a contiguous last dim, other strides free. Returns
+    ``(out (B, L, D) in out_dtype, final_state (B, D, N) float32)``; out_dtype defaults to u's float
+    dtype, or float32 for int8 u."""
     _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, scales)
+    scales_arg = scan_scales_tensor(scales, u.device) if scales is not None else A  # unread if not INT8_INPUTS
     if out_dtype is None:
         out_dtype = u.dtype if u.dtype.is_floating_point else torch.float32
     if out_dtype not in FLOAT_DTYPES:
@@ -183,7 +184,6 @@ def selective_scan(
     block_d, block_n, options = _scan_blocks(channels, state_size, device)
     z_arg = z if z is not None else u
     init = initial_state if initial_state is not None else final_state  # not read without HAS_INIT
-    scales_arg = scales.as_tensor(device) if scales is not None else A  # not read without INT8_INPUTS
     _selective_scan_kernel[(batch, triton.cdiv(channels, block_d))](
         u, delta, A, B, C, D if D is not None else A, z_arg,
         delta_bias if delta_bias is not None else A, init, scales_arg, out, final_state,
