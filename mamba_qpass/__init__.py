@@ -1,5 +1,6 @@
 """mamba-qpass: quantize Mamba language models as torch.fx graph rewrites with Triton INT8 kernels."""
 
+from mamba_qpass import cuda_kernels  # noqa: F401  (registers the Triton kernels for CUDA)
 from mamba_qpass.api import apply, apply_mode, calibrate
 from mamba_qpass.capture import capture
 from mamba_qpass.errors import UnsupportedModelError

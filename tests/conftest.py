@@ -1,5 +1,13 @@
+import os
+
 import pytest
 import torch
+
+# Without CUDA the Triton kernel tests run in Triton's interpreter. Triton reads the variable when it
+# is first imported, so it is set here, before any test module imports mamba_qpass (and triton).
+# Ops dispatched on CPU tensors still run their PyTorch references; only the kernel tests call Triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_addoption(parser):

@@ -1,0 +1,125 @@
+"""The ``mamba-qpass`` command line."""
+
+import argparse
+import json
+import sys
+
+import torch
+
+from mamba_qpass import defaults
+from mamba_qpass.modes import FLOAT_MODE, mode_names
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="local folder or hub id (default: the embedded checkpoint)")
+    parser.add_argument("--data-dir", default=None, help="the shared data folder (default: $MAMBA_QPASS_DATA or ../shared/data)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--calib-samples", type=int, default=512, help="calibration sequences (default 512)")
+    parser.add_argument("--calib-len", type=int, default=512, help="tokens per calibration sequence (default 512)")
+    parser.add_argument("--output", default=None, help="write the results as JSON to this file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in mode_names()]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(f"unknown mode(s) {unknown}: valid modes are {', '.join(mode_names())}")
+    return modes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mamba-qpass", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    quantize = sub.add_parser(
+        "quantize",
+        help="calibrate a model once, apply precision modes, report perplexity and logit error vs fp",
+    )
+    _add_common(quantize)
+    quantize.add_argument("--modes", type=_modes, default=["w8a8"], help="comma-separated (default: w8a8)")
+    quantize.add_argument("--eval-tokens", type=int, default=16384, help="validation tokens for perplexity")
+    quantize.add_argument("--context-len", type=int, default=512)
+    quantize.add_argument("--stride", type=int, default=256)
+    return parser
+
+
+def _load(args):
+    from mamba_qpass.loading import load_pretrained
+
+    device = torch.device(args.device) if args.device else defaults.default_device()
+    return load_pretrained(args.model or defaults.default_model(), device=device)
+
+
+def _calibration_texts(args) -> list[str]:
+    from mamba_qpass.text_data import gutenberg_texts
+
+    path = defaults.data_file(defaults.CALIBRATION_FILE, args.data_dir)
+    return list(gutenberg_texts(path, max_chars=args.calib_samples * args.calib_len * 8))
+
+
+def _validation_tokens(args, tokenizer) -> torch.Tensor:
+    from mamba_qpass.text_data import gutenberg_texts
+
+    path = defaults.data_file(defaults.VALIDATION_FILE, args.data_dir)
+    text = "".join(gutenberg_texts(path, max_chars=args.eval_tokens * 8))
+    return torch.tensor(tokenizer(text)["input_ids"][: args.eval_tokens])
+
+
+def run_quantize(args) -> dict:
+    import mamba_qpass as qpass
+    from mamba_qpass.hf import QuantizedMambaForCausalLM
+    from mamba_qpass.perplexity import perplexity
+
+    model, tokenizer = _load(args)
+    config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
+    progress = not args.quiet
+    quant_modes = [m for m in args.modes if m != FLOAT_MODE]
+    calibrated = (
+        qpass.calibrate(model, _calibration_texts(args), tokenizer, config, progress) if quant_modes else None
+    )
+    tokens = _validation_tokens(args, tokenizer)
+    probe = tokens[: args.context_len][None].to(model.device)
+    fp_model = qpass.apply(model, FLOAT_MODE)
+    fp_logits = fp_model(probe).logits.float()
+    results = {"model": args.model or str(defaults.DEFAULT_CHECKPOINT), "device": str(model.device), "modes": {}}
+    for mode in [FLOAT_MODE, *quant_modes]:
+        qmodel = fp_model if mode == FLOAT_MODE else QuantizedMambaForCausalLM(
+            qpass.apply_mode(calibrated, mode), model.config, mode
+        )
+        ppl = perplexity(qmodel, tokens, args.context_len, args.stride, progress=progress, desc=f"perplexity {mode}")
+        logits = qmodel(probe).logits.float()
+        error = (logits - fp_logits).pow(2).sum()
+        results["modes"][mode] = {
+            **ppl,
+            "logits_sqnr_db": float("inf") if error == 0 else (10 * torch.log10(fp_logits.pow(2).sum() / error)).item(),
+            "top1_agreement_vs_fp": (logits.argmax(-1) == fp_logits.argmax(-1)).float().mean().item(),
+        }
+    return results
+
+
+def _print_table(results: dict) -> None:
+    print(f"model {results['model']} on {results['device']}")
+    print(f"{'mode':<10} {'perplexity':>11} {'tokens':>8} {'SQNR dB':>8} {'top-1 vs fp':>12}")
+    for mode, r in results["modes"].items():
+        print(
+            f"{mode:<10} {r['perplexity']:>11.3f} {r['tokens']:>8d} {r['logits_sqnr_db']:>8.1f} "
+            f"{100 * r['top1_agreement_vs_fp']:>11.2f}%"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        results = run_quantize(args)
+    except (OSError, ValueError) as err:
+        print(f"mamba-qpass: error: {err}", file=sys.stderr)
+        return 2
+    _print_table(results)
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Registers the Triton kernels as the CUDA implementations of the custom ops in ``ops.py``.
+
+Imported by ``ops.py``; on a machine without CUDA the registrations are simply never dispatched to.
+Every op listed here has a Triton kernel. The two float helpers without one, ``rms_norm`` and
+``hadamard_rotate``, are plain PyTorch on every device: they run in the float and calibration graphs,
+never in a lowered int8 graph.
+"""
+
+import torch
+
+from mamba_qpass import ops
+from mamba_qpass.kernels.causal_conv1d.triton import causal_conv1d as causal_conv1d_triton
+from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant, quantize
+from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
+from mamba_qpass.kernels.int8_linear.triton import int8_linear
+from mamba_qpass.kernels.rms_norm_quant.triton import rms_norm_quant
+from mamba_qpass.kernels.selective_scan.reference_int8 import ScanInputScales
+from mamba_qpass.kernels.selective_scan.triton import selective_scan as selective_scan_triton
+
+
+@ops.causal_conv1d.register_kernel("cuda")
+def _(x, weight, bias, silu):
+    return causal_conv1d_triton(x, weight, bias, silu)
+
+
+@ops.selective_scan.register_kernel("cuda")
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    out, _ = selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return out
+
+
+@ops.int8_selective_scan.register_kernel("cuda")
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype):
+    out, _ = selective_scan_triton(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, scales=ScanInputScales(*scales.tolist())
+    )
+    return out
+
+
+ops.int8_linear.register_kernel("cuda")(int8_linear)
+ops.int8_causal_conv1d.register_kernel("cuda")(int8_causal_conv1d)
+ops.rms_norm_quant.register_kernel("cuda")(rms_norm_quant)
+ops.hadamard_quant.register_kernel("cuda")(hadamard_quant)
+ops.quantize.register_kernel("cuda")(quantize)
+
+CUDA_OPS = (
+    torch.ops.mamba_qpass.causal_conv1d,
+    torch.ops.mamba_qpass.selective_scan,
+    torch.ops.mamba_qpass.int8_selective_scan,
+    torch.ops.mamba_qpass.int8_linear,
+    torch.ops.mamba_qpass.int8_causal_conv1d,
+    torch.ops.mamba_qpass.rms_norm_quant,
+    torch.ops.mamba_qpass.hadamard_quant,
+    torch.ops.mamba_qpass.quantize,
+)

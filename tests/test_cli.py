@@ -1,0 +1,46 @@
+import json
+
+import pytest
+from transformers import PreTrainedTokenizerFast
+
+from mamba_qpass.cli import main
+from models import random_mamba
+
+
+@pytest.fixture
+def model_dir(tmp_path, data_dir):
+    model = random_mamba(vocab_size=50280, hidden_size=32, num_hidden_layers=2, initializer_range=0.02)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(data_dir / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"),
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+    )
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def test_quantize_command_reports_every_mode(model_dir, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    argv = [
+        "quantize", "--model", str(model_dir), "--modes", "fp,qdq,w8a8", "--calib-samples", "4", "--calib-len", "32",
+        "--eval-tokens", "300", "--context-len", "64", "--stride", "32", "--quiet", "--output", str(out),
+    ]
+    assert main(argv) == 0
+    results = json.loads(out.read_text())
+    assert list(results["modes"]) == ["fp", "qdq", "w8a8"]
+    assert results["modes"]["fp"]["top1_agreement_vs_fp"] == 1.0
+    assert results["modes"]["w8a8"]["tokens"] == results["modes"]["fp"]["tokens"] == 299
+    assert 1.0 < results["modes"]["w8a8"]["perplexity"] < float("inf")
+    assert "w8a8" in capsys.readouterr().out
+
+
+def test_unknown_mode_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["quantize", "--modes", "w4a4"])
+    assert "valid modes are fp" in capsys.readouterr().err
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["quantize", "--model", str(tmp_path / "nowhere")]) == 2
+    assert "mamba-qpass: error" in capsys.readouterr().err
