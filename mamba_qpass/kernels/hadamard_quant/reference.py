@@ -1,6 +1,6 @@
 """Hadamard rotation followed by int8 quantisation, and plain quantisation, in PyTorch: the specification.
 
-    hadamard_quant: out = codes of (H_D @ y_row) * c,   c = out_inv_scale / sqrt(D)   (float64)
+    hadamard_quant: out = codes of (H_D @ y_row) * c,   c = out_inv_scale * (1 / sqrt(D))   (float64)
     quantize:       out = codes of f64(x) * out_inv_scale
 
 H_D is the unnormalised ±1 matrix of ``matrix.hadamard_matrix``; the 1/sqrt(D) that makes it a rotation
@@ -24,8 +24,12 @@ MAX_EXACT_ORDER = 2**13
 
 
 def hadamard_output_scale(out_inv_scale: torch.Tensor, order: int) -> torch.Tensor:
-    """c = out_inv_scale / sqrt(order) as a float64 scalar tensor (shape ()), on out_inv_scale's device."""
-    return out_inv_scale.to(torch.float64).reshape(()) / math.sqrt(order)
+    """c = out_inv_scale * (1 / sqrt(order)) as a float64 scalar tensor (shape ()), on out_inv_scale's device.
+
+    1 / sqrt(order) is a Python float, so c is the same IEEE product on every device; dividing the tensor
+    by sqrt(order) instead would not be (CUDA divides a tensor by a scalar as a multiply by its reciprocal).
+    """
+    return out_inv_scale.to(torch.float64).reshape(()) * (1.0 / math.sqrt(order))
 
 
 def hadamard_quant_ref(y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Per row of H values:
 
-    var = (sum_h x_h * x_h) / H        float64; each square of a 16/32-bit float is exact
+    var = (sum_h x_h * x_h) * (1 / H)  float64; each square of a 16/32-bit float is exact; 1 / H is the
+                                       Python float, the same product on every device
     r   = 1 / sqrt(var + eps)          float64, correctly rounded sqrt and division
     y_h = (x_h * r) * weight_h
     out = codes of y * out_inv_scale   clamp, round half to even
@@ -22,7 +23,7 @@ def rms_norm_quant_ref(
 ) -> torch.Tensor:
     """x: float (..., H); weight: float (H,); out_inv_scale: float64 scalar. Returns int8 (..., H)."""
     x64 = x.to(torch.float64)
-    var = (x64 * x64).sum(-1, keepdim=True) / x.shape[-1]
+    var = (x64 * x64).sum(-1, keepdim=True) * (1.0 / x.shape[-1])
     r = 1.0 / torch.sqrt(var + eps)
     y = (x64 * r) * weight.to(torch.float64)
     return round_half_even_clamp_int8(y * out_inv_scale.reshape(()))

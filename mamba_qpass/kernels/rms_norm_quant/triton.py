@@ -14,7 +14,7 @@ MAX_HIDDEN = 8192
 
 @triton.jit
 def _rms_norm_quant_kernel(
-    x_ptr, w_ptr, eps_ptr, out_inv_scale_ptr, out_ptr,
+    x_ptr, w_ptr, params_ptr, out_inv_scale_ptr, out_ptr,
     M, H, stride_xm, stride_om,
     BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
@@ -24,8 +24,8 @@ def _rms_norm_quant_kernel(
     mask_h = offs_h < H
     mask = mask_m[:, None] & mask_h[None, :]
     x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_h[None, :], mask=mask, other=0.0).to(tl.float64)
-    var = tl.sum(x * x, axis=1) / H
-    var_eps = tl.where(mask_m, var + tl.load(eps_ptr), 1.0)  # padding rows: no 1/0 when eps == 0
+    var = tl.sum(x * x, axis=1) * tl.load(params_ptr + 1)  # * (1 / H)
+    var_eps = tl.where(mask_m, var + tl.load(params_ptr), 1.0)  # padding rows: no 1/0 when eps == 0
     # float64 sqrt and division are IEEE (correctly rounded); only float32 ones are approximate on GPU.
     r = 1.0 / tl.sqrt(var_eps)
     w = tl.load(w_ptr + offs_h, mask=mask_h, other=0.0).to(tl.float64)
@@ -63,13 +63,13 @@ def rms_norm_quant(
     out = torch.empty(rows.shape, dtype=torch.int8, device=device)
     m = rows.shape[0]
     if m > 0:
-        # eps travels as a float64 tensor: a Python float argument would reach the kernel as float32.
-        eps64 = torch.tensor([eps], dtype=torch.float64, device=device)
+        # eps and 1 / H travel as float64: a Python float argument would reach the kernel as float32.
+        params = torch.tensor([eps, 1.0 / hidden], dtype=torch.float64, device=device)
         block_h = triton.next_power_of_2(hidden)
         block_m = _rows_per_program(m, block_h, device)
         extra = {"num_warps": 8 if block_h >= 4096 else 4} if device.type == "cuda" else {}
         _rms_norm_quant_kernel[(triton.cdiv(m, block_m),)](
-            rows, weight, eps64, out_inv_scale, out, m, hidden, rows.stride(0), out.stride(0),
+            rows, weight, params, out_inv_scale, out, m, hidden, rows.stride(0), out.stride(0),
             BLOCK_M=block_m, BLOCK_H=block_h, **extra, **EXACT_FP_LAUNCH,
         )
     return out.reshape(x.shape)
