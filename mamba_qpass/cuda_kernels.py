@@ -14,7 +14,6 @@ from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant, quantize
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
 from mamba_qpass.kernels.int8_linear.triton import int8_linear
 from mamba_qpass.kernels.rms_norm_quant.triton import rms_norm_quant
-from mamba_qpass.kernels.selective_scan.reference_int8 import ScanInputScales
 from mamba_qpass.kernels.selective_scan.triton import selective_scan as selective_scan_triton
 
 
@@ -32,7 +31,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
 @ops.int8_selective_scan.register_kernel("cuda")
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype):
     out, _ = selective_scan_triton(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, scales=ScanInputScales(*scales.tolist())
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, scales=scales
     )
     return out
 

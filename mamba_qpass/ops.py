@@ -15,7 +15,7 @@ from mamba_qpass.kernels.int8_linear.reference import int8_linear_ref
 from mamba_qpass.kernels.rms_norm.reference import rms_norm_ref
 from mamba_qpass.kernels.rms_norm_quant.reference import rms_norm_quant_ref
 from mamba_qpass.kernels.selective_scan.reference import selective_scan_ref
-from mamba_qpass.kernels.selective_scan.reference_int8 import ScanInputScales, selective_scan_int8_ref
+from mamba_qpass.kernels.selective_scan.reference_int8 import selective_scan_int8_ref
 
 NAMESPACE = "mamba_qpass"
 
@@ -158,7 +158,7 @@ def int8_selective_scan(
     out_dtype: torch.dtype,
 ) -> torch.Tensor:
     out, _ = selective_scan_int8_ref(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, scales=ScanInputScales(*scales.tolist())
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, scales=scales
     )
     return out
 
