@@ -43,11 +43,11 @@ def _causal_conv1d_kernel(
 
 
 def _conv_blocks(seq_len: int, channels: int, device: torch.device) -> tuple[int, int]:
-    """(BLOCK_L, BLOCK_D): on CPU (the interpreter) as few programs as possible; on GPU, 64 time steps
+    """(BLOCK_L, BLOCK_D): on CPU (the interpreter) as few programs as possible; on GPU, 32 time steps
     by 128 contiguous channels per program."""
     if device.type != "cuda":
         return min(64, triton.next_power_of_2(seq_len)), min(256, triton.next_power_of_2(channels))
-    return 64, min(128, triton.next_power_of_2(channels))
+    return 32, min(128, triton.next_power_of_2(channels))
 
 
 def causal_conv1d(

@@ -1,0 +1,152 @@
+"""Without a GPU, compile every kernel in its GPU launch configuration for sm_90 (H100) with the ptxas
+bundled in the triton wheel. This catches what the interpreter cannot see: ops, dtypes or tile shapes
+the compiled path rejects (int8 and float64 ``tl.dot``, float64 exp). It also checks that
+``EXACT_FP_LAUNCH`` leaves no fused multiply-add in the float64 epilogues (the ones with SiLU keep the
+FMAs inside libdevice's exp, the same exp PyTorch uses on CUDA).
+
+The test session's kernels are interpreted, so the compilation runs in a subprocess without
+TRITON_INTERPRET. On a CUDA machine the kernel tests run compiled anyway and this is skipped.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+COMPILE_SCRIPT = r"""
+import inspect, json, re
+import torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
+from mamba_qpass.kernels.int8_linear import triton as linear
+from mamba_qpass.kernels.int8_causal_conv1d import triton as int8_conv
+from mamba_qpass.kernels.causal_conv1d import triton as float_conv
+from mamba_qpass.kernels.rms_norm_quant import triton as rms
+from mamba_qpass.kernels.hadamard_quant import triton as hadamard
+from mamba_qpass.kernels.selective_scan import triton as scan
+
+CUDA = torch.device("cuda")  # only a descriptor: picks the GPU branch of the launch-config helpers
+
+
+def compile_sm90(kernel, pointer_types, constexprs, options):
+    names = list(inspect.signature(kernel.fn).parameters)
+    signature = {
+        n: "constexpr" if n in constexprs else pointer_types.get(n, "*fp64") if n.endswith("_ptr") else "i32"
+        for n in names
+    }
+    src = ASTSource(fn=kernel, signature=signature, constexprs={(names.index(k),): v for k, v in constexprs.items()})
+    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+    return {"fma_f64": ptx.count("fma.rn.f64"), "mma_s8": len(re.findall(r"mma[^\n]*s8", ptx))}
+
+
+def gemm(m, n, k, quantize_out):
+    config = linear._gemm_launch_config(m, n, k, CUDA)
+    blocks = {key: config.pop(key) for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
+    out = "*i8" if quantize_out else "*fp16"
+    return compile_sm90(
+        linear._int8_linear_kernel, {"a_ptr": "*i8", "w_ptr": "*i8", "out_ptr": out},
+        dict(HAS_BIAS=True, QUANTIZE_OUT=quantize_out, **blocks), config | EXACT_FP_LAUNCH,
+    )
+
+
+def int8_causal_conv1d(silu):
+    block_l, block_d = int8_conv._conv_blocks(2048, 5120, CUDA)
+    return compile_sm90(
+        int8_conv._int8_causal_conv1d_kernel, {"x_ptr": "*i8", "w_ptr": "*i8", "out_ptr": "*i8"},
+        dict(WIDTH=4, HAS_BIAS=True, SILU=silu, BLOCK_L=block_l, BLOCK_D=block_d), dict(EXACT_FP_LAUNCH),
+    )
+
+
+def rms_norm_quant(hidden):
+    block_h = triton.next_power_of_2(hidden)
+    return compile_sm90(
+        rms._rms_norm_quant_kernel, {"x_ptr": "*fp16", "w_ptr": "*fp16", "out_ptr": "*i8"},
+        dict(BLOCK_M=rms._rows_per_program(2048, block_h, CUDA), BLOCK_H=block_h),
+        {"num_warps": 8 if block_h >= 4096 else 4} | EXACT_FP_LAUNCH,
+    )
+
+
+def hadamard_quant(order):
+    config = hadamard._hadamard_blocks(2048, *hadamard.kronecker_split(order), CUDA)
+    blocks = {key: config.pop(key) for key in ("BLOCK_M", "BLOCK_R", "BLOCK_C", "BLOCK_J")}
+    return compile_sm90(
+        hadamard._hadamard_quant_kernel, {"y_ptr": "*fp16", "h_ptr": "*i8", "out_ptr": "*i8"}, blocks,
+        config | EXACT_FP_LAUNCH,
+    )
+
+
+def selective_scan(int8_inputs):
+    block_d, block_n, options = scan._scan_blocks(5120, 16, CUDA)
+    seq = "*i8" if int8_inputs else "*fp16"
+    pointers = {n: seq for n in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr")}
+    pointers.update({n: "*fp32" for n in ("A_ptr", "D_ptr", "delta_bias_ptr", "init_ptr", "scales_ptr", "state_ptr")})
+    pointers["out_ptr"] = "*fp16"
+    flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True, HAS_INIT=True)
+    return compile_sm90(
+        scan._selective_scan_kernel, pointers,
+        dict(**flags, INT8_INPUTS=int8_inputs, BLOCK_D=block_d, BLOCK_N=block_n), dict(options),
+    )
+
+
+def causal_conv1d():
+    block_l, block_d = float_conv._conv_blocks(2048, 5120, CUDA)
+    return compile_sm90(
+        float_conv._causal_conv1d_kernel, {n: "*bf16" for n in ("x_ptr", "w_ptr", "bias_ptr", "out_ptr")},
+        dict(WIDTH=4, HAS_BIAS=True, SILU=True, BLOCK_L=block_l, BLOCK_D=block_d), {},
+    )
+
+
+results = {
+    "int8_linear-codes-2.8b_in_proj": gemm(1024, 10240, 2560, True),
+    "int8_linear-codes-decode": gemm(1, 10240, 2560, True),
+    "int8_linear-fp16-130m_x_proj": gemm(2048, 80, 1536, False),
+    "int8_causal_conv1d-linear": int8_causal_conv1d(False),
+    "int8_causal_conv1d-silu": int8_causal_conv1d(True),
+    "rms_norm_quant-768": rms_norm_quant(768),
+    "rms_norm_quant-2560": rms_norm_quant(2560),
+    "hadamard_quant-1536": hadamard_quant(1536),
+    "hadamard_quant-5120": hadamard_quant(5120),
+    "quantize": compile_sm90(
+        hadamard._quantize_kernel, {"x_ptr": "*fp16", "out_ptr": "*i8"}, dict(BLOCK_M=4, BLOCK_D=1024),
+        dict(EXACT_FP_LAUNCH),
+    ),
+    "selective_scan-int8": selective_scan(True),
+    "selective_scan-fp16": selective_scan(False),
+    "causal_conv1d-bf16": causal_conv1d(),
+}
+print(json.dumps(results))
+"""
+
+# Kernels whose float64 arithmetic must contain no fused multiply-add at all.
+NO_FMA = (
+    "int8_linear-codes-2.8b_in_proj",
+    "int8_linear-codes-decode",
+    "int8_linear-fp16-130m_x_proj",
+    "int8_causal_conv1d-linear",
+    "rms_norm_quant-768",
+    "rms_norm_quant-2560",
+    "hadamard_quant-1536",
+    "hadamard_quant-5120",
+    "quantize",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the kernel tests run compiled")
+def test_gpu_launch_configurations_compile_for_sm90():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"  # the documented default; silences Triton 3.9's notice
+    done = subprocess.run(
+        [sys.executable, "-c", COMPILE_SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in NO_FMA:
+        assert results[name]["fma_f64"] == 0, f"{name} contracts float64 a * b + c into an FMA"
+    for name in ("int8_linear-codes-2.8b_in_proj", "int8_linear-codes-decode", "int8_linear-fp16-130m_x_proj"):
+        assert results[name]["mma_s8"] > 0, f"{name} does not use int8 tensor cores"
