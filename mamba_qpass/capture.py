@@ -17,6 +17,7 @@ import torch.fx as fx
 
 from mamba_qpass import ops  # noqa: F401  (registers torch.ops.mamba_qpass)
 from mamba_qpass.errors import UnsupportedModelError
+from mamba_qpass.taps import set_tap
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_CONV_WIDTH = 4
@@ -172,7 +173,14 @@ def _add_layer(b: _GraphBuilder, h: fx.Node, i: int, block, dims: MambaDims) -> 
         b.attr(f"{m}.out_proj.weight", mixer.out_proj.weight),
         _optional(b, f"{m}.out_proj.bias", mixer.out_proj.bias),
     )
-    return b.call(f"{n}_residual", aten.add.Tensor, h, out)
+    residual = b.call(f"{n}_residual", aten.add.Tensor, h, out)
+    tapped = {
+        "norm_out": normed, "conv_in": x, "ssm_z": z, "conv_out": u, "ssm_dt_low": dt_low, "ssm_B": B, "ssm_C": C,
+        "ssm_dt": dt, "scan_out": y, "block_out": residual,
+    }
+    for name, node in tapped.items():
+        set_tap(node, f"layer{i}.{name}")
+    return residual
 
 
 def capture(model) -> fx.GraphModule:
@@ -201,6 +209,7 @@ def capture(model) -> fx.GraphModule:
         else b.attr("lm_head.weight", head_weight)
     )
     logits = b.call("lm_head", aten.linear.default, final, head, None)
+    set_tap(logits, "logits")
     b.graph.output(logits)
     b.graph.lint()
 

@@ -7,6 +7,9 @@ from collections.abc import Callable
 
 
 
+from mamba_qpass.passes.float_sim import float_sim
+from mamba_qpass.passes.fp32_conv import fp32_conv
+from mamba_qpass.passes.fp32_ssm import fp32_ssm
 from mamba_qpass.passes.lower_int8 import lower_int8
 from mamba_qpass.passes.manager import Pass
 from mamba_qpass.quant_config import QuantConfig
@@ -15,6 +18,9 @@ from mamba_qpass.quant_config import QuantConfig
 MODE_PASSES: dict[str, Callable[[QuantConfig], list[Pass]]] = {
     "qdq": lambda config: [],
     "w8a8": lambda config: [lower_int8(config)],
+    "fp32_ssm": lambda config: [lower_int8(config), fp32_ssm],
+    "float_sim": lambda config: [lower_int8(config), float_sim],
+    "fp32_conv": lambda config: [lower_int8(config), fp32_conv],
 }
 FLOAT_MODE = "fp"
 

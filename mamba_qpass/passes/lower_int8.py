@@ -21,10 +21,14 @@ import torch.fx as fx
 
 from mamba_qpass.graph_utils import add_tensor_attr, attr_of, is_call
 from mamba_qpass.quant_config import QuantConfig
+from mamba_qpass.taps import move_tap
 
 qd = torch.ops.quantized_decomposed
 aten = torch.ops.aten
 qops = torch.ops.mamba_qpass
+# meta key on a lowered conv: the float weight and input-scale buffers it was made from, for modes
+# that swap the int8 conv back to a float one
+FLOAT_CONV = "float_conv"
 Q = qd.quantize_per_tensor.tensor
 DQ = qd.dequantize_per_tensor.tensor
 DQ_CHANNEL = qd.dequantize_per_channel.default
@@ -104,11 +108,11 @@ def _lower_linear(gm: fx.GraphModule, linear: fx.Node) -> None:
         linear.replace_all_uses_with(lowered)
         return
     for column_slice, q, _, _ in parts:
-        if column_slice is None:
-            q.replace_all_uses_with(lowered)
-        else:
+        holder = lowered if column_slice is None else column_slice
+        if column_slice is not None:
             column_slice.replace_input_with(linear, lowered)
-            q.replace_all_uses_with(column_slice)
+        move_tap(q, holder)
+        q.replace_all_uses_with(holder)
 
 
 def _lower_conv(gm: fx.GraphModule, conv: fx.Node, q: fx.Node) -> None:
@@ -121,6 +125,12 @@ def _lower_conv(gm: fx.GraphModule, conv: fx.Node, q: fx.Node) -> None:
         lowered = gm.graph.call_function(
             qops.int8_causal_conv1d.default, (act_dq.args[0], weight_dq.args[0], dequant, bias64, inv, silu)
         )
+    lowered.meta[FLOAT_CONV] = {
+        "weight": weight_dq.args[0].target.removesuffix("_int8"),
+        "bias": None if bias is None else bias.target,
+        "input_scale": act_dq.args[1].target,
+    }
+    move_tap(q, lowered)
     q.replace_all_uses_with(lowered)
 
 
@@ -134,6 +144,7 @@ def _lower_scan(gm: fx.GraphModule, scan: fx.Node, out_dtype: torch.dtype, index
             qops.int8_selective_scan.default,
             (codes[0], codes[1], A, codes[2], codes[3], D, codes[4], delta_bias, softplus, scales_node, out_dtype),
         )
+    move_tap(scan, lowered)
     scan.replace_all_uses_with(lowered)
 
 
@@ -147,6 +158,7 @@ def _lower_requant(gm: fx.GraphModule, q: fx.Node) -> None:
             lowered = gm.graph.call_function(qops.hadamard_quant.default, (*source.args, inv))
         else:
             lowered = gm.graph.call_function(qops.quantize.default, (source, inv))
+    move_tap(q, lowered)
     q.replace_all_uses_with(lowered)
 
 

@@ -10,6 +10,10 @@ import torch.fx as fx
 from mamba_qpass.observers import AbsMaxObserver, PercentileObserver
 from mamba_qpass.passes.layers import find_layers
 from mamba_qpass.quant_config import QuantConfig
+from mamba_qpass.taps import TAP
+
+# meta key: the tap name the quantised (int8) form of the observed tensor takes
+QUANTIZED_TAP = "quantized_tap"
 
 OBSERVED = ("norm", "x", "z", "conv", "dt_low", "B", "C", "dt_proj", "out_proj_input")
 TENSOR_NAMES = {
@@ -25,9 +29,10 @@ TENSOR_NAMES = {
 }
 
 
-def _observe(gm: fx.GraphModule, node: fx.Node, target: str) -> None:
+def _observe(gm: fx.GraphModule, node: fx.Node, target: str, quantized_tap: str) -> None:
     with gm.graph.inserting_after(node):
         observed = gm.graph.call_module(target, (node,))
+    observed.meta[QUANTIZED_TAP] = quantized_tap
     node.replace_all_uses_with(observed, delete_user_cb=lambda user: user is not observed)
 
 
@@ -41,7 +46,10 @@ def insert_observers(config: QuantConfig):
                 )
                 target = f"observers.l{layer.index}_{field}"
                 gm.add_submodule(target, observer)
-                _observe(gm, getattr(layer, field), target)
+                source = getattr(layer, field)
+                # out_proj's input is the scan output rotated: its quantised form gets a name of its own
+                tap = f"layer{layer.index}.out_proj_in" if field == "out_proj_input" else source.meta[TAP]
+                _observe(gm, source, target, tap)
         return gm
 
     return insert

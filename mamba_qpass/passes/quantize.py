@@ -14,6 +14,8 @@ import torch.fx as fx
 from mamba_qpass.graph_utils import add_tensor_attr, attr_of, is_call
 from mamba_qpass.kernels.quant_math import INT8_MAX, INT8_MIN, round_half_even_clamp_int8
 from mamba_qpass.observers import AbsMaxObserver, PercentileObserver
+from mamba_qpass.passes.observe import QUANTIZED_TAP
+from mamba_qpass.taps import set_tap
 
 qd = torch.ops.quantized_decomposed
 aten = torch.ops.aten
@@ -51,6 +53,7 @@ def _insert_qdq(gm: fx.GraphModule, node: fx.Node, observer, zero_point: fx.Node
     with gm.graph.inserting_before(node):
         q = gm.graph.call_function(qd.quantize_per_tensor.tensor, (node.args[0], scale, zero_point, *qparams))
         dq = gm.graph.call_function(qd.dequantize_per_tensor.tensor, (q, scale, zero_point, *qparams))
+    set_tap(q, node.meta[QUANTIZED_TAP], scale.target)
     node.replace_all_uses_with(dq)
     gm.graph.erase_node(node)
 

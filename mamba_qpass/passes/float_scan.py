@@ -1,0 +1,48 @@
+"""Replaces an int8 selective scan by dequantise nodes feeding the float32 scan.
+
+Shared by the modes that keep the int8 datapath around a float SSM (``fp32_ssm``, ``fp32_conv``).
+Each int8 input becomes ``dequantize_per_tensor(codes, scale)``, the same ``code * scale`` float32
+product the int8 scan computes inside; the float scan's output is cast to the int8 scan's output
+dtype, so everything after the scan is unchanged.
+"""
+
+import torch
+import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
+import torch.fx as fx
+
+from mamba_qpass.kernels.quant_math import INT8_MAX, INT8_MIN
+from mamba_qpass.passes.emit import Emitter
+from mamba_qpass.taps import move_tap
+
+aten = torch.ops.aten
+qd = torch.ops.quantized_decomposed
+qops = torch.ops.mamba_qpass
+
+SCAN_CODE_INPUTS = (0, 1, 3, 4, 6)  # u, delta, B, C, z in the scan's arguments; scales hold them in this order
+
+
+def replace_int8_scan(gm: fx.GraphModule, scan: fx.Node, float_u: fx.Node | None = None) -> fx.Node:
+    """The float scan node now standing for ``scan``; ``float_u`` replaces the dequantised u if given."""
+    u, delta, A, B, C, D, z, delta_bias, softplus, scales, out_dtype = scan.args
+    emit = Emitter(gm, scan)
+    zero_point = emit.existing_attr("scales.zero_point")
+    values = []
+    for k, codes in enumerate((u, delta, B, C, z)):
+        scale = emit(aten.select.int, scales, 0, k)
+        values.append(emit(qd.dequantize_per_tensor.tensor, codes, scale, zero_point, INT8_MIN, INT8_MAX, torch.int8))
+    if float_u is not None:
+        values[0] = float_u
+    v_u, v_delta, v_B, v_C, v_z = values
+    y = emit(qops.selective_scan.default, v_u, v_delta, A, v_B, v_C, D, v_z, delta_bias, softplus)
+    out = emit.cast(y, out_dtype)
+    move_tap(scan, out)
+    scan.replace_all_uses_with(out)
+    gm.graph.erase_node(scan)
+    return out
+
+
+def int8_scans(gm: fx.GraphModule) -> list[fx.Node]:
+    scans = [n for n in gm.graph.nodes if n.op == "call_function" and n.target == qops.int8_selective_scan.default]
+    if not scans:
+        raise ValueError("no int8 selective scan in the graph: run lower_int8 first")
+    return scans
