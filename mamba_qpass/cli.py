@@ -40,6 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--eval-tokens", type=int, default=16384, help="validation tokens for perplexity")
     quantize.add_argument("--context-len", type=int, default=512)
     quantize.add_argument("--stride", type=int, default=256)
+    compare = sub.add_parser(
+        "compare",
+        help="run modes on identical token batches and report per-layer, per-tensor differences",
+    )
+    _add_common(compare)
+    compare.add_argument(
+        "--modes", type=_modes, default=["fp", "w8a8", "fp32_ssm", "float_sim", "fp32_conv"], help="comma-separated"
+    )
+    compare.add_argument("--reference", default="w8a8", help="the mode every other one is compared with")
+    compare.add_argument("--text-file", default=None, help="compare on this text instead of LAMBADA passages")
+    compare.add_argument("--passages", type=int, default=64, help="LAMBADA passages used (default 64, the first ones)")
+    compare.add_argument("--seq-len", type=int, default=128, help="tokens per compared sequence")
+    compare.add_argument("--batch-size", type=int, default=4)
     return parser
 
 
@@ -97,27 +110,64 @@ def run_quantize(args) -> dict:
     return results
 
 
-def _print_table(results: dict) -> None:
-    print(f"model {results['model']} on {results['device']}")
-    print(f"{'mode':<10} {'perplexity':>11} {'tokens':>8} {'SQNR dB':>8} {'top-1 vs fp':>12}")
+def _comparison_batches(args, tokenizer, device) -> list[torch.Tensor]:
+    from mamba_qpass.text_data import lambada_texts
+
+    if args.text_file:
+        with open(args.text_file, encoding="utf-8") as f:
+            texts = [f.read()]
+    else:
+        texts = lambada_texts(defaults.data_file(defaults.LAMBADA_FILE, args.data_dir))[: args.passages]
+    stream: list[int] = []
+    for text in texts:
+        stream += tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+    rows = torch.tensor(stream[: len(stream) // args.seq_len * args.seq_len]).view(-1, args.seq_len)
+    if rows.numel() == 0:
+        raise ValueError(f"the comparison text holds fewer than --seq-len {args.seq_len} tokens")
+    return [batch.to(device) for batch in rows.split(args.batch_size)]
+
+
+def run_compare(args):
+    import mamba_qpass as qpass
+    from mamba_qpass.compare import compare
+
+    model, tokenizer = _load(args)
+    config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
+    batches = _comparison_batches(args, tokenizer, model.device)
+    return compare(
+        model, args.modes, batches, _calibration_texts(args), tokenizer, config, args.reference, not args.quiet
+    )
+
+
+def _table(results: dict) -> str:
+    lines = [
+        f"model {results['model']} on {results['device']}",
+        f"{'mode':<10} {'perplexity':>11} {'tokens':>8} {'SQNR dB':>8} {'top-1 vs fp':>12}",
+    ]
     for mode, r in results["modes"].items():
-        print(
+        lines.append(
             f"{mode:<10} {r['perplexity']:>11.3f} {r['tokens']:>8d} {r['logits_sqnr_db']:>8.1f} "
             f"{100 * r['top1_agreement_vs_fp']:>11.2f}%"
         )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        results = run_quantize(args)
+        if args.command == "compare":
+            report = run_compare(args)
+            text, payload = report.to_table(), report.to_json()
+        else:
+            results = run_quantize(args)
+            text, payload = _table(results), json.dumps(results, indent=2)
     except (OSError, ValueError) as err:
         print(f"mamba-qpass: error: {err}", file=sys.stderr)
         return 2
-    _print_table(results)
+    print(text)
     if args.output:
         with open(args.output, "w") as f:
-            json.dump(results, f, indent=2)
+            f.write(payload)
     return 0
 
 

@@ -44,3 +44,16 @@ def test_unknown_mode_is_an_argument_error(capsys):
 def test_missing_model_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["quantize", "--model", str(tmp_path / "nowhere")]) == 2
     assert "mamba-qpass: error" in capsys.readouterr().err
+
+
+def test_compare_command_on_lambada_passages(model_dir, tmp_path, capsys):
+    out = tmp_path / "compare.json"
+    argv = [
+        "compare", "--model", str(model_dir), "--modes", "w8a8,fp32_ssm,float_sim", "--passages", "4",
+        "--seq-len", "32", "--calib-samples", "4", "--calib-len", "32", "--quiet", "--output", str(out),
+    ]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["reference"] == "w8a8"
+    assert all(d["exact_match_pct"] == 100.0 for d in report["tensors"]["float_sim"].values())
+    assert "float_sim vs w8a8" in capsys.readouterr().out

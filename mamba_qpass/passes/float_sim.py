@@ -47,7 +47,7 @@ def _rms_norm_quant(emit: Emitter, node: fx.Node) -> fx.Node:
     x, weight, eps, inv = node.args
     hidden = attr_of(emit.gm, weight).shape[0]
     x64 = emit.cast(x, F64)
-    var = emit(aten.div.Tensor, emit(aten.sum.dim_IntList, emit(aten.mul.Tensor, x64, x64), [-1], True), hidden)
+    var = emit(aten.mul.Tensor, emit(aten.sum.dim_IntList, emit(aten.mul.Tensor, x64, x64), [-1], True), 1.0 / hidden)
     r = emit(aten.reciprocal.default, emit(aten.sqrt.default, emit(aten.add.Tensor, var, eps)))
     y = emit(aten.mul.Tensor, emit(aten.mul.Tensor, x64, r), emit.cast(weight, F64))
     return _codes(emit, emit(aten.mul.Tensor, y, inv))

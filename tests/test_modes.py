@@ -1,0 +1,117 @@
+"""The precision modes' contracts (SPEC.md): float_sim reproduces every w8a8 int8 tensor code for code
+and stays on the int8 grid; fp32_ssm differs from w8a8 only in the scan; every mode is deterministic;
+the graphs of two modes differ exactly where the mode definitions say."""
+
+from collections import Counter
+
+import pytest
+import torch
+
+import mamba_qpass as qpass
+from mamba_qpass.compare import compare_graphs
+from mamba_qpass.snapshot import graph_to_text
+from models import hf_logits, random_mamba
+from test_snapshots import check_snapshot
+from test_w8a8 import sqnr_db, token_batches
+
+MODES = ["w8a8", "fp32_ssm", "float_sim", "fp32_conv"]
+ops = torch.ops.mamba_qpass
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    model = random_mamba(initializer_range=0.02)
+    return model, qpass.calibrate(model, token_batches(97), progress=False)
+
+
+@pytest.fixture(scope="module")
+def graphs(calibrated):
+    return {mode: qpass.apply_mode(calibrated[1], mode) for mode in MODES}
+
+
+@pytest.fixture(scope="module")
+def report(graphs):
+    batches = token_batches(97, count=2, batch=2, length=33, seed=11)
+    return compare_graphs(graphs, batches, reference="w8a8", progress=False)
+
+
+def test_float_sim_matches_every_w8a8_code_and_stays_on_grid(report):
+    diffs = report.tensors["float_sim"]
+    codes = {name: d for name, d in diffs.items() if d.kind == "codes"}
+    # per layer: RMSNorm output, conv1d input and output, dt_low, dt, B, C, z, out_proj input
+    assert len(codes) == 2 * 9
+    for name, d in codes.items():
+        assert d.exact_match_pct == 100.0, name
+        assert d.off_grid == 0, name
+    assert diffs["logits"].exact_match_pct == 100.0
+
+
+def test_fp32_ssm_differs_from_w8a8_only_downstream_of_the_scan_input(report):
+    diffs = report.tensors["fp32_ssm"]
+    upstream = [n for n in diffs if n.split(".")[-1] in {"norm_out", "conv_in", "conv_out", "ssm_dt_low", "ssm_dt", "ssm_B", "ssm_C", "ssm_z"}]
+    assert upstream and all(diffs[n].exact_match_pct == 100.0 for n in upstream)
+    # the int8 scan dequantises exactly as the dequantise nodes do, so here nothing differs at all
+    assert all(d.exact_match_pct == 100.0 for d in diffs.values())
+
+
+def test_fp32_conv_changes_the_conv_output_and_is_an_upper_bound(calibrated, graphs, report):
+    assert report.tensors["fp32_conv"]["layer0.conv_out"].kind == "float"
+    assert report.tensors["fp32_conv"]["layer0.conv_in"].exact_match_pct == 100.0
+    model, _ = calibrated
+    ids = token_batches(97, count=1, batch=2, length=40, seed=7)[0]
+    fp = hf_logits(model, ids)
+    assert sqnr_db(graphs["fp32_conv"](ids), fp) > sqnr_db(graphs["w8a8"](ids), fp)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_running_a_mode_twice_gives_identical_logits(graphs, mode):
+    ids = torch.randint(0, 97, (3, 29), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(graphs[mode](ids), graphs[mode](ids))
+
+
+def _op_counts(gm) -> Counter:
+    return Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+
+
+def test_fp32_ssm_graph_differs_from_w8a8_only_in_the_scan_and_its_dequantisation(graphs):
+    w8a8, fp32_ssm = _op_counts(graphs["w8a8"]), _op_counts(graphs["fp32_ssm"])
+    layers = 2
+    assert w8a8 - fp32_ssm == Counter({"mamba_qpass.int8_selective_scan.default": layers})
+    assert fp32_ssm - w8a8 == Counter(
+        {
+            "mamba_qpass.selective_scan.default": layers,
+            "quantized_decomposed.dequantize_per_tensor.tensor": 5 * layers,
+            "aten.select.int": 5 * layers,
+            "aten._to_copy.default": layers,
+        }
+    )
+
+
+def test_float_sim_graph_has_no_integer_kernel_and_explicit_rounding(graphs):
+    counts = _op_counts(graphs["float_sim"])
+    assert not [op for op in counts if op.startswith("mamba_qpass.") and ("int8" in op or "quant" in op)]
+    # one clamp + round per requantisation: RMSNorm, in_proj, conv1d, x_proj, dt_proj, out_proj input
+    assert counts["aten.round.default"] == counts["aten.clamp.default"] == 2 * 6
+
+
+def test_fp32_conv_graph_replaces_only_conv_and_scan(graphs):
+    w8a8, fp32_conv = _op_counts(graphs["w8a8"]), _op_counts(graphs["fp32_conv"])
+    assert w8a8 - fp32_conv == Counter(
+        {"mamba_qpass.int8_selective_scan.default": 2, "mamba_qpass.int8_causal_conv1d.default": 2}
+    )
+    added = fp32_conv - w8a8
+    assert added["mamba_qpass.causal_conv1d.default"] == 2 and added["mamba_qpass.quantize.default"] == 2
+
+
+@pytest.mark.parametrize("mode", ["fp32_ssm", "float_sim", "fp32_conv"])
+def test_mode_snapshot(graphs, mode, update_snapshots):
+    check_snapshot(f"{mode}_tiny", graph_to_text(graphs[mode]), update_snapshots)
+
+
+def test_compare_reports_json_and_table(report):
+    import json
+
+    payload = json.loads(report.to_json())
+    assert payload["reference"] == "w8a8" and set(payload["tensors"]) == {"fp32_ssm", "float_sim", "fp32_conv"}
+    table = report.to_table()
+    assert "float_sim vs w8a8" in table and "layer1.conv_out" in table
