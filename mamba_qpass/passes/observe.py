@@ -38,6 +38,7 @@ def _observe(gm: fx.GraphModule, node: fx.Node, target: str, quantized_tap: str)
 
 def insert_observers(config: QuantConfig):
     def insert(gm: fx.GraphModule) -> fx.GraphModule:
+        device = next(gm.parameters()).device
         for layer in find_layers(gm):
             for field in OBSERVED:
                 name = f"layer {layer.index} {TENSOR_NAMES[field]}"
@@ -45,7 +46,7 @@ def insert_observers(config: QuantConfig):
                     PercentileObserver(name, config.percentile_alpha) if field == "conv" else AbsMaxObserver(name)
                 )
                 target = f"observers.l{layer.index}_{field}"
-                gm.add_submodule(target, observer)
+                gm.add_submodule(target, observer.to(device))
                 source = getattr(layer, field)
                 # out_proj's input is the scan output rotated: its quantised form gets a name of its own
                 tap = f"layer{layer.index}.out_proj_in" if field == "out_proj_input" else source.meta[TAP]

@@ -28,14 +28,14 @@ SMALL_SHAPES = {"M1-N24-K40": (1, 24, 40), "M63-N24-K40": (63, 24, 40), "M7-N33-
 
 
 @pytest.mark.parametrize("m,n,k", SMALL_SHAPES.values(), ids=SMALL_SHAPES.keys())
-@pytest.mark.parametrize("epilogue", ["codes", "codes+bias", "fp32", "fp32+bias", "fp16+bias"])
+@pytest.mark.parametrize("epilogue", ["codes", "codes+bias", "fp32", "fp32+bias"])
 def test_matches_reference(m, n, k, epilogue, device):
     a, w, dequant, bias, inv = make_inputs(m, n, k, device)
     kwargs = {"bias": bias if "bias" in epilogue else None}
     if epilogue.startswith("codes"):
         kwargs["out_inv_scale"] = inv
     else:
-        kwargs["out_dtype"] = torch.float16 if epilogue.startswith("fp16") else torch.float32
+        kwargs["out_dtype"] = torch.float32
     out = int8_linear(a, w, dequant, **kwargs)
     ref = int8_linear_ref(a, w, dequant, **kwargs)
     assert_same(out, ref)
@@ -137,12 +137,12 @@ REAL_SHAPES = {
 @pytest.mark.gpu
 @requires_cuda
 @pytest.mark.parametrize("shape", REAL_SHAPES.values(), ids=REAL_SHAPES.keys())
-@pytest.mark.parametrize("epilogue", ["codes+bias", "fp16"])
+@pytest.mark.parametrize("epilogue", ["codes+bias", "fp32"])
 def test_real_shapes_on_gpu(shape, epilogue):
     m, n, k = shape
     a, w, dequant, bias, inv = make_inputs(m, n, k, "cuda")
     if epilogue == "codes+bias":
         kwargs = dict(bias=bias, out_inv_scale=inv)
     else:
-        kwargs = dict(out_dtype=torch.float16)
+        kwargs = dict(out_dtype=torch.float32)
     assert_same(int8_linear(a, w, dequant, **kwargs), int8_linear_ref(a, w, dequant, **kwargs))

@@ -41,7 +41,7 @@ def _hadamard_quant_kernel(
         mask_j = offs_j < C - j_start
         y = tl.load(y_ptrs, mask=mask_s[:, None] & mask_j[None, :], other=0.0).to(tl.float64)
         right_t = tl.load(right_t_ptrs, mask=mask_j[:, None] & mask_c[None, :], other=0).to(tl.float64)
-        z = tl.dot(y, right_t, z, out_dtype=tl.float64)
+        z = tl.dot(y, right_t, z, input_precision="ieee", out_dtype=tl.float64)
         y_ptrs += BLOCK_J
         right_t_ptrs += BLOCK_J
 
@@ -52,7 +52,7 @@ def _hadamard_quant_kernel(
     left_mask = same_token & (r < R)[:, None] & (r2 < R)[None, :]
     left_ptrs = h_ptr + r[:, None] * C * stride_h + r2[None, :] * C
     left = tl.load(left_ptrs, mask=left_mask, other=0).to(tl.float64)
-    rotated = tl.dot(left, z, out_dtype=tl.float64)
+    rotated = tl.dot(left, z, input_precision="ieee", out_dtype=tl.float64)
 
     v = rotated * tl.load(scale_ptr)
     out_ptrs = out_ptr + token[:, None] * stride_om + r[:, None] * C + offs_c[None, :]
