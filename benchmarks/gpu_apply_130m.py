@@ -1,5 +1,6 @@
 """apply() on the mamba-130m config (random weights) on the GPU: every mode runs through the CUDA
-kernels, is compared with the CPU reference graphs on identical tokens, and prefill latency is timed.
+kernels; the same calibrated graph (calibrated on the CPU) runs on the GPU and on the CPU (the
+references) on identical tokens, and prefill latency is timed on the GPU.
 
     python benchmarks/gpu_apply_130m.py
 """
@@ -38,17 +39,19 @@ def main():
         fp_logits = fp_gpu(ids.cuda()).float().cpu()
         hf_logits = cpu_model(ids, use_cache=False).logits
     print(f"fp graph on GPU (Triton float conv + scan) vs transformers eager on CPU: SQNR {sqnr(fp_logits, hf_logits):.1f} dB")
-    same_scales = all(
-        torch.equal(a.cpu(), b) for (n, a), (_, b) in zip(cal_gpu.named_buffers(), cal_cpu.named_buffers()) if n.startswith("scales.")
+    cpu_scales = dict(cal_cpu.named_buffers())
+    worst = max(
+        ((a.cpu().double() - cpu_scales[n].double()).abs() / cpu_scales[n].double().abs()).max().item()
+        for n, a in cal_gpu.named_buffers() if n.startswith("scales.") and a.is_floating_point()
     )
-    print(f"GPU and CPU calibration give identical scales: {same_scales}")
+    print(f"calibration scales, GPU vs CPU calibration: max relative difference {worst:.2e}")
     prefill = torch.randint(0, 50280, (1, 2048), generator=g).cuda()
     fp_ms = do_bench(lambda: fp_gpu(prefill), warmup=5, rep=30, return_mode="median")
     print(f"{'mode':<10} {'SQNR vs fp':>10} {'GPU vs CPU ref':>15} {'top-1 GPU=CPU':>14} {'prefill ms':>11} {'vs fp graph':>11}")
     print(f"{'fp':<10} {'-':>10} {'-':>15} {'-':>14} {fp_ms:>11.2f} {1.0:>10.2f}x")
     for mode in MODES:
-        gm_gpu = qpass.apply_mode(cal_gpu, mode)
         gm_cpu = qpass.apply_mode(cal_cpu, mode)
+        gm_gpu = copy.deepcopy(gm_cpu).cuda()
         with torch.no_grad():
             out_gpu = gm_gpu(ids.cuda()).float().cpu()
             out_cpu = gm_cpu(ids).float()

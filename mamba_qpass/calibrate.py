@@ -18,7 +18,8 @@ class CalibrationDataError(ValueError):
     """The calibration data is empty, malformed, or on another device than the model."""
 
 
-def _token_sequences(calibration, tokenizer, config: QuantConfig) -> list[torch.Tensor]:
+def _token_sequences(calibration, tokenizer, config: QuantConfig, device: torch.device) -> list[torch.Tensor]:
+    """Texts are tokenised straight onto ``device``; token tensors are taken as given."""
     items = list(calibration)
     if not items:
         raise CalibrationDataError("calibration data is empty: pass token-id tensors, or texts and a tokenizer")
@@ -34,7 +35,7 @@ def _token_sequences(calibration, tokenizer, config: QuantConfig) -> list[torch.
                 break
         if not stream:
             raise CalibrationDataError("calibration texts hold no tokens")
-        tokens = torch.tensor(stream[:needed], dtype=torch.long)
+        tokens = torch.tensor(stream[:needed], dtype=torch.long, device=device)
         return list(tokens.split(config.seq_len))
     sequences = []
     for i, item in enumerate(items):
@@ -54,7 +55,7 @@ def calibration_batches(
     calibration: Iterable, tokenizer, config: QuantConfig, device: torch.device
 ) -> list[torch.Tensor]:
     """Batches of (batch, seq) token ids, consecutive sequences of equal length grouped together."""
-    sequences = _token_sequences(calibration, tokenizer, config)
+    sequences = _token_sequences(calibration, tokenizer, config, device)
     for i, seq in enumerate(sequences):
         if seq.device != device:
             raise CalibrationDataError(
