@@ -7,6 +7,7 @@ import sys
 import torch
 
 from mamba_qpass import defaults
+from mamba_qpass.evaluate import BACKENDS
 from mamba_qpass.modes import FLOAT_MODE, mode_names
 
 
@@ -26,6 +27,13 @@ def _modes(text: str) -> list[str]:
     if unknown or not modes:
         raise argparse.ArgumentTypeError(f"unknown mode(s) {unknown}: valid modes are {', '.join(mode_names())}")
     return modes
+
+
+def _tasks(text: str) -> tuple[str, ...]:
+    tasks = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not tasks:
+        raise argparse.ArgumentTypeError("name at least one task, e.g. lambada_openai")
+    return tasks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +61,30 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--passages", type=int, default=64, help="LAMBADA passages used (default 64, the first ones)")
     compare.add_argument("--seq-len", type=int, default=128, help="tokens per compared sequence")
     compare.add_argument("--batch-size", type=int, default=4)
+    evaluate = sub.add_parser(
+        "eval",
+        help="calibrate once, evaluate every mode on the same task documents (lm-eval) and Gutenberg text",
+    )
+    _add_common(evaluate)
+    evaluate.add_argument(
+        "--modes", type=_modes, default=["fp", "w8a8", "fp32_ssm", "float_sim"], help="comma-separated"
+    )
+    evaluate.add_argument("--tasks", type=_tasks, default=("lambada_openai",), help="comma-separated lm-eval task names")
+    evaluate.add_argument("--limit", type=int, default=None, help="only the first N documents of each task")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument(
+        "--backend", choices=BACKENDS, default="lm-eval",
+        help="lm-eval (any task; lambada_openai offline from --data-dir) or native (lambada_openai without "
+        "lm-eval, per document identical to lm-eval)",
+    )
+    evaluate.add_argument(
+        "--reference", default="w8a8", help="per-document agreement is measured against this mode (when among --modes)"
+    )
+    evaluate.add_argument(
+        "--ppl-tokens", type=int, default=32768, help="Gutenberg validation tokens for perplexity (0: skip)"
+    )
+    evaluate.add_argument("--context-len", type=int, default=512, help="perplexity window")
+    evaluate.add_argument("--stride", type=int, default=256, help="perplexity window stride")
     return parser
 
 
@@ -70,12 +102,12 @@ def _calibration_texts(args) -> list[str]:
     return list(gutenberg_texts(path, max_chars=args.calib_samples * args.calib_len * 8))
 
 
-def _validation_tokens(args, tokenizer) -> torch.Tensor:
+def _validation_tokens(args, tokenizer, num_tokens: int) -> torch.Tensor:
     from mamba_qpass.text_data import gutenberg_texts
 
     path = defaults.data_file(defaults.VALIDATION_FILE, args.data_dir)
-    text = "".join(gutenberg_texts(path, max_chars=args.eval_tokens * 8))
-    return torch.tensor(tokenizer(text)["input_ids"][: args.eval_tokens])
+    text = "".join(gutenberg_texts(path, max_chars=num_tokens * 8))
+    return torch.tensor(tokenizer(text)["input_ids"][:num_tokens])
 
 
 def run_quantize(args) -> dict:
@@ -90,7 +122,7 @@ def run_quantize(args) -> dict:
     calibrated = (
         qpass.calibrate(model, _calibration_texts(args), tokenizer, config, progress) if quant_modes else None
     )
-    tokens = _validation_tokens(args, tokenizer)
+    tokens = _validation_tokens(args, tokenizer, args.eval_tokens)
     probe = tokens[: args.context_len][None].to(model.device)
     fp_model = qpass.apply(model, FLOAT_MODE)
     fp_logits = fp_model(probe).logits.float()
@@ -139,6 +171,31 @@ def run_compare(args):
     )
 
 
+def run_eval(args) -> dict:
+    import mamba_qpass as qpass
+    from mamba_qpass.evaluate import EvalConfig, evaluate_modes
+
+    config = EvalConfig(
+        tasks=args.tasks, backend=args.backend, limit=args.limit, batch_size=args.batch_size, data_dir=args.data_dir,
+        context_len=args.context_len, stride=args.stride, reference=args.reference, progress=not args.quiet,
+    )
+    model, tokenizer = _load(args)
+    quant_config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
+    calibration = _calibration_texts(args) if any(m != FLOAT_MODE for m in args.modes) else None
+    text_tokens = _validation_tokens(args, tokenizer, args.ppl_tokens) if args.ppl_tokens > 0 else None
+
+    def report_progress(mode: str, summary: dict) -> None:
+        if args.quiet:
+            return
+        accs = [f"{task} acc {100 * m['acc']:.2f}%" for task, m in summary["tasks"].items() if m["acc"] is not None]
+        text = summary["text_perplexity"]
+        ppl = [f"text ppl {text['perplexity']:.3f}"] if text else []
+        print(f"{mode} done in {summary['seconds']:.1f} s: {', '.join(accs + ppl)}", file=sys.stderr)
+
+    results = evaluate_modes(model, tokenizer, args.modes, calibration, config, quant_config, text_tokens, report_progress)
+    return {"model": args.model or str(defaults.DEFAULT_CHECKPOINT), "device": str(model.device), **results}
+
+
 def _table(results: dict) -> str:
     lines = [
         f"model {results['model']} on {results['device']}",
@@ -152,16 +209,34 @@ def _table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _eval_header(results: dict) -> str:
+    config = results["config"]
+    calibration = results["quant_config"]
+    limit = f"first {config['limit']} documents" if config["limit"] else "all documents"
+    lines = [f"model {results['model']} on {results['device']}; backend {config['backend']}, {limit}"]
+    if calibration:
+        lines.append(
+            f"one calibration for every mode: {calibration['num_samples']} x {calibration['seq_len']} tokens "
+            f"({results['calibration_seconds']:.1f} s)"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "compare":
             report = run_compare(args)
             text, payload = report.to_table(), report.to_json()
+        elif args.command == "eval":
+            from mamba_qpass.evaluate import format_table
+
+            results = run_eval(args)
+            text, payload = _eval_header(results) + "\n" + format_table(results), json.dumps(results, indent=2)
         else:
             results = run_quantize(args)
             text, payload = _table(results), json.dumps(results, indent=2)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ImportError) as err:
         print(f"mamba-qpass: error: {err}", file=sys.stderr)
         return 2
     print(text)

@@ -13,6 +13,7 @@ from torch import nn
 from transformers import MambaConfig, PreTrainedTokenizerFast
 from transformers.modeling_outputs import CausalLMOutput
 
+from mamba_qpass.cli import main
 from mamba_qpass.local_tasks import shipped_task_config
 from mamba_qpass.loglikelihood import Request, encode_request, score_requests
 from mamba_qpass.native_tasks import lambada_split, run_native
@@ -177,3 +178,45 @@ def test_missing_lm_eval_names_the_fix(monkeypatch, tokenizer):
     monkeypatch.setitem(sys.modules, "lm_eval", None)
     with pytest.raises(ImportError, match=r"pip install -e '\.\[eval\]'.*--backend native"):
         run_lm_eval(BigramLM([]), tokenizer, ("lambada_openai",), None, 4, 4, False)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    folder = tmp_path_factory.mktemp("eval") / "model"
+    random_mamba(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, initializer_range=0.02).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _eval(model_dir, out: Path, backend: str) -> dict:
+    argv = [
+        "eval", "--model", str(model_dir), "--modes", "fp,w8a8,fp32_ssm,float_sim", "--limit", "6",
+        "--batch-size", "4", "--calib-samples", "4", "--calib-len", "32", "--ppl-tokens", "300",
+        "--context-len", "64", "--stride", "32", "--backend", backend, "--quiet", "--output", str(out),
+    ]
+    assert main(argv) == 0
+    return json.loads(out.read_text())
+
+
+def _without_timings(report: dict) -> dict:
+    report = {**report, "calibration_seconds": None}
+    report["results"] = {m: {**r, "seconds": None} for m, r in report["results"].items()}
+    return report
+
+
+def test_eval_command_is_deterministic_and_its_backends_agree(model_dir, tmp_path, capsys):
+    first = _eval(model_dir, tmp_path / "a.json", "native")
+    second = _eval(model_dir, tmp_path / "b.json", "native")
+    assert _without_timings(first) == _without_timings(second)
+
+    table = capsys.readouterr().out
+    assert all(mode in table for mode in ("fp", "w8a8", "fp32_ssm", "float_sim")) and "agree w8a8 %" in table
+    via_lm_eval = _eval(model_dir, tmp_path / "c.json", "lm-eval")
+    for mode, result in first["results"].items():
+        task = result["tasks"]["lambada_openai"]
+        assert task["docs"] == 6 and len(task["documents"]) == 6
+        assert set(task["documents"][0]) == {"doc_id", "correct", "loglikelihood", "is_greedy"}
+        assert task["documents"] == via_lm_eval["results"][mode]["tasks"]["lambada_openai"]["documents"]
+        assert result["text_perplexity"]["tokens"] == 299
+    assert first["results"]["fp"]["tasks"]["lambada_openai"]["delta_acc_vs_fp"] == 0.0
+    assert first["results"]["w8a8"]["tasks"]["lambada_openai"]["agreement_with_reference"] == 1.0
