@@ -23,7 +23,7 @@ def add_tensor_attr(gm: fx.GraphModule, qualname: str, tensor: torch.Tensor, bef
         module = getattr(module, part)
     if hasattr(module, leaf) and leaf not in module._buffers:
         raise ValueError(f"attribute {qualname} already exists and is not a buffer")
-    module.register_buffer(leaf, tensor)
+    module.register_buffer(leaf, tensor.detach())  # a buffer never carries autograd history
     with gm.graph.inserting_before(before):
         node = gm.graph.get_attr(qualname)
     return node

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_shape, check_tensor, check_unit_last_stride
+from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 from mamba_qpass.kernels.selective_scan.reference_int8 import ScanInputScales, scan_scales_tensor
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -182,6 +183,10 @@ def selective_scan(
         return out, final_state
 
     block_d, block_n, options = _scan_blocks(channels, state_size, device)
+    # No FMA contraction: with it the int8 variant could fuse its in-kernel dequantisation
+    # (code * scale) into the next add, which the float variant, fed ``code * scale`` computed
+    # outside, cannot; both variants then round identically and the modes built on them
+    # (w8a8's int8 scan, fp32_ssm's dequantise + float scan) agree bit for bit on the GPU too.
     z_arg = z if z is not None else u
     init = initial_state if initial_state is not None else final_state  # not read without HAS_INIT
     _selective_scan_kernel[(batch, triton.cdiv(channels, block_d))](
@@ -193,6 +198,6 @@ def selective_scan(
         init.stride(0), init.stride(1), out.stride(0), out.stride(1),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
         DELTA_SOFTPLUS=delta_softplus, HAS_INIT=initial_state is not None, INT8_INPUTS=scales is not None,
-        BLOCK_D=block_d, BLOCK_N=block_n, **options,
+        BLOCK_D=block_d, BLOCK_N=block_n, **options, **EXACT_FP_LAUNCH,
     )
     return out, final_state
