@@ -55,7 +55,7 @@ def run_lm_eval(
                 model=lm, tasks=list(tasks), task_manager=manager, limit=limit, bootstrap_iters=0, log_samples=True
             )
     runs = {}
-    for task in tasks:
+    for task in out["samples"]:  # a group or tag name stands for its tasks, each reported on its own
         output_type = out["configs"][task]["output_type"]
         samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
         reported = {k: v for k, v in out["results"][task].items() if k not in ("name", "alias")}
