@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--modes", type=_modes, default=["fp", "w8a8", "fp32_ssm", "float_sim"], help="comma-separated"
     )
-    evaluate.add_argument("--tasks", type=_tasks, default=("lambada_openai",), help="comma-separated lm-eval task names")
+    evaluate.add_argument(
+        "--tasks", type=_tasks, default=("lambada_openai",), help="comma-separated lm-eval task names"
+    )
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N documents of each task")
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument(
@@ -192,7 +194,9 @@ def run_eval(args) -> dict:
         ppl = [f"text ppl {text['perplexity']:.3f}"] if text else []
         print(f"{mode} done in {summary['seconds']:.1f} s: {', '.join(accs + ppl)}", file=sys.stderr)
 
-    results = evaluate_modes(model, tokenizer, args.modes, calibration, config, quant_config, text_tokens, report_progress)
+    results = evaluate_modes(
+        model, tokenizer, args.modes, calibration, config, quant_config, text_tokens, report_progress
+    )
     return {"model": args.model or str(defaults.DEFAULT_CHECKPOINT), "device": str(model.device), **results}
 
 

@@ -101,7 +101,9 @@ def evaluate_modes(
         raise ValueError(f"modes must not repeat, got {modes}")
     quant_modes = [m for m in modes if m != FLOAT_MODE]
     if quant_modes and calibration is None:
-        raise ValueError(f"modes {quant_modes} need calibration data: pass calibration=texts (with tokenizer) or tokens")
+        raise ValueError(
+            f"modes {quant_modes} need calibration data: pass calibration=texts (with tokenizer) or token tensors"
+        )
     start = time.perf_counter()
     calibrated = calibrate(model, calibration, tokenizer, quant_config, config.progress) if quant_modes else None
     calibration_seconds = time.perf_counter() - start

@@ -63,9 +63,11 @@ class BigramLM(nn.Module):
         """lm-eval calls this; nothing to tie."""
 
     def forward(self, input_ids: torch.Tensor, attention_mask=None) -> CausalLMOutput:
-        nxt = self.following[input_ids]
-        bump = F.one_hot(nxt.clamp(min=0), VOCAB) * (nxt >= 0)[..., None] * 20.0
-        return CausalLMOutput(logits=self.embed[input_ids] @ self.head + bump)
+        logits = self.embed[input_ids] @ self.head
+        following = self.following[input_ids]
+        known = following >= 0
+        logits[(*known.nonzero(as_tuple=True), following[known])] += 20.0
+        return CausalLMOutput(logits=logits)
 
 
 def test_local_task_is_lm_eval_lambada_openai_reading_the_shared_file(data_dir):
@@ -192,10 +194,10 @@ def model_dir(tmp_path_factory, tokenizer):
     return folder
 
 
-def _eval(model_dir, out: Path, backend: str) -> dict:
+def _eval(model_dir, out: Path, backend: str, modes: str = "fp,w8a8,fp32_ssm,float_sim") -> dict:
     argv = [
-        "eval", "--model", str(model_dir), "--modes", "fp,w8a8,fp32_ssm,float_sim", "--limit", "6",
-        "--batch-size", "4", "--calib-samples", "4", "--calib-len", "32", "--ppl-tokens", "300",
+        "eval", "--model", str(model_dir), "--modes", modes, "--limit", "5",
+        "--batch-size", "3", "--calib-samples", "4", "--calib-len", "32", "--ppl-tokens", "200",
         "--context-len", "64", "--stride", "32", "--backend", backend, "--quiet", "--output", str(out),
     ]
     assert main(argv) == 0
@@ -219,16 +221,17 @@ def test_eval_command_reports_every_mode_and_is_deterministic(model_dir, native_
     assert all(mode in table for mode in ("fp", "w8a8", "fp32_ssm", "float_sim")) and "agree w8a8 %" in table
     for result in native_report["results"].values():
         task = result["tasks"]["lambada_openai"]
-        assert task["docs"] == 6 and len(task["documents"]) == 6
+        assert task["docs"] == 5 and len(task["documents"]) == 5
         assert set(task["documents"][0]) == {"doc_id", "correct", "loglikelihood", "is_greedy"}
-        assert result["text_perplexity"]["tokens"] == 299
+        assert result["text_perplexity"]["tokens"] == 199
     assert native_report["results"]["fp"]["tasks"]["lambada_openai"]["delta_acc_vs_fp"] == 0.0
     assert native_report["results"]["w8a8"]["tasks"]["lambada_openai"]["agreement_with_reference"] == 1.0
 
 
 def test_eval_command_backends_give_identical_documents_in_every_mode(model_dir, native_report, tmp_path):
     pytest.importorskip("lm_eval")
-    via_lm_eval = _eval(model_dir, tmp_path / "lm_eval.json", "lm-eval")
-    for mode, result in native_report["results"].items():
-        documents = result["tasks"]["lambada_openai"]["documents"]
+    # a float and an int8 graph: the other modes reach the backends the same way
+    via_lm_eval = _eval(model_dir, tmp_path / "lm_eval.json", "lm-eval", modes="fp,w8a8")
+    for mode in ("fp", "w8a8"):
+        documents = native_report["results"][mode]["tasks"]["lambada_openai"]["documents"]
         assert documents == via_lm_eval["results"][mode]["tasks"]["lambada_openai"]["documents"]
