@@ -43,9 +43,6 @@ class QuantizedMambaForCausalLM(nn.Module):
         """Nothing to tie: the graph holds its own (possibly int8) head. Callers such as lm-eval call
         this on load; re-tying would overwrite a quantised head with the float embedding."""
 
-    def get_input_embeddings(self):
-        return None
-
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> CausalLMOutput:
         if input_ids.device != self.device:
