@@ -9,6 +9,7 @@ from mamba_qpass.calibrate import calibration_batches, run_calibration
 from mamba_qpass.capture import capture
 from mamba_qpass.hf import QuantizedMambaForCausalLM
 from mamba_qpass.modes import FLOAT_MODE, check_mode, mode_passes
+from mamba_qpass.passes.drop_unused import drop_unused_attributes
 from mamba_qpass.passes.manager import run_passes
 from mamba_qpass.passes.observe import insert_observers
 from mamba_qpass.passes.quantize import quantize_to_qdq
@@ -37,7 +38,7 @@ def apply_mode(calibrated: fx.GraphModule, mode: str, config: QuantConfig | None
     """The graph of ``mode`` built from a copy of a calibrated graph (which is left unchanged)."""
     config = config or calibrated.meta.get("quant_config") or QuantConfig()
     gm = copy.deepcopy(calibrated)
-    return run_passes(gm, mode_passes(mode, config))
+    return run_passes(gm, [*mode_passes(mode, config), drop_unused_attributes])
 
 
 def apply(

@@ -170,3 +170,13 @@ def test_model_and_data_on_different_devices_is_refused(tiny):
     data = [t.to("meta") for t in token_batches(97)]
     with pytest.raises(CalibrationDataError, match="model is on cpu but calibration sequence 0 is on meta"):
         qpass.calibrate(tiny[0], data, progress=False)
+
+
+def test_w8a8_keeps_no_float_weight_of_the_quantised_linears(tiny):
+    _, calibrated, w8a8 = tiny
+    names = {name for name, _ in w8a8.named_buffers()} | {name for name, _ in w8a8.named_parameters()}
+    assert "backbone.layers.0.mixer.in_proj.weight" in dict(calibrated.named_parameters())
+    assert "backbone.layers.0.mixer.in_proj.weight" not in names
+    assert "backbone.layers.0.mixer.in_proj.weight_int8" in names
+    quantised_bytes = sum(t.numel() * t.element_size() for t in w8a8.state_dict().values() if t.dtype == torch.int8)
+    assert quantised_bytes > 0
