@@ -139,7 +139,7 @@ def run_quantize(args) -> dict:
         results["modes"][mode] = {
             **ppl,
             "logits_sqnr_db": float("inf") if error == 0 else (10 * torch.log10(fp_logits.pow(2).sum() / error)).item(),
-            "top1_agreement_vs_fp": (logits.argmax(-1) == fp_logits.argmax(-1)).float().mean().item(),
+            "top1_agreement_vs_fp": int((logits.argmax(-1) == fp_logits.argmax(-1)).sum()) / logits.shape[:-1].numel(),
         }
     return results
 

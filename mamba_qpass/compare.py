@@ -100,6 +100,12 @@ def _run_taps(gm: fx.GraphModule, batches: list[torch.Tensor], progress: bool, m
     return logits, taps
 
 
+def _percent(mask: torch.Tensor) -> float:
+    """Share of True in percent, from integer counts: a CUDA mean multiplies by 1/N, which can turn
+    all-true into 99.99999999999999."""
+    return 100.0 * int(mask.sum()) / mask.numel()
+
+
 def _values(tensor: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     return tensor.double() if scale is None else tensor.double() * scale.double()
 
@@ -115,10 +121,10 @@ def _diff(mode_tap, reference_tap) -> TensorDiff:
     if scale is not None:
         codes = tensor.double()
         off_grid = int(((codes != codes.round()) | (codes < INT8_MIN) | (codes > INT8_MAX)).sum())
-        saturation = 100.0 * ((codes == INT8_MIN) | (codes == INT8_MAX)).double().mean().item()
+        saturation = _percent((codes == INT8_MIN) | (codes == INT8_MAX))
     return TensorDiff(
         kind="codes" if scale is not None else "float",
-        exact_match_pct=100.0 * same.double().mean().item(),
+        exact_match_pct=_percent(same),
         max_abs_diff=delta.max().item(),
         mean_abs_diff=delta.mean().item(),
         off_grid=off_grid,
@@ -145,7 +151,7 @@ def compare_graphs(
         nll = _nll(logits, batches)
         report.summary[mode] = ModeSummary(
             nll=nll,
-            top1_agreement_pct=100.0 * (logits.argmax(-1) == ref_top1).double().mean().item(),
+            top1_agreement_pct=_percent(logits.argmax(-1) == ref_top1),
             nll_gap=nll - ref_nll,
         )
         if mode != reference:
