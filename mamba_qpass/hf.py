@@ -19,6 +19,11 @@ def _check_right_padded(attention_mask: torch.Tensor) -> None:
         )
 
 
+# Arguments HF-style callers pass that change nothing here: there is no cache, and the output is always
+# an object with .logits.
+IGNORED_FORWARD_ARGS = frozenset({"use_cache", "return_dict"})
+
+
 class QuantizedMambaForCausalLM(nn.Module):
     """Wraps a lowered graph. ``forward(input_ids, attention_mask=None)`` returns an object with
     ``.logits`` (batch, seq, vocab) float; any batch size and length."""
@@ -45,6 +50,12 @@ class QuantizedMambaForCausalLM(nn.Module):
 
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> CausalLMOutput:
+        unsupported = sorted(k for k, v in kwargs.items() if k not in IGNORED_FORWARD_ARGS and v is not None)
+        if unsupported:
+            raise ValueError(
+                f"forward does not take {unsupported}: the quantised model computes logits from input_ids "
+                "(and a right-padded attention_mask) only"
+            )
         if input_ids.device != self.device:
             raise ValueError(
                 f"input_ids are on {input_ids.device} but the model is on {self.device}: move them with .to(model.device)"

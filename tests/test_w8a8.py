@@ -180,3 +180,11 @@ def test_w8a8_keeps_no_float_weight_of_the_quantised_linears(tiny):
     assert "backbone.layers.0.mixer.in_proj.weight_int8" in names
     quantised_bytes = sum(t.numel() * t.element_size() for t in w8a8.state_dict().values() if t.dtype == torch.int8)
     assert quantised_bytes > 0
+
+
+def test_forward_refuses_arguments_it_would_ignore(tiny):
+    qmodel = qpass.apply(tiny[0], "fp")
+    ids = torch.randint(0, 97, (1, 5))
+    assert qmodel(ids, use_cache=False, return_dict=True).logits.shape == (1, 5, 97)
+    with pytest.raises(ValueError, match=r"does not take \['labels'\]"):
+        qmodel(ids, labels=ids)

@@ -66,9 +66,9 @@ def _bias_node(gm, bias: fx.Node | None, prefix: str, before: fx.Node) -> fx.Nod
     return add_tensor_attr(gm, f"{prefix}_bias_f64", attr_of(gm, bias).double(), before)
 
 
-def _quantised_column_slices(linear: fx.Node) -> list[tuple[fx.Node | None, fx.Node, int, int]] | None:
-    """[(slice or None, q, start, stop)] when every output column goes through exactly one q, else None."""
-    width = linear.meta.get("out_features")
+def _quantised_column_slices(linear: fx.Node, width: int) -> list[tuple[fx.Node | None, fx.Node, int, int]] | None:
+    """[(slice or None, q, start, stop)] when every one of the ``width`` output columns goes through
+    exactly one q, else None."""
     parts = []
     for user in linear.users:
         if is_call(user, Q):
@@ -89,11 +89,10 @@ def _quantised_column_slices(linear: fx.Node) -> list[tuple[fx.Node | None, fx.N
 def _lower_linear(gm: fx.GraphModule, linear: fx.Node) -> None:
     act_dq, weight_dq, bias = (*linear.args, None)[:3]
     out_features = attr_of(gm, weight_dq.args[0]).shape[0]
-    linear.meta["out_features"] = out_features
     prefix = _weight_prefix(weight_dq)
     dequant = _dequant_scale_node(gm, act_dq, weight_dq, linear)
     bias64 = _bias_node(gm, bias, prefix, linear)
-    parts = _quantised_column_slices(linear)
+    parts = _quantised_column_slices(linear, out_features)
     inv = None
     if parts is not None:
         inv_scale = torch.empty(out_features, dtype=torch.float64, device=attr_of(gm, weight_dq.args[0]).device)
