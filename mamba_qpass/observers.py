@@ -14,13 +14,17 @@ class NonFiniteActivationError(ValueError):
     """An activation held NaN or inf during calibration."""
 
 
-def _check_finite(name: str, x: torch.Tensor) -> None:
-    if not torch.isfinite(x).all():
+def _abs_max_checked(name: str, x: torch.Tensor) -> torch.Tensor:
+    """max |x| as float32, raising if x holds NaN or inf (both propagate to the maximum, so one
+    reduction serves for the range and the check)."""
+    amax = x.detach().abs().max().float()
+    if not torch.isfinite(amax):
         bad = "NaN" if torch.isnan(x).any() else "inf"
         raise NonFiniteActivationError(
             f"{bad} in {name} during calibration: check the model's weights and the calibration data "
             "(an fp16 model may overflow; calibrate in float32)"
         )
+    return amax
 
 
 class AbsMaxObserver(nn.Module):
@@ -33,8 +37,7 @@ class AbsMaxObserver(nn.Module):
         self.register_buffer("batches", torch.zeros((), dtype=torch.int64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_finite(self.name, x)
-        self.amax = torch.maximum(self.amax, x.detach().abs().max().float())
+        self.amax = torch.maximum(self.amax, _abs_max_checked(self.name, x))
         self.batches += 1
         return x
 
@@ -53,7 +56,7 @@ class PercentileObserver(nn.Module):
         self.register_buffer("batches", torch.zeros((), dtype=torch.int64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_finite(self.name, x)
+        _abs_max_checked(self.name, x)
         flat = x.detach().abs().flatten().float()
         k = max(1, math.ceil(self.alpha * flat.numel()))
         self.total += flat.kthvalue(k).values.double()

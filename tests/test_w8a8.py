@@ -188,3 +188,15 @@ def test_forward_refuses_arguments_it_would_ignore(tiny):
     assert qmodel(ids, use_cache=False, return_dict=True).logits.shape == (1, 5, 97)
     with pytest.raises(ValueError, match=r"does not take \['labels'\]"):
         qmodel(ids, labels=ids)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")], ids=["inf", "-inf", "nan"])
+def test_observers_name_non_finite_values(bad):
+    from mamba_qpass.observers import AbsMaxObserver, PercentileObserver
+
+    x = torch.ones(3, 4)
+    x[1, 2] = bad
+    expected = "NaN" if bad != bad else "inf"
+    for observer in (AbsMaxObserver("layer 2 conv1d output u"), PercentileObserver("layer 2 conv1d output u", 0.99)):
+        with pytest.raises(NonFiniteActivationError, match=f"{expected} in layer 2 conv1d output u"):
+            observer(x)
