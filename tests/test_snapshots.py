@@ -1,4 +1,6 @@
-"""Golden graph files. Rewrite them with: pytest tests/test_snapshots.py --update-snapshots"""
+"""Golden graph files. Rewrite them all with:
+    python -m pytest -q tests/test_snapshots.py tests/test_w8a8.py tests/test_modes.py --update-snapshots
+"""
 
 from pathlib import Path
 
