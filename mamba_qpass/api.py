@@ -41,6 +41,24 @@ def apply_mode(calibrated: fx.GraphModule, mode: str, config: QuantConfig | None
     return run_passes(gm, [*mode_passes(mode, config), drop_unused_attributes])
 
 
+def mode_graph(model, mode: str, calibrated: fx.GraphModule | None, config: QuantConfig | None = None) -> fx.GraphModule:
+    """The graph of ``mode``: ``fp`` is captured from ``model``, every other mode is built from the
+    calibrated graph of that model."""
+    check_mode(mode)
+    if mode == FLOAT_MODE:
+        return capture(model)
+    if calibrated is None:
+        raise ValueError(f"mode {mode!r} needs a calibrated graph: run qpass.calibrate(model, ...) first")
+    return apply_mode(calibrated, mode, config)
+
+
+def mode_model(
+    model, mode: str, calibrated: fx.GraphModule | None, config: QuantConfig | None = None
+) -> QuantizedMambaForCausalLM:
+    """``mode_graph`` wrapped as a HF-style causal LM."""
+    return QuantizedMambaForCausalLM(mode_graph(model, mode, calibrated, config), model.config, mode)
+
+
 def apply(
     model,
     mode: str = "w8a8",
@@ -54,9 +72,11 @@ def apply(
     calibration: token-id tensors, or texts with ``tokenizer``; needed by every mode but ``fp``.
     """
     check_mode(mode)
-    if mode == FLOAT_MODE:
-        return QuantizedMambaForCausalLM(capture(model), model.config, mode)
-    if calibration is None:
-        raise ValueError(f"mode {mode!r} needs calibration data: pass calibration=texts (with tokenizer=) or token tensors")
-    calibrated = calibrate(model, calibration, tokenizer, config, progress)
-    return QuantizedMambaForCausalLM(apply_mode(calibrated, mode, config), model.config, mode)
+    calibrated = None
+    if mode != FLOAT_MODE:
+        if calibration is None:
+            raise ValueError(
+                f"mode {mode!r} needs calibration data: pass calibration=texts (with tokenizer=) or token tensors"
+            )
+        calibrated = calibrate(model, calibration, tokenizer, config, progress)
+    return mode_model(model, mode, calibrated, config)

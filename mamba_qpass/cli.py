@@ -114,7 +114,7 @@ def _validation_tokens(args, tokenizer, num_tokens: int) -> torch.Tensor:
 
 def run_quantize(args) -> dict:
     import mamba_qpass as qpass
-    from mamba_qpass.hf import QuantizedMambaForCausalLM
+    from mamba_qpass.api import mode_model
     from mamba_qpass.perplexity import perplexity
 
     model, tokenizer = _load(args)
@@ -126,13 +126,11 @@ def run_quantize(args) -> dict:
     )
     tokens = _validation_tokens(args, tokenizer, args.eval_tokens)
     probe = tokens[: args.context_len][None].to(model.device)
-    fp_model = qpass.apply(model, FLOAT_MODE)
+    fp_model = mode_model(model, FLOAT_MODE, None)
     fp_logits = fp_model(probe).logits.float()
     results = {"model": args.model or str(defaults.DEFAULT_CHECKPOINT), "device": str(model.device), "modes": {}}
     for mode in [FLOAT_MODE, *quant_modes]:
-        qmodel = fp_model if mode == FLOAT_MODE else QuantizedMambaForCausalLM(
-            qpass.apply_mode(calibrated, mode), model.config, mode
-        )
+        qmodel = fp_model if mode == FLOAT_MODE else mode_model(model, mode, calibrated)
         ppl = perplexity(qmodel, tokens, args.context_len, args.stride, progress=progress, desc=f"perplexity {mode}")
         logits = qmodel(probe).logits.float()
         error = (logits - fp_logits).pow(2).sum()

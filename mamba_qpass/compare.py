@@ -20,8 +20,7 @@ import torch.nn.functional as F
 import torch.fx as fx
 from tqdm.auto import tqdm
 
-from mamba_qpass.api import apply_mode, calibrate
-from mamba_qpass.capture import capture
+from mamba_qpass.api import calibrate, mode_graph
 from mamba_qpass.kernels.quant_math import INT8_MAX, INT8_MIN
 from mamba_qpass.modes import FLOAT_MODE, check_mode
 from mamba_qpass.quant_config import QuantConfig
@@ -180,5 +179,5 @@ def compare(
         if batch.device != device or batch.dim() != 2:
             raise ValueError(f"input batch {i} must be a (batch, seq) token tensor on {device}, got {tuple(batch.shape)} on {batch.device}")
     calibrated = calibrate(model, calibration, tokenizer, config, progress) if set(names) - {FLOAT_MODE} else None
-    graphs = {mode: capture(model) if mode == FLOAT_MODE else apply_mode(calibrated, mode, config) for mode in names}
+    graphs = {mode: mode_graph(model, mode, calibrated, config) for mode in names}
     return compare_graphs(graphs, list(inputs), reference, progress)

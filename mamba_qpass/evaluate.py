@@ -12,8 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from mamba_qpass.api import apply, apply_mode, calibrate
-from mamba_qpass.hf import QuantizedMambaForCausalLM
+from mamba_qpass.api import calibrate, mode_model
 from mamba_qpass.modes import FLOAT_MODE, check_mode
 from mamba_qpass.perplexity import perplexity
 from mamba_qpass.quant_config import QuantConfig
@@ -54,12 +53,6 @@ def _run_tasks(model, tokenizer, config: EvalConfig, mode: str) -> dict[str, Tas
     from mamba_qpass.lm_eval_backend import run_lm_eval
 
     return run_lm_eval(*args)
-
-
-def _mode_model(model, calibrated, mode: str) -> QuantizedMambaForCausalLM:
-    if mode == FLOAT_MODE:
-        return apply(model, FLOAT_MODE)
-    return QuantizedMambaForCausalLM(apply_mode(calibrated, mode), model.config, mode)
 
 
 def _task_entry(run: TaskRun, fp_run: TaskRun | None, reference_run: TaskRun | None) -> dict:
@@ -112,7 +105,7 @@ def evaluate_modes(
     results: dict[str, dict] = {}
     for mode in modes:
         start = time.perf_counter()
-        qmodel = _mode_model(model, calibrated, mode)
+        qmodel = mode_model(model, mode, calibrated)
         runs[mode] = _run_tasks(qmodel, tokenizer, config, mode)
         text = None
         if text_tokens is not None:

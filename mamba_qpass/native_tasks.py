@@ -5,13 +5,13 @@ its last space, target = " " + its last word (lm-eval's ``doc_to_text`` / ``doc_
 ``text.split(' ')[:-1]|join(' ')`` and ``' ' + text.split(' ')[-1]``).
 """
 
-import json
 from pathlib import Path
 
 from mamba_qpass.data import find_data_dir
 from mamba_qpass.local_tasks import task_data_files
 from mamba_qpass.loglikelihood import encode_request, max_length, score_requests
 from mamba_qpass.task_results import DocResult, TaskRun
+from mamba_qpass.text_data import lambada_texts
 
 NATIVE_TASKS = ("lambada_openai",)
 
@@ -22,9 +22,7 @@ def lambada_split(text: str) -> tuple[str, str]:
 
 
 def _lambada_texts(data_dir: Path, limit: int | None) -> list[str]:
-    with open(task_data_files("lambada_openai", data_dir)["test"], encoding="utf-8") as lines:
-        texts = [json.loads(line)["text"] for line in lines if line.strip()]
-    return texts[:limit]
+    return lambada_texts(task_data_files("lambada_openai", data_dir)["test"])[:limit]
 
 
 def run_native(

@@ -23,4 +23,4 @@ def gutenberg_texts(path: Path, max_chars: int | None = None) -> Iterator[str]:
 
 def lambada_texts(path: Path) -> list[str]:
     with open(path, encoding="utf-8") as lines:
-        return [json.loads(line)["text"] for line in lines]
+        return [json.loads(line)["text"] for line in lines if line.strip()]

@@ -200,3 +200,9 @@ def test_observers_name_non_finite_values(bad):
     for observer in (AbsMaxObserver("layer 2 conv1d output u"), PercentileObserver("layer 2 conv1d output u", 0.99)):
         with pytest.raises(NonFiniteActivationError, match=f"{expected} in layer 2 conv1d output u"):
             observer(x)
+
+
+def test_mode_graph_needs_a_calibrated_graph_for_quantised_modes(tiny):
+    assert qpass.mode_graph(tiny[0], "fp", None).graph is not None
+    with pytest.raises(ValueError, match="'w8a8' needs a calibrated graph"):
+        qpass.mode_graph(tiny[0], "w8a8", None)
