@@ -29,6 +29,12 @@ def add_tensor_attr(gm: fx.GraphModule, qualname: str, tensor: torch.Tensor, bef
     return node
 
 
+def find_or_add_tensor_attr(gm: fx.GraphModule, qualname: str, tensor: torch.Tensor, before: fx.Node) -> fx.Node:
+    """The graph's get_attr node for ``qualname``, or ``add_tensor_attr`` of ``tensor`` if it has none."""
+    existing = gm.graph.find_nodes(op="get_attr", target=qualname)
+    return existing[0] if existing else add_tensor_attr(gm, qualname, tensor, before)
+
+
 def is_call(node, *targets) -> bool:
     return isinstance(node, fx.Node) and node.op == "call_function" and node.target in targets
 

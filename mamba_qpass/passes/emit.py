@@ -3,7 +3,7 @@
 import torch
 import torch.fx as fx
 
-from mamba_qpass.graph_utils import add_tensor_attr
+from mamba_qpass.graph_utils import find_or_add_tensor_attr
 
 aten = torch.ops.aten
 
@@ -20,10 +20,7 @@ class Emitter:
             return self.gm.graph.call_function(target, args, kwargs)
 
     def attr(self, qualname: str, tensor: torch.Tensor) -> fx.Node:
-        existing = self.gm.graph.find_nodes(op="get_attr", target=qualname)
-        if existing:
-            return existing[0]
-        return add_tensor_attr(self.gm, qualname, tensor, self.before)
+        return find_or_add_tensor_attr(self.gm, qualname, tensor, self.before)
 
     def existing_attr(self, qualname: str) -> fx.Node:
         """A get_attr node for a buffer the module already holds."""

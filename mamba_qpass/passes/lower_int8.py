@@ -19,7 +19,7 @@ import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
 import torch.fx as fx
 
-from mamba_qpass.graph_utils import add_tensor_attr, attr_of, is_call
+from mamba_qpass.graph_utils import add_tensor_attr, attr_of, find_or_add_tensor_attr, is_call
 from mamba_qpass.quant_config import QuantConfig
 from mamba_qpass.taps import move_tap
 
@@ -39,11 +39,7 @@ def _scale(gm: fx.GraphModule, qdq: fx.Node) -> torch.Tensor:
 
 
 def _inverse_scale_node(gm: fx.GraphModule, qdq: fx.Node, before: fx.Node) -> fx.Node:
-    name = f"{qdq.args[1].target}_inv"
-    existing = gm.graph.find_nodes(op="get_attr", target=name)
-    if existing:
-        return existing[0]
-    return add_tensor_attr(gm, name, 1.0 / _scale(gm, qdq).double(), before)
+    return find_or_add_tensor_attr(gm, f"{qdq.args[1].target}_inv", 1.0 / _scale(gm, qdq).double(), before)
 
 
 def _single_user(node: fx.Node, target) -> fx.Node | None:
