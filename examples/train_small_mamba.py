@@ -200,6 +200,19 @@ def check_fast_path(model) -> str:
     return f"fused mamba_inner_fn (imported: {have})"
 
 
+def add_residual_dropout(model, p: float) -> list:
+    """Dropout on the embedding output and on every mixer output (before its residual add), in training only.
+
+    The run repeats a small corpus for several epochs, so the model starts to memorise it; dropout is the
+    regulariser. Forward hooks keep it out of the model: the saved checkpoint is a plain MambaForCausalLM.
+    """
+    def hook(module, inputs, output):
+        return F.dropout(output, p, module.training)
+
+    modules = [model.backbone.embeddings] + [layer.mixer for layer in model.backbone.layers]
+    return [m.register_forward_hook(hook) for m in modules]
+
+
 def param_groups(model, weight_decay: float):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -272,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--beta1", type=float, default=0.9)
     ap.add_argument("--beta2", type=float, default=0.95)
     ap.add_argument("--grad-clip", type=float, default=1.0)
+    ap.add_argument("--dropout", type=float, default=0.0,
+                    help="dropout on the embedding and on every mixer output, training only (0 = off)")
     ap.add_argument("--seed", type=int, default=0)
     # length of the run
     ap.add_argument("--max-steps", type=int, default=None, help="fixed number of steps (sizes the schedule)")
@@ -314,6 +329,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"[model] {n_params:,} parameters; Mamba path: {fast}", flush=True)
     if device.type == "cuda" and fast.startswith("fallback") and not args.allow_slow_fallback:
         raise SystemExit("mamba-ssm / causal-conv1d kernels are not in use: refusing to train on the fallback")
+    if not 0.0 <= args.dropout < 1.0:
+        raise SystemExit(f"--dropout must lie in [0, 1), got {args.dropout}")
+    if args.dropout:
+        add_residual_dropout(model, args.dropout)
 
     use_cuda = device.type == "cuda"
     if use_cuda:
