@@ -279,13 +279,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--batch-size", type=int, default=32, help="sequences per step")
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--min-lr-ratio", type=float, default=0.1)
+    ap.add_argument("--min-lr-ratio", type=float, default=0.02)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--beta1", type=float, default=0.9)
     ap.add_argument("--beta2", type=float, default=0.95)
     ap.add_argument("--grad-clip", type=float, default=1.0)
-    ap.add_argument("--dropout", type=float, default=0.0,
+    ap.add_argument("--dropout", type=float, default=0.1,
                     help="dropout on the embedding and on every mixer output, training only (0 = off)")
     ap.add_argument("--seed", type=int, default=0)
     # length of the run
