@@ -303,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--allow-slow-fallback", action="store_true",
                     help="train on CUDA even without mamba-ssm's kernels (never for a real run)")
     args = ap.parse_args(argv)
+    if not 0.0 <= args.dropout < 1.0:
+        ap.error(f"--dropout must lie in [0, 1), got {args.dropout}")
     if args.max_steps is None and args.max_minutes is None:
         ap.error("give --max-steps or --max-minutes (or both)")
     if args.max_steps is None and not 10 < args.calib_steps <= args.warmup:
@@ -329,8 +331,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"[model] {n_params:,} parameters; Mamba path: {fast}", flush=True)
     if device.type == "cuda" and fast.startswith("fallback") and not args.allow_slow_fallback:
         raise SystemExit("mamba-ssm / causal-conv1d kernels are not in use: refusing to train on the fallback")
-    if not 0.0 <= args.dropout < 1.0:
-        raise SystemExit(f"--dropout must lie in [0, 1), got {args.dropout}")
     if args.dropout:
         add_residual_dropout(model, args.dropout)
 
