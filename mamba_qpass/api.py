@@ -35,9 +35,14 @@ def calibrate(
 
 
 def apply_mode(calibrated: fx.GraphModule, mode: str, config: QuantConfig | None = None) -> fx.GraphModule:
-    """The graph of ``mode`` built from a copy of a calibrated graph (which is left unchanged)."""
+    """The graph of ``mode`` built from a copy of a calibrated graph (which is left unchanged).
+
+    The copy shares the calibrated graph's tensors instead of duplicating them: passes add new
+    attributes and never write into existing ones (tested), so a mode costs only the tensors it adds,
+    not a second set of float weights."""
     config = config or calibrated.meta.get("quant_config") or QuantConfig()
-    gm = copy.deepcopy(calibrated)
+    shared = {id(t): t for t in (*calibrated.parameters(), *calibrated.buffers())}
+    gm = copy.deepcopy(calibrated, shared)
     return run_passes(gm, [*mode_passes(mode, config), drop_unused_attributes])
 
 

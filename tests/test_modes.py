@@ -29,6 +29,26 @@ def graphs(calibrated):
     return {mode: qpass.apply_mode(calibrated[1], mode) for mode in MODES}
 
 
+def _tensors(gm) -> dict[str, torch.Tensor]:
+    return dict(gm.state_dict(keep_vars=True))
+
+
+def test_modes_share_the_calibrated_tensors_and_leave_them_unchanged():
+    model = random_mamba(initializer_range=0.02)
+    calibrated = qpass.calibrate(model, token_batches(97), progress=False)
+    before = {name: t.detach().clone() for name, t in _tensors(calibrated).items()}
+    graphs = {mode: qpass.apply_mode(calibrated, mode) for mode in ["qdq", *MODES]}
+    after = _tensors(calibrated)
+    assert after.keys() == before.keys()
+    for name, t in after.items():
+        assert torch.equal(t, before[name]), f"a pass wrote into the calibrated graph's {name}"
+    for mode, gm in graphs.items():
+        kept = {name: t for name, t in _tensors(gm).items() if name in after}
+        assert kept, mode
+        for name, t in kept.items():
+            assert t is after[name], f"{mode} copied {name} instead of sharing it"
+
+
 @pytest.fixture(scope="module")
 def report(graphs):
     batches = token_batches(97, count=2, batch=2, length=33, seed=11)
