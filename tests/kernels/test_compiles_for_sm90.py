@@ -26,6 +26,7 @@ from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 from mamba_qpass.kernels.int8_linear import triton as linear
 from mamba_qpass.kernels.int8_causal_conv1d import triton as int8_conv
 from mamba_qpass.kernels.causal_conv1d import triton as float_conv
+from mamba_qpass.kernels import conv_window
 from mamba_qpass.kernels.rms_norm_quant import triton as rms
 from mamba_qpass.kernels.hadamard_quant import triton as hadamard
 from mamba_qpass.kernels.selective_scan import triton as scan
@@ -55,7 +56,7 @@ def gemm(m, n, k, quantize_out):
 
 
 def int8_causal_conv1d(silu):
-    block_l, block_d = int8_conv._conv_blocks(2048, 5120, CUDA)
+    block_l, block_d = conv_window.conv_blocks(2048, 5120, CUDA)
     return compile_sm90(
         int8_conv._int8_causal_conv1d_kernel, {"x_ptr": "*i8", "w_ptr": "*i8", "out_ptr": "*i8"},
         dict(WIDTH=4, HAS_BIAS=True, SILU=silu, BLOCK_L=block_l, BLOCK_D=block_d), dict(EXACT_FP_LAUNCH),
@@ -94,7 +95,7 @@ def selective_scan(int8_inputs):
 
 
 def causal_conv1d():
-    block_l, block_d = float_conv._conv_blocks(2048, 5120, CUDA)
+    block_l, block_d = conv_window.conv_blocks(2048, 5120, CUDA)
     return compile_sm90(
         float_conv._causal_conv1d_kernel, {n: "*bf16" for n in ("x_ptr", "w_ptr", "bias_ptr", "out_ptr")},
         dict(WIDTH=4, HAS_BIAS=True, SILU=True, BLOCK_L=block_l, BLOCK_D=block_d), {},

@@ -1,0 +1,50 @@
+"""What the float and the int8 depthwise causal conv1d kernels share: the window sum over a
+(time, channel) tile, the tiling, and the checks on x and the weight. The kernels differ only in
+their dtypes and epilogues."""
+
+import torch
+import triton
+import triton.language as tl
+
+from mamba_qpass.kernels.checks import check_tensor, check_unit_last_stride
+
+MAX_WIDTH = 4
+
+
+@triton.jit
+def add_causal_window(
+    acc, x_ptr, w_ptr, batch, offs_t, offs_d, mask_d, L, stride_xb, stride_xl, stride_wd, WIDTH: tl.constexpr,
+):
+    """acc + sum_k x[batch, t - (WIDTH - 1) + k, d] * w[d, k] over the tile, in acc's dtype; x is zero
+    before t = 0. The caller chooses the start value (its bias, or zero) and so the rounding order."""
+    x_base = x_ptr + batch * stride_xb + offs_d[None, :]
+    for k in tl.static_range(WIDTH):
+        src_t = offs_t - (WIDTH - 1) + k  # the tap k steps into the window ending at t
+        mask = ((src_t >= 0) & (src_t < L))[:, None] & mask_d[None, :]
+        x = tl.load(x_base + src_t[:, None] * stride_xl, mask=mask, other=0).to(acc.dtype)
+        w = tl.load(w_ptr + offs_d * stride_wd + k, mask=mask_d, other=0).to(acc.dtype)
+        acc += x * w[None, :]
+    return acc
+
+
+def conv_blocks(seq_len: int, channels: int, device: torch.device) -> tuple[int, int]:
+    """(BLOCK_L, BLOCK_D): on CPU (the interpreter) as few programs as possible; on GPU, 32 time steps
+    by 128 contiguous channels per program (the int8 kernel's float64 epilogue then holds 32 values
+    per thread)."""
+    if device.type != "cuda":
+        return min(64, triton.next_power_of_2(seq_len)), min(256, triton.next_power_of_2(channels))
+    return 32, min(128, triton.next_power_of_2(channels))
+
+
+def check_conv_inputs(x: torch.Tensor, weight: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> tuple[int, int, int]:
+    """Checks x (B, L, D) and weight (D, W), W <= MAX_WIDTH, both with a unit last stride; returns (B, L, D)."""
+    check_tensor("x", x, dtypes, (3,))
+    check_unit_last_stride("x", x)
+    check_tensor("weight", weight, dtypes, (2,), x.device)
+    check_unit_last_stride("weight", weight)
+    batch, seq_len, channels = x.shape
+    if weight.shape[0] != channels or not 1 <= weight.shape[1] <= MAX_WIDTH:
+        raise ValueError(
+            f"weight must have shape (D={channels}, W) with 1 <= W <= {MAX_WIDTH}, got {tuple(weight.shape)}"
+        )
+    return batch, seq_len, channels
