@@ -1,10 +1,10 @@
 """Full lambada_openai (and optionally Gutenberg validation perplexity) for a causal LM checkpoint.
 
-Reproduces lm-eval's `lambada_openai` task without lm-eval: for each line of lambada_test.jsonl,
-context = the text up to its last space, continuation = " " + last word. Tokenisation as lm-eval's
-HFLM: whole = tok(context + continuation), ctx = tok(context), continuation tokens = whole[len(ctx):],
-no BOS. acc = every continuation token is the greedy argmax; perplexity = exp(-mean over documents
-of the summed continuation log-likelihood). Runs on CUDA (mamba-ssm kernels if installed) or CPU.
+The evaluation that follows every training run (scripts/device_training/job.sh): the float model as
+transformers loads it, with mamba-ssm's kernels where installed. lambada_openai is scored by
+mamba-qpass's native backend (``mamba_qpass.native_tasks``), per document identical to lm-eval's
+``lambada_openai``: acc = every continuation token is the greedy argmax; perplexity = exp(-mean over
+documents of the continuation log-likelihood). Runs on CUDA or CPU.
 
     python examples/lambada_quick_eval.py --model checkpoints/gutenberg-mamba-25m \
         --data-dir ../shared/data [--limit 200] [--val] [--out eval.json]
@@ -24,49 +24,11 @@ import time
 import torch
 import torch.nn.functional as F
 
+from mamba_qpass.native_tasks import run_native
+from mamba_qpass.task_results import task_metrics
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_tokenizer import encode_books, gutenberg_files, resolve_data_dir  # noqa: E402
-
-
-def lambada_requests(texts: list[str], tokenizer) -> list[tuple[list[int], list[int]]]:
-    """(context ids, continuation ids) per document, as lm-eval's HFLM builds them."""
-    reqs = []
-    for text in texts:
-        context, _, last = text.rpartition(" ")
-        continuation = " " + last
-        n_spaces = len(context) - len(context.rstrip())  # HFLM moves trailing context spaces over
-        if n_spaces:
-            continuation, context = context[-n_spaces:] + continuation, context[:-n_spaces]
-        whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-        ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
-        cont = whole[len(ctx):]
-        if not ctx:  # nothing to condition on: lm-eval would prepend the eot token
-            ctx = [tokenizer.eos_token_id]
-        reqs.append((ctx, cont))
-    return reqs
-
-
-@torch.no_grad()
-def score_requests(model, reqs, batch_size: int, device) -> list[tuple[float, bool]]:
-    """(sum of continuation log-probs, all greedy) per request, in input order."""
-    order = sorted(range(len(reqs)), key=lambda i: -(len(reqs[i][0]) + len(reqs[i][1])))
-    out: list[tuple[float, bool] | None] = [None] * len(reqs)
-    for b in range(0, len(order), batch_size):
-        idx = order[b : b + batch_size]
-        seqs = [(reqs[i][0] + reqs[i][1])[:-1] for i in idx]
-        width = max(map(len, seqs))
-        ids = torch.zeros(len(seqs), width, dtype=torch.long)  # right padding: causal, so harmless
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)] = torch.tensor(s)
-        logits = model(input_ids=ids.to(device), use_cache=False).logits.float()
-        logp = F.log_softmax(logits, dim=-1)
-        for r, i in enumerate(idx):
-            ctx, cont = reqs[i]
-            pos = torch.arange(len(ctx) - 1, len(ctx) - 1 + len(cont), device=logp.device)
-            target = torch.tensor(cont, device=logp.device)
-            lp = logp[r, pos]
-            out[i] = (lp.gather(-1, target[:, None]).sum().item(), bool((lp.argmax(-1) == target).all()))
-    return out
 
 
 @torch.no_grad()
@@ -90,7 +52,6 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="checkpoint folder (config, safetensors, tokenizer)")
     ap.add_argument("--data-dir", default=None, help="folder holding lambada_openai/ (default: $MAMBA_QPASS_DATA)")
-    ap.add_argument("--lambada", default=None, help="lambada_test.jsonl (default: <data-dir>/lambada_openai/...)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N documents")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--val", action="store_true", help="also Gutenberg validation perplexity")
@@ -109,22 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     result = {"model": args.model, "dtype": args.dtype, "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
 
-    lambada = args.lambada
-    if lambada is None:
-        lambada = os.path.join(resolve_data_dir(args.data_dir), "lambada_openai", "lambada_test.jsonl")
-    with open(lambada, encoding="utf-8") as f:
-        texts = [json.loads(line)["text"] for line in f if line.strip()]
-    if args.limit is not None:
-        texts = texts[: args.limit]
     t0 = time.time()
-    scores = score_requests(model, lambada_requests(texts, tokenizer), args.batch_size, device)
-    ll = [s for s, _ in scores]
-    result["lambada_openai"] = {
-        "docs": len(scores),
-        "acc": sum(g for _, g in scores) / len(scores),
-        "perplexity": math.exp(-sum(ll) / len(ll)),
-        "seconds": time.time() - t0,
-    }
+    run = run_native(model, tokenizer, ("lambada_openai",), resolve_data_dir(args.data_dir), args.limit,
+                     args.batch_size, progress=False)["lambada_openai"]
+    result["lambada_openai"] = {**task_metrics(run.docs), "seconds": time.time() - t0}
     la = result["lambada_openai"]
     print(f"lambada_openai ({la['docs']} docs): acc {la['acc']:.4f}  ppl {la['perplexity']:.2f}  ({la['seconds']:.0f} s)")
 

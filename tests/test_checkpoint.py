@@ -2,6 +2,7 @@
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,19 @@ def test_reproduces_the_model_cards_lambada_scores(model_and_tokenizer, data_dir
     ref = torch.tensor([e["loglikelihood"] for e in expected], dtype=torch.float64)
     torch.testing.assert_close(lls, ref, rtol=0, atol=2e-3)
     assert [d.correct for d in got] == [e["correct"] for e in expected]
+
+
+def test_quick_eval_example_reports_the_same_scores(tmp_path, data_dir):
+    """examples/lambada_quick_eval.py (run after every training run) gives the fixture's accuracy."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    import lambada_quick_eval
+
+    fixture = Path(__file__).parent / "data" / "gutenberg_mamba_25m_lambada_first128_h200.json"
+    expected = json.loads(fixture.read_text())["documents"][:32]
+    out = tmp_path / "eval.json"
+    lambada_quick_eval.main(["--model", str(CKPT), "--data-dir", str(data_dir), "--limit", "32", "--device", "cpu",
+                             "--out", str(out)])
+    got = json.loads(out.read_text())["lambada_openai"]
+    assert got["docs"] == 32
+    assert got["acc"] == sum(e["correct"] for e in expected) / 32
+    assert math.isclose(got["perplexity"], math.exp(-sum(e["loglikelihood"] for e in expected) / 32), rel_tol=1e-3)
