@@ -8,7 +8,11 @@ import torch
 
 from mamba_qpass import defaults
 from mamba_qpass.evaluate import BACKENDS
-from mamba_qpass.modes import FLOAT_MODE, mode_names
+from mamba_qpass.modes import MODES, resolve_modes
+
+
+# The quantize command reports every mode's logits against this one's.
+FLOAT_REFERENCE = "fp"
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -23,10 +27,20 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _modes(text: str) -> list[str]:
     modes = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in mode_names()]
-    if unknown or not modes:
-        raise argparse.ArgumentTypeError(f"unknown mode(s) {unknown}: valid modes are {', '.join(mode_names())}")
+    try:
+        resolve_modes(modes)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
     return modes
+
+
+def _mode(text: str) -> str:
+    (mode,) = _modes(text)
+    return mode
+
+
+def _need_calibration(modes: list[str]) -> bool:
+    return any(MODES[mode].needs_calibration for mode in modes)
 
 
 def _tasks(text: str) -> tuple[str, ...]:
@@ -56,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--modes", type=_modes, default=["fp", "w8a8", "fp32_ssm", "float_sim", "fp32_conv"], help="comma-separated"
     )
-    compare.add_argument("--reference", default="w8a8", help="the mode every other one is compared with")
+    compare.add_argument(
+        "--reference", type=_mode, default="w8a8", help="the mode every other one is compared with"
+    )
     compare.add_argument("--text-file", default=None, help="compare on this text instead of LAMBADA passages")
     compare.add_argument("--passages", type=int, default=64, help="LAMBADA passages used (default 64, the first ones)")
     compare.add_argument("--seq-len", type=int, default=128, help="tokens per compared sequence")
@@ -80,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         "lm-eval, per document identical to lm-eval)",
     )
     evaluate.add_argument(
-        "--reference", default="w8a8", help="per-document agreement is measured against this mode (when among --modes)"
+        "--reference", type=_mode, default="w8a8",
+        help="per-document agreement is measured against this mode (when among --modes)",
     )
     evaluate.add_argument(
         "--ppl-tokens", type=int, default=32768, help="Gutenberg validation tokens for perplexity (0: skip)"
@@ -114,25 +131,24 @@ def _validation_tokens(args, tokenizer, num_tokens: int) -> torch.Tensor:
 
 def run_quantize(args) -> dict:
     import mamba_qpass as qpass
-    from mamba_qpass.api import mode_model
+    from mamba_qpass.hf import QuantizedMambaForCausalLM
     from mamba_qpass.perplexity import perplexity
 
     model, tokenizer = _load(args)
     config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
     progress = not args.quiet
-    quant_modes = [m for m in args.modes if m != FLOAT_MODE]
-    calibrated = (
-        qpass.calibrate(model, _calibration_texts(args), tokenizer, config, progress) if quant_modes else None
-    )
+    modes = list(dict.fromkeys([FLOAT_REFERENCE, *args.modes]))
+    calibration = _calibration_texts(args) if _need_calibration(modes) else None
+    graphs = qpass.build_modes(model, modes, calibration, tokenizer, config, progress)
     tokens = _validation_tokens(args, tokenizer, args.eval_tokens)
     probe = tokens[: args.context_len][None].to(model.device)
-    fp_model = mode_model(model, FLOAT_MODE, None)
-    fp_logits = fp_model(probe).logits.float()
     results = {"model": args.model or str(defaults.DEFAULT_CHECKPOINT), "device": str(model.device), "modes": {}}
-    for mode in [FLOAT_MODE, *quant_modes]:
-        qmodel = fp_model if mode == FLOAT_MODE else mode_model(model, mode, calibrated)
+    for mode, graph in graphs:
+        qmodel = QuantizedMambaForCausalLM(graph, model.config, mode)
         ppl = perplexity(qmodel, tokens, args.context_len, args.stride, progress=progress, desc=f"perplexity {mode}")
         logits = qmodel(probe).logits.float()
+        if mode == FLOAT_REFERENCE:
+            fp_logits = logits
         error = (logits - fp_logits).pow(2).sum()
         results["modes"][mode] = {
             **ppl,
@@ -161,14 +177,13 @@ def _comparison_batches(args, tokenizer, device) -> list[torch.Tensor]:
 
 def run_compare(args):
     import mamba_qpass as qpass
-    from mamba_qpass.compare import compare
 
     model, tokenizer = _load(args)
     config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
     batches = _comparison_batches(args, tokenizer, model.device)
-    return compare(
-        model, args.modes, batches, _calibration_texts(args), tokenizer, config, args.reference, not args.quiet
-    )
+    modes = list(dict.fromkeys([*args.modes, args.reference]))
+    calibration = _calibration_texts(args) if _need_calibration(modes) else None
+    return qpass.compare(model, modes, batches, calibration, tokenizer, config, args.reference, not args.quiet)
 
 
 def run_eval(args) -> dict:
@@ -181,7 +196,7 @@ def run_eval(args) -> dict:
     )
     model, tokenizer = _load(args)
     quant_config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
-    calibration = _calibration_texts(args) if any(m != FLOAT_MODE for m in args.modes) else None
+    calibration = _calibration_texts(args) if _need_calibration(args.modes) else None
     text_tokens = _validation_tokens(args, tokenizer, args.ppl_tokens) if args.ppl_tokens > 0 else None
 
     def report_progress(mode: str, summary: dict) -> None:

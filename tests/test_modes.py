@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import mamba_qpass as qpass
-from mamba_qpass.compare import compare_graphs
+from mamba_qpass.comparison import compare_graphs
 from mamba_qpass.snapshot import graph_to_text
 from models import hf_logits, random_mamba
 from test_snapshots import check_snapshot
@@ -135,3 +135,92 @@ def test_compare_reports_json_and_table(report):
     assert payload["reference"] == "w8a8" and set(payload["tensors"]) == {"fp32_ssm", "float_sim", "fp32_conv"}
     table = report.to_table()
     assert "float_sim vs w8a8" in table and "layer1.conv_out" in table
+
+
+# --- the registry: one function builds every mode from one calibration ----------------------------
+
+
+def test_every_mode_is_in_the_registry_with_whether_it_needs_calibration():
+    from mamba_qpass.modes import MODES as REGISTRY
+
+    assert list(REGISTRY) == qpass.mode_names() == ["fp", "qdq", "w8a8", "fp32_ssm", "float_sim", "fp32_conv"]
+    assert [name for name, mode in REGISTRY.items() if not mode.needs_calibration] == ["fp"]
+
+
+def test_build_modes_calibrates_once_and_builds_what_apply_mode_and_capture_build(monkeypatch):
+    import mamba_qpass.api as api
+
+    calls = []
+    real_calibrate = api.calibrate
+
+    def counting_calibrate(*args, **kwargs):
+        calls.append(args)
+        return real_calibrate(*args, **kwargs)
+
+    monkeypatch.setattr(api, "calibrate", counting_calibrate)
+    model = random_mamba(initializer_range=0.02)
+    built = qpass.build_modes(model, ["fp", "w8a8", "float_sim"], token_batches(97), progress=False)
+    assert len(calls) == 1  # before any graph is asked for
+    graphs = dict(built)
+    assert list(graphs) == ["fp", "w8a8", "float_sim"] and len(calls) == 1
+    assert graph_to_text(graphs["fp"]) == graph_to_text(qpass.capture(model))
+    calibrated = real_calibrate(model, token_batches(97), progress=False)
+    for mode in ("w8a8", "float_sim"):
+        assert graph_to_text(graphs[mode]) == graph_to_text(qpass.apply_mode(calibrated, mode))
+
+
+def test_mode_names_are_checked_at_the_entry_point():
+    model = random_mamba(initializer_range=0.02)
+    with pytest.raises(ValueError, match="unknown mode 'int4', 'w4a4': valid modes are fp, qdq, w8a8"):
+        qpass.build_modes(model, ["w8a8", "int4", "w4a4"], token_batches(97))
+    with pytest.raises(ValueError, match=r"must not repeat, got \['fp'\]"):
+        qpass.build_modes(model, ["fp", "w8a8", "fp"], token_batches(97))
+    with pytest.raises(ValueError, match="no mode given"):
+        qpass.build_modes(model, [])
+    with pytest.raises(TypeError, match=r"write \['w8a8'\]"):
+        qpass.build_modes(model, "w8a8", token_batches(97))
+
+
+def test_apply_mode_refuses_a_config_other_than_the_calibrated_one(calibrated):
+    _, graph = calibrated
+    same = qpass.QuantConfig()
+    assert graph.meta["quant_config"] == same
+    assert graph_to_text(qpass.apply_mode(graph, "w8a8", same)) == graph_to_text(qpass.apply_mode(graph, "w8a8"))
+    # a float32 scan output would reach the float16-only Hadamard kernel of a graph calibrated for float16
+    other = qpass.QuantConfig(hadamard=False, scan_out_dtype=torch.float32)
+    expected = r"hadamard=False \(calibrated with True\), scan_out_dtype=torch.float32 \(calibrated with torch.float16\)"
+    with pytest.raises(ValueError, match=f"differs from the one the graph was calibrated with: {expected}; leave"):
+        qpass.apply_mode(graph, "w8a8", other)
+
+
+def test_apply_mode_refuses_graphs_and_modes_that_are_not_built_from_a_calibration(calibrated):
+    model, graph = calibrated
+    with pytest.raises(ValueError, match=r"'fp' is built from the model.*qpass.apply\(model, 'fp'\)"):
+        qpass.apply_mode(graph, "fp")
+    with pytest.raises(ValueError, match="not made by qpass.calibrate"):
+        qpass.apply_mode(qpass.capture(model), "w8a8")
+
+
+def test_compare_is_a_package_function_whose_report_serialises_to_json(calibrated):
+    import json
+
+    model, _ = calibrated
+    inputs = token_batches(97, count=2, batch=2, length=17, seed=5)
+    report = qpass.compare(model, ["fp", "float_sim"], inputs, token_batches(97), progress=False)
+    assert isinstance(report, qpass.ComparisonReport)
+    payload = json.loads(report.to_json())
+    assert payload["reference"] == "w8a8" and payload["modes"] == ["fp", "float_sim", "w8a8"]
+    assert payload["tokens"] == 2 * 2 * 17
+    assert set(payload["tensors"]) == {"fp", "float_sim"}
+    assert payload["tensors"]["float_sim"]["layer1.conv_out"]["exact_match_pct"] == 100.0
+    assert payload["tensors"]["fp"]["layer1.conv_out"]["kind"] == "float"
+    assert payload["summary"]["w8a8"]["nll_gap"] == 0.0
+
+
+def test_compare_of_float_modes_needs_no_calibration_and_checks_its_inputs(calibrated):
+    model, _ = calibrated
+    inputs = token_batches(97, count=1, batch=2, length=9)
+    report = qpass.compare(model, ["fp"], inputs, reference="fp", progress=False)
+    assert report.summary["fp"].top1_agreement_pct == 100.0 and report.tensors == {}
+    with pytest.raises(ValueError, match=r"input batch 0 must be a \(batch, seq\) token tensor"):
+        qpass.compare(model, ["fp"], [inputs[0][0]], reference="fp", progress=False)

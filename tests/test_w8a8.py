@@ -207,7 +207,8 @@ def test_observers_name_non_finite_values(bad):
             observer(x)
 
 
-def test_mode_graph_needs_a_calibrated_graph_for_quantised_modes(tiny):
-    assert qpass.mode_graph(tiny[0], "fp", None).graph is not None
-    with pytest.raises(ValueError, match="'w8a8' needs a calibrated graph"):
-        qpass.mode_graph(tiny[0], "w8a8", None)
+def test_build_modes_needs_calibration_data_only_for_quantised_modes(tiny):
+    ((name, graph),) = qpass.build_modes(tiny[0], ["fp"])
+    assert name == "fp" and graph.graph is not None
+    with pytest.raises(ValueError, match="modes w8a8, float_sim need calibration data"):
+        qpass.build_modes(tiny[0], ["fp", "w8a8", "float_sim"])

@@ -13,6 +13,7 @@ and for the logits, top-1 agreement and the next-token NLL gap.
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -20,10 +21,7 @@ import torch.nn.functional as F
 import torch.fx as fx
 from tqdm.auto import tqdm
 
-from mamba_qpass.api import calibrate, mode_graph
-from mamba_qpass.kernels.quant_math import INT8_MAX, INT8_MIN
-from mamba_qpass.modes import FLOAT_MODE, check_mode
-from mamba_qpass.quant_config import QuantConfig
+from mamba_qpass.numerics import INT8_MAX, INT8_MIN
 from mamba_qpass.taps import tap_scale, tapped_nodes, with_tap_outputs
 
 
@@ -136,6 +134,15 @@ def _nll(logits: torch.Tensor, batches: list[torch.Tensor]) -> float:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).item()
 
 
+def check_batches(batches: Sequence[torch.Tensor], device: torch.device) -> None:
+    for i, batch in enumerate(batches):
+        if batch.device != device or batch.dim() != 2:
+            raise ValueError(
+                f"input batch {i} must be a (batch, seq) token tensor on {device}, got {tuple(batch.shape)} on "
+                f"{batch.device}"
+            )
+
+
 def compare_graphs(
     graphs: dict[str, fx.GraphModule], batches: list[torch.Tensor], reference: str, progress: bool = True
 ) -> ComparisonReport:
@@ -157,27 +164,3 @@ def compare_graphs(
             shared = sorted(set(taps) & set(ref_taps), key=_tap_order)
             report.tensors[mode] = {name: _diff(taps[name], ref_taps[name]) for name in shared}
     return report
-
-
-def compare(
-    model,
-    modes: list[str],
-    inputs: list[torch.Tensor],
-    calibration,
-    tokenizer=None,
-    config: QuantConfig | None = None,
-    reference: str = "w8a8",
-    progress: bool = True,
-) -> ComparisonReport:
-    """Calibrate ``model`` once, build each of ``modes`` from that calibration, run them all on the
-    token batches ``inputs`` (each (batch, seq)) and compare every tapped tensor with ``reference``."""
-    names = list(dict.fromkeys([*modes, reference]))
-    for mode in names:
-        check_mode(mode)
-    device = next(model.parameters()).device
-    for i, batch in enumerate(inputs):
-        if batch.device != device or batch.dim() != 2:
-            raise ValueError(f"input batch {i} must be a (batch, seq) token tensor on {device}, got {tuple(batch.shape)} on {batch.device}")
-    calibrated = calibrate(model, calibration, tokenizer, config, progress) if set(names) - {FLOAT_MODE} else None
-    graphs = {mode: mode_graph(model, mode, calibrated, config) for mode in names}
-    return compare_graphs(graphs, list(inputs), reference, progress)
