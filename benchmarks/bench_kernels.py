@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from triton.testing import do_bench
 
 from mamba_qpass.kernels.causal_conv1d.reference import causal_conv1d_ref
-from mamba_qpass.kernels.int8_causal_conv1d import int8_causal_conv1d, int8_causal_conv1d_ref
-from mamba_qpass.kernels.int8_linear import int8_linear, int8_linear_ref
-from mamba_qpass.kernels.selective_scan.reference_int8 import ScanInputScales, selective_scan_int8_ref
+from mamba_qpass.kernels.int8_causal_conv1d.reference import int8_causal_conv1d_ref
+from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
+from mamba_qpass.kernels.int8_linear.reference import int8_linear_ref
+from mamba_qpass.kernels.int8_linear.triton import int8_linear
+from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, selective_scan_int8_ref
 from mamba_qpass.kernels.selective_scan.triton import selective_scan
 
 # (name, M = batch * seq, K, N): in_proj and out_proj of mamba-130m and mamba-2.8b at prefill

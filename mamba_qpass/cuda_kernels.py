@@ -1,7 +1,8 @@
 """Registers the Triton kernels as the CUDA implementations of the custom ops in ``ops.py``.
 
-Imported by ``ops.py``; on a machine without CUDA the registrations are simply never dispatched to.
-Every op listed here has a Triton kernel, with one exception stated here rather than hidden:
+Imported by ``mamba_qpass/__init__.py`` where Triton is installed; on a machine without CUDA the
+registrations are simply never dispatched to. Every op registered here has a Triton kernel, with one
+exception stated here rather than hidden:
 ``hadamard_quant`` runs as two cuBLAS float64 products (``hadamard_quant/kronecker.py``, bit-identical
 to the reference) on Triton releases before 3.9, whose compiler cannot lower the kernel's float64
 ``tl.dot`` for sm_90. The two float helpers without a kernel, ``rms_norm`` and ``hadamard_rotate``,
@@ -9,15 +10,15 @@ are plain PyTorch on every device: they run in the float and calibration graphs,
 int8 graph.
 """
 
-import torch
 import triton
 
 from mamba_qpass import ops
 from mamba_qpass.kernels.causal_conv1d.triton import causal_conv1d as causal_conv1d_triton
 from mamba_qpass.kernels.hadamard_quant.kronecker import hadamard_quant_kronecker
-from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant, quantize
+from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
 from mamba_qpass.kernels.int8_linear.triton import int8_linear
+from mamba_qpass.kernels.quantize.triton import quantize
 from mamba_qpass.kernels.rms_norm_quant.triton import rms_norm_quant
 from mamba_qpass.kernels.selective_scan.triton import selective_scan as selective_scan_triton
 
@@ -47,14 +48,3 @@ ops.rms_norm_quant.register_kernel("cuda")(rms_norm_quant)
 TRITON_COMPILES_FP64_DOT = tuple(int(p) for p in triton.__version__.split(".")[:2]) >= (3, 9)
 ops.hadamard_quant.register_kernel("cuda")(hadamard_quant if TRITON_COMPILES_FP64_DOT else hadamard_quant_kronecker)
 ops.quantize.register_kernel("cuda")(quantize)
-
-CUDA_OPS = (
-    torch.ops.mamba_qpass.causal_conv1d,
-    torch.ops.mamba_qpass.selective_scan,
-    torch.ops.mamba_qpass.int8_selective_scan,
-    torch.ops.mamba_qpass.int8_linear,
-    torch.ops.mamba_qpass.int8_causal_conv1d,
-    torch.ops.mamba_qpass.rms_norm_quant,
-    torch.ops.mamba_qpass.hadamard_quant,
-    torch.ops.mamba_qpass.quantize,
-)

@@ -1,21 +1,30 @@
 """The custom ops the canonical graph is made of, registered with ``torch.library``.
 
 Each op is a single node to export, FX passes and ``torch.compile`` (its fake implementation gives
-shapes without running it). The CPU implementation is the op's plain-PyTorch reference
-(``kernels/<op>/reference.py``); CUDA kernels are registered beside it in ``cuda_kernels.py``.
+shapes without running it). The implementation on every device is the op's plain-PyTorch reference
+(``kernels/<op>/reference.py``); where Triton is installed, ``cuda_kernels.py`` registers the Triton
+kernels for CUDA in its place.
 """
+
+from collections.abc import Callable
 
 import torch
 
 from mamba_qpass.kernels.causal_conv1d.reference import causal_conv1d_ref
-from mamba_qpass.kernels.hadamard_quant.reference import hadamard_quant_ref, quantize_ref
+from mamba_qpass.kernels.hadamard_quant import reference as hadamard_quant_reference
+from mamba_qpass.kernels.hadamard_quant.reference import hadamard_quant_ref
 from mamba_qpass.kernels.hadamard_rotate.reference import hadamard_rotate_ref
+from mamba_qpass.kernels.int8_causal_conv1d import reference as int8_causal_conv1d_reference
 from mamba_qpass.kernels.int8_causal_conv1d.reference import int8_causal_conv1d_ref
+from mamba_qpass.kernels.int8_linear import reference as int8_linear_reference
 from mamba_qpass.kernels.int8_linear.reference import int8_linear_ref
+from mamba_qpass.kernels.quantize import reference as quantize_reference
+from mamba_qpass.kernels.quantize.reference import quantize_ref
 from mamba_qpass.kernels.rms_norm.reference import rms_norm_ref
+from mamba_qpass.kernels.rms_norm_quant import reference as rms_norm_quant_reference
 from mamba_qpass.kernels.rms_norm_quant.reference import rms_norm_quant_ref
-from mamba_qpass.kernels.selective_scan.reference import selective_scan_ref
-from mamba_qpass.kernels.selective_scan.reference_int8 import selective_scan_int8_ref
+from mamba_qpass.kernels.selective_scan import reference as selective_scan_reference
+from mamba_qpass.kernels.selective_scan.reference import selective_scan_int8_ref, selective_scan_ref
 
 NAMESPACE = "mamba_qpass"
 
@@ -65,7 +74,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
 
 # --- the int8 datapath -------------------------------------------------------------------------
 # Scales travel as float64 tensors (dequantisation products and inverse output scales, computed on
-# the host once per graph), never as Python floats: see kernels/quant_math.py for why.
+# the host once per graph), never as Python floats, which a Triton launch would narrow to float32.
 
 
 @torch.library.custom_op(f"{NAMESPACE}::hadamard_rotate", mutates_args=())
@@ -166,3 +175,28 @@ def int8_selective_scan(
 @int8_selective_scan.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype):
     return u.new_empty(u.shape, dtype=out_dtype)
+
+
+# The float arithmetic around each int8 op's exact integer part, as the op's reference writes it: the
+# requantisation epilogue (the whole op for rms_norm_quant and quantize, which have no integer part), or
+# for the scan the dequantisation before its float32 recurrence. float_sim expands these functions into
+# graph nodes. They are looked up in the reference module at each call, so a reference patched in a
+# session (an experiment with another epilogue) changes the CPU op and float_sim together.
+_FLOAT_ARITHMETIC = {
+    "rms_norm_quant": (rms_norm_quant_reference, "rms_norm_quant_epilogue"),
+    "int8_linear": (int8_linear_reference, "int8_linear_epilogue"),
+    "int8_causal_conv1d": (int8_causal_conv1d_reference, "int8_causal_conv1d_epilogue"),
+    "hadamard_quant": (hadamard_quant_reference, "hadamard_quant_epilogue"),
+    "quantize": (quantize_reference, "quantize_epilogue"),
+    "int8_selective_scan": (selective_scan_reference, "dequantize_scan_inputs"),
+}
+
+
+def float_arithmetic(op: torch._ops.OpOverload) -> Callable:
+    """The reference function holding ``op``'s float arithmetic (see ``_FLOAT_ARITHMETIC``)."""
+    if op.namespace != NAMESPACE or op._opname not in _FLOAT_ARITHMETIC:
+        raise ValueError(
+            f"{op} is not an int8 op of {NAMESPACE}: the ops with float arithmetic are {sorted(_FLOAT_ARITHMETIC)}"
+        )
+    module, name = _FLOAT_ARITHMETIC[op._opname]
+    return getattr(module, name)

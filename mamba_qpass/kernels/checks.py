@@ -46,3 +46,10 @@ def check_f64_scalar(name: str, t: object, device: torch.device) -> None:
     check_tensor(name, t, (torch.float64,), (0, 1), device)
     if t.numel() != 1:
         raise ValueError(f"{name} must hold one value (shape () or (1,)), got shape {tuple(t.shape)}")
+
+
+def rows_view(name: str, t: torch.Tensor) -> torch.Tensor:
+    """``t`` as (rows, last dim) for a kernel that reads contiguous rows by a row stride: a view whenever
+    the leading dims can be merged."""
+    check_unit_last_stride(name, t)
+    return t.reshape(-1, t.shape[-1])

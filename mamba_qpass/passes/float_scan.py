@@ -10,7 +10,7 @@ import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
 import torch.fx as fx
 
-from mamba_qpass.kernels.quant_math import INT8_MAX, INT8_MIN
+from mamba_qpass.numerics import INT8_MAX, INT8_MIN
 from mamba_qpass.passes.emit import Emitter
 from mamba_qpass.taps import move_tap
 

@@ -1,29 +1,30 @@
 """``float_sim``: the w8a8 datapath in float ops with explicit clamp/round nodes, no integer kernel.
 
-Built from the lowered w8a8 graph by expanding every int8 kernel into the float operations of its
-reference, so that each int8 tensor is reproduced code for code. How it stays exact:
+Built from the lowered w8a8 graph by expanding every int8 kernel op into float graph nodes that reproduce
+each int8 tensor code for code. How it stays exact and stays the kernels' specification:
 
+- the float arithmetic of each op (its requantisation epilogue, or the scan's dequantisation) is not
+  written here: it is the function the op's reference runs (``ops.float_arithmetic``), recorded with
+  make_fx into plain aten nodes, its clamp and round among them. Changing an epilogue in a reference
+  changes float_sim with it;
 - int8 tensors are carried as their **codes** held in float32 (integers in [-128, 127]), never as
   ``code * scale``: a float32 product ``code * scale`` divided back by the scale is not always the
   code again, which is how a float simulation drifts off the int8 grid;
-- accumulations: conv1d in float32 (at most 4 products of magnitude <= 2^14, so every partial sum is
-  an integer below 2^24 and exact in any order); GEMMs in **float64** (|acc| <= 2^14 * K < 2^53, exact;
-  float32 is not, since |acc| reaches 2^24 for K >= 1024); the Hadamard rotation in float64 (a ±1 sum of
-  float16 values is exact there, see kernels/hadamard_quant);
-- every requantisation epilogue (scale, bias, SiLU, RMSNorm, inverse scale) in float64 with the same
-  operations in the same order as the kernel's reference, then ``clamp(-128, 127)`` and
-  ``round`` (half to even), as the kernels do;
+- the exact integer part of each op becomes a float op that is exact too: conv1d in float32 (at most 4
+  products of magnitude <= 2^14, so every partial sum is an integer below 2^24 and exact in any order);
+  GEMMs in **float64** (|acc| <= 2^14 * K < 2^53, exact; float32 is not, since |acc| reaches 2^24 for
+  K >= 1024); the Hadamard rotation in float64 (a ±1 sum of float16 values is exact there, see
+  kernels/hadamard_quant);
 - the scan reads ``code * scale`` in float32 exactly as the int8 scan dequantises, and runs the float32 scan.
 """
-
 
 import torch
 import torch.fx as fx
 
 from mamba_qpass.graph_utils import attr_of, is_call
-from mamba_qpass.kernels.hadamard_quant.reference import hadamard_output_scale
-from mamba_qpass.kernels.quant_math import INT8_MAX, INT8_MIN
-from mamba_qpass.passes.emit import Emitter
+from mamba_qpass.numerics import hadamard_output_scale
+from mamba_qpass.ops import float_arithmetic
+from mamba_qpass.passes.emit import Emitter, Input
 from mamba_qpass.passes.float_scan import SCAN_CODE_INPUTS
 from mamba_qpass.taps import move_tap
 
@@ -33,10 +34,15 @@ F64 = torch.float64
 F32 = torch.float32
 
 
-def _codes(emit: Emitter, v64: fx.Node) -> fx.Node:
-    """int8 codes of a float64 value, held in float32: clamp, then round half to even."""
-    clamped = emit(aten.clamp.default, v64, float(INT8_MIN), float(INT8_MAX))
-    return emit.cast(emit(aten.round.default, clamped), F32)
+def _buffer(emit: Emitter, node: fx.Node | None) -> Input | None:
+    return None if node is None else Input(node, attr_of(emit.gm, node))
+
+
+def _activation(emit: Emitter, node: fx.Node, dtype: torch.dtype, *trailing: int) -> Input:
+    """An activation: the recorded functions are elementwise over its leading dims, so an example
+    with one row stands for every batch and length."""
+    device = next(emit.gm.buffers()).device
+    return Input(node, torch.zeros(1, *trailing, dtype=dtype, device=device))
 
 
 def _float_codes_attr(emit: Emitter, int8_attr: fx.Node) -> fx.Node:
@@ -46,40 +52,49 @@ def _float_codes_attr(emit: Emitter, int8_attr: fx.Node) -> fx.Node:
 def _rms_norm_quant(emit: Emitter, node: fx.Node) -> fx.Node:
     x, weight, eps, inv = node.args
     hidden = attr_of(emit.gm, weight).shape[0]
-    x64 = emit.cast(x, F64)
-    var = emit(aten.mul.Tensor, emit(aten.sum.dim_IntList, emit(aten.mul.Tensor, x64, x64), [-1], True), 1.0 / hidden)
-    r = emit(aten.reciprocal.default, emit(aten.sqrt.default, emit(aten.add.Tensor, var, eps)))
-    y = emit(aten.mul.Tensor, emit(aten.mul.Tensor, x64, r), emit.cast(weight, F64))
-    return _codes(emit, emit(aten.mul.Tensor, y, inv))
+    codes = emit.recorded(
+        float_arithmetic(node.target),
+        x=_activation(emit, x, F32, hidden), weight=_buffer(emit, weight), eps=eps, out_inv_scale=_buffer(emit, inv),
+    )
+    return emit.cast(codes, F32)
 
 
 def _int8_linear(emit: Emitter, node: fx.Node) -> fx.Node:
     a, weight, dequant, bias, inv, out_dtype = node.args
-    acc = emit(aten.linear.default, emit.cast(a, F64), emit.cast(_float_codes_attr(emit, weight), F64))
-    v = emit(aten.mul.Tensor, acc, dequant)
-    if bias is not None:
-        v = emit(aten.add.Tensor, v, bias)
-    return emit.cast(v, out_dtype) if inv is None else _codes(emit, emit(aten.mul.Tensor, v, inv))
+    a64 = emit.cast(a, F64)
+    acc = emit(aten.linear.default, a64, emit.cast(_float_codes_attr(emit, weight), F64))
+    out = emit.recorded(
+        float_arithmetic(node.target),
+        acc=_activation(emit, acc, F64, attr_of(emit.gm, weight).shape[0]),
+        dequant_scale=_buffer(emit, dequant), bias=_buffer(emit, bias), out_inv_scale=_buffer(emit, inv),
+    )
+    return emit.cast(out, out_dtype if inv is None else F32)
 
 
 def _int8_causal_conv1d(emit: Emitter, node: fx.Node) -> fx.Node:
     x, weight, dequant, bias, inv, silu = node.args
     acc = emit(qops.causal_conv1d.default, x, _float_codes_attr(emit, weight), None, False)
-    v = emit(aten.mul.Tensor, emit.cast(acc, F64), dequant)
-    if bias is not None:
-        v = emit(aten.add.Tensor, v, bias)
-    if silu:
-        v = emit(aten.div.Tensor, v, emit(aten.add.Tensor, emit(aten.exp.default, emit(aten.neg.default, v)), 1.0))
-    return _codes(emit, emit(aten.mul.Tensor, v, inv))
+    codes = emit.recorded(
+        float_arithmetic(node.target),
+        acc=_activation(emit, acc, F32, attr_of(emit.gm, weight).shape[0]),
+        dequant_scale=_buffer(emit, dequant), bias=_buffer(emit, bias), out_inv_scale=_buffer(emit, inv), silu=silu,
+    )
+    return emit.cast(codes, F32)
 
 
 def _int8_selective_scan(emit: Emitter, node: fx.Node) -> fx.Node:
     args = list(node.args)
-    scales, out_dtype = args[9], args[10]
-    for k, position in enumerate(SCAN_CODE_INPUTS):
-        args[position] = emit(aten.mul.Tensor, args[position], emit(aten.select.int, scales, 0, k))
+    channels, state_size = attr_of(emit.gm, args[2]).shape
+    widths = (channels, channels, state_size, state_size, channels)  # u, delta, B, C, z
+    codes = {
+        name: None if args[position] is None else _activation(emit, args[position], F32, 1, width)
+        for name, position, width in zip(("u", "delta", "B", "C", "z"), SCAN_CODE_INPUTS, widths)
+    }
+    values = emit.recorded(float_arithmetic(node.target), scales=_buffer(emit, args[9]), **codes)
+    for position, value in zip(SCAN_CODE_INPUTS, values):
+        args[position] = value
     y = emit(qops.selective_scan.default, *args[:9])
-    return emit.cast(y, out_dtype)
+    return emit.cast(y, args[10])
 
 
 def _hadamard_quant(emit: Emitter, node: fx.Node) -> fx.Node:
@@ -87,12 +102,19 @@ def _hadamard_quant(emit: Emitter, node: fx.Node) -> fx.Node:
     order = attr_of(emit.gm, hadamard).shape[0]
     scale = emit.attr(f"{inv.target}_hadamard", hadamard_output_scale(attr_of(emit.gm, inv), order))
     rotated = emit(aten.linear.default, emit.cast(y, F64), emit.cast(hadamard, F64))
-    return _codes(emit, emit(aten.mul.Tensor, rotated, scale))
+    codes = emit.recorded(
+        float_arithmetic(node.target),
+        rotated=_activation(emit, rotated, F64, order), output_scale=_buffer(emit, scale),
+    )
+    return emit.cast(codes, F32)
 
 
 def _quantize(emit: Emitter, node: fx.Node) -> fx.Node:
     x, inv = node.args
-    return _codes(emit, emit(aten.mul.Tensor, emit.cast(x, F64), inv))
+    codes = emit.recorded(
+        float_arithmetic(node.target), x=_activation(emit, x, F32, 1), out_inv_scale=_buffer(emit, inv)
+    )
+    return emit.cast(codes, F32)
 
 
 EXPANSIONS = {
@@ -115,5 +137,3 @@ def float_sim(gm: fx.GraphModule) -> fx.GraphModule:
         node.replace_all_uses_with(replacement)
         gm.graph.erase_node(node)
     return gm
-
-

@@ -9,7 +9,7 @@ import torch.ao.quantization.fx._decomposed  # noqa: F401
 import torch.fx as fx
 
 from mamba_qpass.graph_utils import is_call
-from mamba_qpass.kernels.quant_math import INT8_MAX, INT8_MIN
+from mamba_qpass.numerics import INT8_MAX, INT8_MIN
 from mamba_qpass.passes.emit import Emitter
 from mamba_qpass.passes.float_scan import int8_scans, replace_int8_scan
 from mamba_qpass.passes.lower_int8 import FLOAT_CONV

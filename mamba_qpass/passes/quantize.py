@@ -12,7 +12,7 @@ import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.
 import torch.fx as fx
 
 from mamba_qpass.graph_utils import add_tensor_attr, attr_of, is_call
-from mamba_qpass.kernels.quant_math import INT8_MAX, INT8_MIN, round_half_even_clamp_int8
+from mamba_qpass.numerics import INT8_MAX, INT8_MIN, round_half_even_clamp_int8
 from mamba_qpass.observers import AbsMaxObserver, PercentileObserver
 from mamba_qpass.passes.observe import QUANTIZED_TAP
 from mamba_qpass.taps import set_tap

@@ -11,7 +11,7 @@ import torch
 import torch.fx as fx
 
 from mamba_qpass.graph_utils import add_tensor_attr, attr_of
-from mamba_qpass.kernels.hadamard_quant.matrix import hadamard_matrix
+from mamba_qpass.numerics import hadamard_matrix
 from mamba_qpass.passes.layers import find_layers
 
 qops = torch.ops.mamba_qpass

@@ -29,6 +29,7 @@ from mamba_qpass.kernels.causal_conv1d import triton as float_conv
 from mamba_qpass.kernels import conv_window
 from mamba_qpass.kernels.rms_norm_quant import triton as rms
 from mamba_qpass.kernels.hadamard_quant import triton as hadamard
+from mamba_qpass.kernels.quantize import triton as quantize
 from mamba_qpass.kernels.selective_scan import triton as scan
 
 CUDA = torch.device("cuda")  # only a descriptor: picks the GPU branch of the launch-config helpers
@@ -113,7 +114,7 @@ results = {
     "hadamard_quant-1536": hadamard_quant(1536),
     "hadamard_quant-5120": hadamard_quant(5120),
     "quantize": compile_sm90(
-        hadamard._quantize_kernel, {"x_ptr": "*fp16", "out_ptr": "*i8"}, dict(BLOCK_M=4, BLOCK_D=1024),
+        quantize._quantize_kernel, {"x_ptr": "*fp16", "out_ptr": "*i8"}, dict(BLOCK_M=4, BLOCK_D=1024),
         dict(EXACT_FP_LAUNCH),
     ),
     "selective_scan-int8": selective_scan(True),

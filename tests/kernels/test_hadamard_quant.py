@@ -1,4 +1,5 @@
-"""hadamard_matrix, and hadamard_quant / quantize (Triton) against their references: identical codes."""
+"""hadamard_quant (Triton, and the Kronecker implementation CUDA uses before Triton 3.9) against its
+reference: identical codes."""
 
 import math
 
@@ -6,19 +7,12 @@ import pytest
 import torch
 
 from mamba_qpass.cuda_kernels import TRITON_COMPILES_FP64_DOT
-
-from mamba_qpass.kernels.hadamard_quant import (
-    hadamard_matrix,
-    hadamard_quant,
-    hadamard_quant_ref,
-    is_supported_order,
-    kronecker_split,
-    quantize,
-    quantize_ref,
-)
+from mamba_qpass.kernels.hadamard_quant.kronecker import hadamard_quant_kronecker, kronecker_split
+from mamba_qpass.kernels.hadamard_quant.reference import hadamard_quant_ref
+from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant
+from mamba_qpass.numerics import hadamard_matrix
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def assert_same_codes(out, ref):
@@ -30,27 +24,7 @@ def f64(value, device):
     return torch.tensor(value, dtype=torch.float64, device=device)
 
 
-# --- hadamard_matrix ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("order", [1, 2, 4, 12, 20, 24, 40, 48, 96, 160, 768, 1536])
-def test_hadamard_matrix_is_hadamard(order):
-    h = hadamard_matrix(order)
-    assert h.dtype == torch.int8 and h.shape == (order, order)
-    assert set(h.unique().tolist()) <= {-1, 1}
-    hf = h.float()  # ±1 sums of at most 1536 terms are exact in float32
-    assert torch.equal(hf @ hf.T, order * torch.eye(order))
-
-
-@pytest.mark.parametrize("order", [0, 3, 6, 28, 36, 44, 100, 1000])
-def test_hadamard_matrix_rejects_unsupported_orders(order):
-    assert not is_supported_order(order)
-    with pytest.raises(ValueError, match=r"m \* 2\*\*k with m in \{1, 12, 20\}"):
-        hadamard_matrix(order)
-
-
-def test_hadamard_matrix_dtype():
-    assert hadamard_matrix(12, dtype=torch.float64).dtype == torch.float64
-
+# --- Kronecker factors -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("order", [1, 2, 12, 20, 24, 40, 64, 768, 1024, 1536])
 def test_kronecker_factors_are_read_off_the_matrix(order):
@@ -172,34 +146,6 @@ def test_hadamard_quant_rejects_bad_inputs(case, match, device):
         hadamard_quant(**args)
 
 
-# --- quantize ----------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES.values(), ids=FLOAT_DTYPES.keys())
-@pytest.mark.parametrize("shape", [(63, 40), (1, 24), (2, 7, 24)], ids=lambda s: "x".join(map(str, s)))
-def test_quantize_matches_reference(shape, dtype, device):
-    g = torch.Generator().manual_seed(0)
-    x = (torch.randn(shape, generator=g) * 50).to(dtype).to(device)
-    inv = f64(1.3, device)
-    out = quantize(x, inv)
-    assert_same_codes(out, quantize_ref(x, inv))
-    assert (out == 127).any() and (out == -128).any(), "test data should reach both ends"
-
-
-def test_quantize_ties_and_sliced_input(device):
-    x = (torch.arange(-130, 130, dtype=torch.float32) + 0.5).reshape(4, 65).to(device)
-    wide = torch.cat([x, x], dim=1)[:, :65]  # row stride 130
-    out = quantize(wide, f64(1.0, device))
-    assert torch.equal(out, torch.round(x).clamp(-128, 127).to(torch.int8))  # torch.round is half-even
-    assert_same_codes(out, quantize_ref(wide, f64(1.0, device)))
-
-
-def test_quantize_rejects_bad_inputs(device):
-    with pytest.raises(ValueError, match="x must have dtype"):
-        quantize(torch.zeros(2, 3, dtype=torch.int8, device=device), f64(1.0, device))
-    with pytest.raises(ValueError, match="out_inv_scale must have dtype"):
-        quantize(torch.zeros(2, 3, device=device), torch.ones((), device=device))
-
-
 # --- real shapes -------------------------------------------------------------------------------------
 
 # (tokens, inner size): mamba-130m (1536 = 12 * 128) and mamba-2.8b (5120 = 20 * 256).
@@ -217,14 +163,10 @@ def test_real_shapes_on_gpu(rows, order):
     assert torch.equal(hf @ hf.T, order * torch.eye(order, dtype=torch.float64, device="cuda"))
     inv = f64(127 / 12, "cuda")
     assert_same_codes(hadamard_quant(y, h, inv), hadamard_quant_ref(y, h, inv))
-    assert_same_codes(quantize(y, inv), quantize_ref(y, inv))
 
 
 @pytest.mark.parametrize("order", [12, 40, 64, 768, 1536], ids=lambda d: f"D{d}")
 def test_kronecker_implementation_matches_reference(order):
-    from mamba_qpass.kernels.hadamard_quant.kronecker import hadamard_quant_kronecker
-    from mamba_qpass.kernels.hadamard_quant.matrix import hadamard_matrix
-
     g = torch.Generator().manual_seed(order)
     y = (torch.randn(2, 9, order, generator=g) * 3).to(torch.float16)
     h = hadamard_matrix(order)
@@ -235,9 +177,6 @@ def test_kronecker_implementation_matches_reference(order):
 @pytest.mark.gpu
 @pytest.mark.parametrize("rows,order", REAL_SHAPES.values(), ids=REAL_SHAPES.keys())
 def test_kronecker_real_shapes_on_gpu(rows, order):
-    from mamba_qpass.kernels.hadamard_quant.kronecker import hadamard_quant_kronecker
-    from mamba_qpass.kernels.hadamard_quant.matrix import hadamard_matrix
-
     g = torch.Generator().manual_seed(rows)
     y = (torch.randn(rows, order, generator=g) * 4).to(torch.float16)
     h = hadamard_matrix(order)

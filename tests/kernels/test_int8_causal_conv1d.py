@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from mamba_qpass.kernels.int8_causal_conv1d import int8_causal_conv1d, int8_causal_conv1d_ref
+from mamba_qpass.kernels.int8_causal_conv1d.reference import int8_causal_conv1d_ref
+from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from mamba_qpass.kernels.int8_linear import int8_linear, int8_linear_ref
+from mamba_qpass.kernels.int8_linear.reference import int8_linear_ref
+from mamba_qpass.kernels.int8_linear.triton import int8_linear
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from mamba_qpass.kernels.rms_norm_quant import rms_norm_quant, rms_norm_quant_ref
+from mamba_qpass.kernels.rms_norm_quant.reference import rms_norm_quant_ref
+from mamba_qpass.kernels.rms_norm_quant.triton import rms_norm_quant
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

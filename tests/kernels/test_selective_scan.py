@@ -9,8 +9,7 @@ The final state is float32 and held to the float32 tolerance.
 import pytest
 import torch
 
-from mamba_qpass.kernels.selective_scan.reference import selective_scan_ref
-from mamba_qpass.kernels.selective_scan.reference_int8 import ScanInputScales, selective_scan_int8_ref
+from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, selective_scan_int8_ref, selective_scan_ref
 from mamba_qpass.kernels.selective_scan.triton import selective_scan
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

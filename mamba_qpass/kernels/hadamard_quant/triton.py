@@ -1,6 +1,6 @@
-"""Triton kernels for ``hadamard_quant_ref`` and ``quantize_ref``, bit-exact against them.
+"""Triton kernel for ``hadamard_quant_ref``, bit-exact against it.
 
-The rotation applies the two Kronecker factors of ``hadamard_matrix(D)`` (``kronecker_split``), read in
+The rotation applies the two Kronecker factors of ``numerics.hadamard_matrix(D)`` (``kronecker_split``), read in
 place from the full matrix, as two float64 ``tl.dot``s: each token row y, read as an (R, C) matrix Y,
 becomes H_R @ (Y @ H_C.T), O(D * (R + C)) per row. All its sums are exact (see ``reference``), so neither
 the blocking nor the dot's order matters.
@@ -10,12 +10,10 @@ import torch
 import triton
 import triton.language as tl
 
-from mamba_qpass.kernels.checks import check_f64_scalar, check_shape, check_tensor, check_unit_last_stride
-from mamba_qpass.kernels.hadamard_quant.matrix import kronecker_split
-from mamba_qpass.kernels.hadamard_quant.reference import MAX_EXACT_ORDER, hadamard_output_scale
+from mamba_qpass.kernels.checks import check_f64_scalar, check_shape, check_tensor, check_unit_last_stride, rows_view
+from mamba_qpass.kernels.hadamard_quant.kronecker import kronecker_split
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
-
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from mamba_qpass.numerics import MAX_EXACT_HADAMARD_ORDER, hadamard_output_scale
 
 
 @triton.jit
@@ -59,19 +57,6 @@ def _hadamard_quant_kernel(
     tl.store(out_ptrs, tl_round_half_even_clamp_int8(v), mask=mask_s[:, None] & mask_c[None, :])
 
 
-@triton.jit
-def _quantize_kernel(
-    x_ptr, out_inv_scale_ptr, out_ptr, M, D, stride_xm, stride_om,
-    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
-):
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask = (offs_m < M)[:, None] & (offs_d < D)[None, :]
-    x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_d[None, :], mask=mask, other=0.0).to(tl.float64)
-    v = x * tl.load(out_inv_scale_ptr)
-    tl.store(out_ptr + offs_m[:, None] * stride_om + offs_d[None, :], tl_round_half_even_clamp_int8(v), mask=mask)
-
-
 def _hadamard_blocks(rows: int, left: int, right: int, device: torch.device) -> dict:
     """One token per program on GPU (its (R, C) tiles live in registers); on CPU (the interpreter) up to
     512 stacked rows per program, since there each op costs the same whatever its size. Tiles are at least
@@ -84,11 +69,6 @@ def _hadamard_blocks(rows: int, left: int, right: int, device: torch.device) -> 
     return dict(BLOCK_M=block_m, BLOCK_R=block_r, BLOCK_C=block_c, BLOCK_J=block_c)
 
 
-def _as_rows(name: str, t: torch.Tensor) -> torch.Tensor:
-    check_unit_last_stride(name, t)
-    return t.reshape(-1, t.shape[-1])  # a view whenever the leading dims can be merged
-
-
 def hadamard_quant(y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch.Tensor) -> torch.Tensor:
     """Triton ``hadamard_quant_ref``: y float16 (M, D) or (B, L, D), last dim contiguous, D <= 8192 a
     supported order; hadamard = ``hadamard_matrix(D)`` (int8, or a float dtype holding it), on y's device;
@@ -99,15 +79,15 @@ def hadamard_quant(y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch
     check_tensor("y", y, (torch.float16,), (2, 3))
     device = y.device
     order = y.shape[-1]
-    if not 1 <= order <= MAX_EXACT_ORDER:
-        raise ValueError(f"hadamard_quant is exact only for D <= {MAX_EXACT_ORDER}, got D={order}")
+    if not 1 <= order <= MAX_EXACT_HADAMARD_ORDER:
+        raise ValueError(f"hadamard_quant is exact only for D <= {MAX_EXACT_HADAMARD_ORDER}, got D={order}")
     check_tensor("hadamard", hadamard, (torch.int8, torch.float16, torch.float32, torch.float64), (2,), device)
     check_shape("hadamard", hadamard, (order, order))
     check_unit_last_stride("hadamard", hadamard)
     check_f64_scalar("out_inv_scale", out_inv_scale, device)
     left, right = kronecker_split(order)
 
-    rows = _as_rows("y", y)
+    rows = rows_view("y", y)
     out = torch.empty(rows.shape, dtype=torch.int8, device=device)
     m = rows.shape[0]
     if m > 0:
@@ -117,23 +97,3 @@ def hadamard_quant(y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch
             m, left, right, rows.stride(0), hadamard.stride(0), out.stride(0), **config, **EXACT_FP_LAUNCH,
         )
     return out.reshape(y.shape)
-
-
-def quantize(x: torch.Tensor, out_inv_scale: torch.Tensor) -> torch.Tensor:
-    """Triton ``quantize_ref``: x float32/float16/bfloat16 (M, D) or (B, L, D), last dim contiguous;
-    float64 scalar out_inv_scale. Returns int8 of x's shape."""
-    check_tensor("x", x, FLOAT_DTYPES, (2, 3))
-    device = x.device
-    check_f64_scalar("out_inv_scale", out_inv_scale, device)
-    rows = _as_rows("x", x)
-    out = torch.empty(rows.shape, dtype=torch.int8, device=device)
-    m, d = rows.shape
-    if out.numel() > 0:
-        block_d = min(1024, triton.next_power_of_2(d))
-        block_m = max(1, min(triton.next_power_of_2(m), (4096 if device.type == "cuda" else 65536) // block_d))
-        grid = (triton.cdiv(m, block_m), triton.cdiv(d, block_d))
-        _quantize_kernel[grid](
-            rows, out_inv_scale, out, m, d, rows.stride(0), out.stride(0),
-            BLOCK_M=block_m, BLOCK_D=block_d, **EXACT_FP_LAUNCH,
-        )
-    return out.reshape(x.shape)

@@ -11,12 +11,28 @@ Layout is token-major, x[b, t, d], like ``causal_conv1d_ref``.
 import torch
 import torch.nn.functional as F
 
-from mamba_qpass.kernels.quant_math import round_half_even_clamp_int8
+from mamba_qpass.numerics import int8_grid
 
 
 def silu_f64(v: torch.Tensor) -> torch.Tensor:
     """SiLU written as the kernel writes it, so only exp can differ (by an ulp or so, in float64)."""
     return v / (1.0 + torch.exp(-v))
+
+
+def int8_causal_conv1d_epilogue(
+    acc: torch.Tensor,
+    dequant_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_inv_scale: torch.Tensor,
+    silu: bool,
+) -> torch.Tensor:
+    """Integer-valued accumulator (any dtype holding it exactly) -> int8 codes as float64."""
+    v = acc.to(torch.float64) * dequant_scale
+    if bias is not None:
+        v = v + bias
+    if silu:
+        v = silu_f64(v)
+    return int8_grid(v * out_inv_scale)
 
 
 def int8_causal_conv1d_ref(
@@ -34,9 +50,4 @@ def int8_causal_conv1d_ref(
     x_padded = F.pad(x.to(torch.int32), (0, 0, width - 1, 0))  # W-1 zero steps before t = 0
     w32 = weight.to(torch.int32)
     acc = sum(w32[:, k] * x_padded[:, k : k + seq_len, :] for k in range(width))
-    v = acc.to(torch.float64) * dequant_scale
-    if bias is not None:
-        v = v + bias
-    if silu:
-        v = silu_f64(v)
-    return round_half_even_clamp_int8(v * out_inv_scale.reshape(()))
+    return int8_causal_conv1d_epilogue(acc, dequant_scale, bias, out_inv_scale.reshape(()), silu).to(torch.int8)

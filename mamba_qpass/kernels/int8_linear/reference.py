@@ -11,7 +11,17 @@ The per-column inverse output scale lets one GEMM produce several tensors with t
 
 import torch
 
-from mamba_qpass.kernels.quant_math import round_half_even_clamp_int8
+from mamba_qpass.numerics import int8_grid
+
+
+def int8_linear_epilogue(
+    acc: torch.Tensor, dequant_scale: torch.Tensor, bias: torch.Tensor | None, out_inv_scale: torch.Tensor | None
+) -> torch.Tensor:
+    """float64 accumulator -> float64 v, or v's int8 codes (as float64) when ``out_inv_scale`` is given."""
+    v = acc * dequant_scale
+    if bias is not None:
+        v = v + bias
+    return v if out_inv_scale is None else int8_grid(v * out_inv_scale)
 
 
 def int8_linear_ref(
@@ -29,9 +39,5 @@ def int8_linear_ref(
     # A float64 matmul of int8 values is exact: every product and partial sum is an integer of
     # magnitude <= 128 * 128 * K < 2**53 for any K < 2**39, so no rounding happens in any order.
     acc = a.to(torch.float64) @ weight.to(torch.float64).T
-    v = acc * dequant_scale
-    if bias is not None:
-        v = v + bias
-    if out_inv_scale is not None:
-        return round_half_even_clamp_int8(v * out_inv_scale)
-    return v.to(out_dtype)
+    out = int8_linear_epilogue(acc, dequant_scale, bias, out_inv_scale)
+    return out.to(torch.int8 if out_inv_scale is not None else out_dtype)

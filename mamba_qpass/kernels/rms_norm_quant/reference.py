@@ -15,15 +15,22 @@ rounding boundary.
 
 import torch
 
-from mamba_qpass.kernels.quant_math import round_half_even_clamp_int8
+from mamba_qpass.numerics import int8_grid
+
+
+def rms_norm_quant_epilogue(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, out_inv_scale: torch.Tensor
+) -> torch.Tensor:
+    """The whole op, which has no integer part: the int8 codes of the normalised x, as float64."""
+    x64 = x.to(torch.float64)
+    var = (x64 * x64).sum(-1, keepdim=True) * (1.0 / x.shape[-1])
+    r = torch.reciprocal(torch.sqrt(var + eps))
+    y = (x64 * r) * weight.to(torch.float64)
+    return int8_grid(y * out_inv_scale)
 
 
 def rms_norm_quant_ref(
     x: torch.Tensor, weight: torch.Tensor, eps: float, out_inv_scale: torch.Tensor
 ) -> torch.Tensor:
     """x: float (..., H); weight: float (H,); out_inv_scale: float64 scalar. Returns int8 (..., H)."""
-    x64 = x.to(torch.float64)
-    var = (x64 * x64).sum(-1, keepdim=True) * (1.0 / x.shape[-1])
-    r = 1.0 / torch.sqrt(var + eps)
-    y = (x64 * r) * weight.to(torch.float64)
-    return round_half_even_clamp_int8(y * out_inv_scale.reshape(()))
+    return rms_norm_quant_epilogue(x, weight, eps, out_inv_scale.reshape(())).to(torch.int8)

@@ -12,7 +12,7 @@ import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_shape, check_tensor, check_unit_last_stride
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
-from mamba_qpass.kernels.selective_scan.reference_int8 import ScanInputScales, scan_scales_tensor
+from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_scales_tensor
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_STATE = 256
