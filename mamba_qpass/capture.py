@@ -214,6 +214,5 @@ def capture(model) -> fx.GraphModule:
     b.graph.lint()
 
     gm = fx.GraphModule(b.tensors, b.graph, class_name="MambaGraph")
-    gm.meta["mamba_dims"] = dims
     gm.meta["dtype"] = dtype
     return gm

@@ -1,11 +1,12 @@
-"""The plain-PyTorch references against transformers' own torch implementations, and the custom
-ops' registrations (fake implementations, schemas) through torch.library.opcheck."""
+"""The plain-PyTorch references against transformers' own torch implementations, and every custom op's
+registrations (fake implementations, schemas) through torch.library.opcheck."""
 
 import pytest
 import torch
 from transformers.models.mamba import modeling_mamba as hf
 
 from mamba_qpass import ops
+from mamba_qpass.numerics import hadamard_matrix
 from mamba_qpass.kernels.causal_conv1d.reference import causal_conv1d_ref
 from mamba_qpass.kernels.selective_scan.reference import selective_scan_ref
 
@@ -47,10 +48,59 @@ def test_selective_scan_initial_state_continues_a_sequence():
     torch.testing.assert_close(final, whole_state)
 
 
-def test_custom_ops_pass_opcheck():
-    x = _rand(2, 7, 6, seed=0)
-    torch.library.opcheck(ops.causal_conv1d, (x, _rand(6, 4, seed=1), _rand(6, seed=2), True))
-    torch.library.opcheck(ops.rms_norm, (x, _rand(6, seed=3), 1e-5))
-    A = -torch.rand(6, 3)
-    args = (x, _rand(2, 7, 6, seed=4), A, _rand(2, 7, 3, seed=5), _rand(2, 7, 3, seed=6), _rand(6, seed=7), x, _rand(6, seed=8), True)
-    torch.library.opcheck(ops.selective_scan, args)
+def _codes(*shape, seed):
+    return torch.randint(-128, 128, shape, dtype=torch.int8, generator=torch.Generator().manual_seed(seed))
+
+
+def _f64(*shape, seed):
+    return _rand(*shape, seed=seed).double()
+
+
+def _opcheck_samples() -> dict[str, tuple]:
+    """Arguments for every custom op, by ``op-variant`` (CPU tensors; a GPU run moves them): batch 2,
+    length 7, width 6."""
+    x, A = _rand(2, 7, 6, seed=0), -torch.rand(6, 3, generator=torch.Generator().manual_seed(9))
+    inv = torch.tensor(1.7, dtype=torch.float64)
+    scales = torch.tensor([0.02, 0.01, 0.03, 0.03, 0.025])
+    return {
+        "rms_norm": (x, _rand(6, seed=3), 1e-5),
+        "causal_conv1d": (x, _rand(6, 4, seed=1), _rand(6, seed=2), True),
+        "selective_scan": (
+            x, _rand(2, 7, 6, seed=4), A, _rand(2, 7, 3, seed=5), _rand(2, 7, 3, seed=6), _rand(6, seed=7), x,
+            _rand(6, seed=8), True,
+        ),
+        "hadamard_rotate": (_rand(2, 7, 12, seed=10), hadamard_matrix(12)),
+        "int8_linear-codes": (_codes(2, 7, 6, seed=11), _codes(5, 6, seed=12), _f64(5, seed=13) * 0.01,
+                              _f64(5, seed=14), _f64(5, seed=15).abs(), torch.float32),
+        "int8_linear-float": (_codes(2, 7, 6, seed=11), _codes(5, 6, seed=12), _f64(5, seed=13), None, None,
+                              torch.float16),
+        "int8_causal_conv1d": (_codes(2, 7, 6, seed=16), _codes(6, 4, seed=17), _f64(6, seed=18).abs() * 0.01,
+                               _f64(6, seed=19), inv, True),
+        "rms_norm_quant": (x, _rand(6, seed=20), 1e-5, inv),
+        "hadamard_quant": (_rand(2, 7, 12, seed=21).half(), hadamard_matrix(12), inv),
+        "quantize": (x, inv),
+        "int8_selective_scan": (
+            _codes(2, 7, 6, seed=22), _codes(2, 7, 6, seed=23), A, _codes(2, 7, 3, seed=24), _codes(2, 7, 3, seed=25),
+            _rand(6, seed=26), _codes(2, 7, 6, seed=27), _rand(6, seed=28), True, scales, torch.float16,
+        ),
+    }
+
+
+def _custom_ops() -> dict[str, object]:
+    return {v._name: v for v in vars(ops).values() if isinstance(v, torch._library.custom_ops.CustomOpDef)}
+
+
+def test_every_custom_op_has_an_opcheck_sample():
+    assert _custom_ops().keys() == {sample.split("-")[0] for sample in _opcheck_samples()}
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("sample", sorted(_opcheck_samples()))
+def test_custom_op_passes_opcheck(sample, device):
+    """Schema, fake implementation (shapes, dtypes, strides) and registrations agree with the real op; on
+    CUDA that is the Triton kernel."""
+    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in _opcheck_samples()[sample])
+    torch.library.opcheck(_custom_ops()[sample.split("-")[0]], args)
