@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a CUDA machine (the lent GPU): the `gpu`-marked tests run there at real
-# shapes and the kernel tests run compiled instead of interpreted. One call, e.g. through the device
-# tool:  bash scripts/gpu_tests.sh
+# Runs the whole test suite on a CUDA machine: the `gpu`-marked tests run there at real shapes and the
+# kernel tests run compiled instead of interpreted:  bash scripts/gpu_tests.sh
 # Extra pytest arguments pass through (e.g. -m gpu for the GPU-only tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."

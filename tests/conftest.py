@@ -21,7 +21,7 @@ def pytest_addoption(parser):
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs CUDA: run scripts/gpu_tests.sh on the GPU machine")
+    skip = pytest.mark.skip(reason="needs CUDA: run scripts/gpu_tests.sh on a CUDA machine")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# On the GPU machine, the later calls of a training lease (no carry needed): waits up to SECONDS, less once
-# every run is done, and shows each run's progress and evaluation. With FETCH, also packs into $OUT every
+# On the GPU machine while the runs go (start.sh started them): waits up to SECONDS, less once every run
+# is done, and shows each run's progress and evaluation. With FETCH, also packs into the folder $OUT every
 # run's logs and the final checkpoint of run FETCH, or of the run with the best lambada_openai accuracy
-# for FETCH=best, as 15 MiB parts (a call brings back at most 64 MiB):
-#   bash /tmp/code/poll.sh SECONDS [FETCH]
-# Here, join the parts: cat DIR/final.tar.part-* | tar xf -
+# for FETCH=best, as 15 MiB parts that any file transfer carries:
+#   OUT=/tmp/fetch bash /tmp/code/poll.sh SECONDS [FETCH]
+# Where the parts arrive, join them: cat DIR/final.tar.part-* | tar xf -
 set -u
 runs=$(cat /tmp/run/RUNS)
 for _ in $(seq 1 "$1"); do

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Here (CPU), before a training lease: fills the git-ignored .gpu-train/ with what the GPU machine needs
-# and cannot see (it has no ../shared): the Gutenberg books, lambada_openai, and one tokenizer per
-# vocabulary size given (default 8192), trained by examples/train_tokenizer.py.
+# On the machine that holds the data folder, before training on a GPU machine that does not: fills the
+# git-ignored .gpu-train/ with what training needs there: the Gutenberg books, lambada_openai, and one
+# tokenizer per vocabulary size given (default 8192), trained by examples/train_tokenizer.py.
 #   bash scripts/device_training/stage.sh [VOCAB_SIZE ...]
-# The CUDA kernels are built there from .gpu-sdists/ (see ../shared/tools/build-mamba-ssm-sm90.sh for how
-# to fill it). Then see start.sh.
+# The GPU machine builds mamba-ssm and causal-conv1d from .gpu-sdists/ (see
+# ../shared/tools/build-mamba-ssm-sm90.sh for how to fill it). Copy the checkout with both folders there,
+# then see start.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 data=${MAMBA_QPASS_DATA:-../shared/data}
@@ -20,4 +21,4 @@ done
 cp examples/train_tokenizer.py examples/train_small_mamba.py examples/lambada_quick_eval.py scripts/device_training/*.sh .gpu-train/
 tracked=$(git ls-files -z | xargs -0 du -cb | tail -n 1 | cut -f1)
 staged=$(du -cb .gpu-train .gpu-sdists | tail -n 1 | cut -f1)
-echo "staged $((staged / 1000000)) MB; the tracked tree is $((tracked / 1000000)) MB; a call carries at most 67 MB (64 MiB) in all"
+echo "staged $((staged / 1000000)) MB beside the tracked tree's $((tracked / 1000000)) MB"

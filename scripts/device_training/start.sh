@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# On the GPU machine, first call of a training lease (carry .gpu-train and .gpu-sdists): stages data and
+# On the GPU machine, in the checkout with .gpu-train and .gpu-sdists (see stage.sh): stages data and
 # code under /tmp, builds mamba-ssm + causal-conv1d for sm_90 while it tokenizes, then starts one detached
 # training run per NAME=TOKENIZER pair, run i on GPU i (modulo the GPUs there), each followed by the
-# evaluation of its checkpoint. Everything lives under /tmp/run, which lasts as long as the lease.
+# evaluation of its checkpoint. Everything lives under /tmp/run.
 #   MINUTES=16 bash .gpu-train/start.sh a=tok8192 [b=tok12288 ...]
-# Extra arguments for every train_small_mamba.py run: TRAIN_ARGS. Then keep the machine with poll.sh.
+# Extra arguments for every train_small_mamba.py run: TRAIN_ARGS. Then follow the runs with poll.sh.
 set -u
 export PYTHONUNBUFFERED=1
 [ $# -ge 1 ] || { echo "usage: MINUTES=16 bash .gpu-train/start.sh NAME=TOKENIZER [...]" >&2; exit 2; }
