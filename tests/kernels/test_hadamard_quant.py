@@ -11,17 +11,9 @@ from mamba_qpass.kernels.hadamard_quant.kronecker import hadamard_quant_kronecke
 from mamba_qpass.kernels.hadamard_quant.reference import hadamard_quant_ref
 from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant
 from mamba_qpass.numerics import hadamard_matrix
+from codes import assert_same_codes, f64
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def assert_same_codes(out, ref):
-    assert out.dtype == torch.int8 and out.shape == ref.shape
-    assert torch.equal(out, ref), f"{(out != ref).sum().item()} of {out.numel()} codes differ"
-
-
-def f64(value, device):
-    return torch.tensor(value, dtype=torch.float64, device=device)
 
 
 # --- Kronecker factors -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import torch
 
 from mamba_qpass.kernels.int8_causal_conv1d.reference import int8_causal_conv1d_ref
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
+from codes import assert_same_codes
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -17,11 +18,6 @@ def make_inputs(batch, seq_len, channels, width, device, seed=0, scale=1e-4, inv
     bias = torch.randn(channels, dtype=torch.float64, generator=g)
     out_inv = torch.tensor(inv, dtype=torch.float64)
     return [t.to(device) for t in (x, w, dequant, bias, out_inv)]
-
-
-def assert_same_codes(out, ref):
-    assert out.dtype == torch.int8 and out.shape == ref.shape
-    assert torch.equal(out, ref), f"{(out != ref).sum().item()} of {out.numel()} codes differ"
 
 
 SHAPES = {"B2-L7-D24": (2, 7, 24), "B2-L63-D40": (2, 63, 40), "B1-L1-D24": (1, 1, 24), "B1-L130-D300": (1, 130, 300)}

@@ -5,17 +5,9 @@ import torch
 
 from mamba_qpass.kernels.quantize.reference import quantize_ref
 from mamba_qpass.kernels.quantize.triton import quantize
+from codes import assert_same_codes, f64
 
 FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def assert_same_codes(out, ref):
-    assert out.dtype == torch.int8 and out.shape == ref.shape
-    assert torch.equal(out, ref), f"{(out != ref).sum().item()} of {out.numel()} codes differ"
-
-
-def f64(value, device):
-    return torch.tensor(value, dtype=torch.float64, device=device)
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES.values(), ids=FLOAT_DTYPES.keys())

@@ -5,6 +5,7 @@ import torch
 
 from mamba_qpass.kernels.rms_norm_quant.reference import rms_norm_quant_ref
 from mamba_qpass.kernels.rms_norm_quant.triton import rms_norm_quant
+from codes import assert_same_codes
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -15,11 +16,6 @@ def make_inputs(rows, hidden, dtype, device, seed=0, inv=127 / 4):
     x = (torch.randn(rows, hidden, generator=g) * 3).to(dtype)
     weight = (0.5 + torch.rand(hidden, generator=g)).to(dtype)
     return x.to(device), weight.to(device), torch.tensor(inv, dtype=torch.float64, device=device)
-
-
-def assert_same_codes(out, ref):
-    assert out.dtype == torch.int8 and out.shape == ref.shape
-    assert torch.equal(out, ref), f"{(out != ref).sum().item()} of {out.numel()} codes differ"
 
 
 SHAPES = {"M63-H40": (63, 40), "M7-H24": (7, 24), "M1-H768": (1, 768), "M5-H1000": (5, 1000)}
