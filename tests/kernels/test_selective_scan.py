@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, selective_scan_int8_ref, selective_scan_ref
-from mamba_qpass.kernels.selective_scan.triton import selective_scan
+from mamba_qpass.kernels.selective_scan import triton as scan_triton
+from mamba_qpass.kernels.selective_scan.triton import scan_tiling, selective_scan
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 SCALES = ScanInputScales(u=0.02, delta=0.01, B=0.03, C=0.03, z=0.025)
@@ -178,3 +179,64 @@ def test_real_shapes_on_gpu(shape, inputs):
         ref, ref_state = selective_scan_ref(**args)
     assert_close_to_ref(out, ref, "cuda")
     assert_close_to_ref(state, ref_state, "cuda")
+
+
+@pytest.mark.parametrize("chunk", [2, 4, 8])
+@pytest.mark.parametrize("int8", [False, True], ids=["float", "int8"])
+def test_chunked_composition_matches_reference(chunk, int8, device, monkeypatch):
+    """The chunk-parallel path (tl.associative_scan within a chunk, the carried state applied after) at a
+    tiny shape, with a sequence length that no chunk length divides. On the GPU this is the default path;
+    on CPU the interpreter otherwise runs one step a chunk, so it is forced here."""
+    tiling = scan_tiling(8, 4, torch.device(device))
+    monkeypatch.setattr(scan_triton, "scan_tiling", lambda *_: tiling | {"CHUNK": chunk, "BLOCK_D": 8})
+    args = make_inputs(1, 11, 8, 4, device, int8=int8)
+    scales = SCALES if int8 else None
+    out, state = selective_scan(**args, scales=scales)
+    if int8:
+        ref, ref_state = selective_scan_int8_ref(**args, scales=SCALES)
+    else:
+        ref, ref_state = selective_scan_ref(**args)
+    assert_close_to_ref(out, ref, device)
+    assert_close_to_ref(state, ref_state, device)
+
+
+def _int8_and_dequantised(shape, device):
+    """int8 scan arguments, and the same scan's float arguments holding ``code * scale`` in float32."""
+    args = make_inputs(*shape, device, int8=True)
+    scales = SCALES.as_tensor(device)
+    as_float = dict(args)
+    for name, scale in zip(("u", "delta", "B", "C", "z"), scales.unbind()):
+        as_float[name] = args[name].to(torch.float32) * scale
+    return args, scales, as_float
+
+
+def test_int8_variant_equals_float_variant_on_dequantised_codes(device):
+    """What makes fp32_ssm equal w8a8 bit for bit: the int8 kernel dequantises in-kernel exactly as the
+    float kernel's inputs were dequantised outside, then runs the same operations."""
+    args, scales, as_float = _int8_and_dequantised((2, 37, 24, 16), device)
+    out, state = selective_scan(**args, scales=scales, out_dtype=torch.float16)
+    out_f, state_f = selective_scan(**as_float, out_dtype=torch.float16)
+    assert torch.equal(out, out_f)
+    assert torch.equal(state, state_f)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("shape", REAL_SHAPES.values(), ids=REAL_SHAPES.keys())
+def test_int8_variant_equals_float_variant_at_real_shapes(shape):
+    args, scales, as_float = _int8_and_dequantised(shape, "cuda")
+    out, state = selective_scan(**args, scales=scales, out_dtype=torch.float16)
+    out_f, state_f = selective_scan(**as_float, out_dtype=torch.float16)
+    assert torch.equal(out, out_f)
+    assert torch.equal(state, state_f)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_a_row_scans_to_the_same_bits_alone_and_in_a_batch():
+    args = make_inputs(4, 300, 1536, 16, "cuda", int8=True)
+    out, state = selective_scan(**args, scales=SCALES)
+    alone = {k: v[2:3] if k in ("u", "delta", "B", "C", "z", "initial_state") else v for k, v in args.items()}
+    out_alone, state_alone = selective_scan(**alone, scales=SCALES)
+    assert torch.equal(out[2:3], out_alone)
+    assert torch.equal(state[2:3], state_alone)

@@ -12,9 +12,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from mamba_qpass.api import build_modes
-from mamba_qpass.hf import QuantizedMambaForCausalLM
-from mamba_qpass.modes import MODES
+from mamba_qpass.api import calibrate, mode_model
+from mamba_qpass.modes import FLOAT_MODE, check_mode
 from mamba_qpass.perplexity import perplexity
 from mamba_qpass.quant_config import QuantConfig
 from mamba_qpass.task_results import TaskRun, agreement, task_metrics
@@ -89,16 +88,24 @@ def evaluate_modes(
     on_mode_done(mode, summary) is called as each mode finishes (summary: seconds and metrics).
     Returns a JSON-ready dict; ``results[mode]["tasks"][task]["documents"]`` holds per-document results.
     """
+    for mode in modes:
+        check_mode(mode)
+    if len(set(modes)) != len(modes):
+        raise ValueError(f"modes must not repeat, got {modes}")
+    quant_modes = [m for m in modes if m != FLOAT_MODE]
+    if quant_modes and calibration is None:
+        raise ValueError(
+            f"modes {quant_modes} need calibration data: pass calibration=texts (with tokenizer) or token tensors"
+        )
     start = time.perf_counter()
-    graphs = build_modes(model, modes, calibration, tokenizer, quant_config, config.progress)
+    calibrated = calibrate(model, calibration, tokenizer, quant_config, config.progress) if quant_modes else None
     calibration_seconds = time.perf_counter() - start
-    calibrated = any(MODES[mode].needs_calibration for mode in modes)
 
     runs: dict[str, dict[str, TaskRun]] = {}
     results: dict[str, dict] = {}
-    start = time.perf_counter()
-    for mode, graph in graphs:  # one mode's graph in memory at a time
-        qmodel = QuantizedMambaForCausalLM(graph, model.config, mode)
+    for mode in modes:
+        start = time.perf_counter()
+        qmodel = mode_model(model, mode, calibrated)
         runs[mode] = _run_tasks(qmodel, tokenizer, config, mode)
         text = None
         if text_tokens is not None:
@@ -106,23 +113,22 @@ def evaluate_modes(
                 qmodel, text_tokens, config.context_len, config.stride, config.batch_size, config.progress,
                 desc=f"perplexity {mode}",
             )
-        del qmodel, graph
+        del qmodel  # one mode's graph in memory at a time
         results[mode] = {"seconds": time.perf_counter() - start, "text_perplexity": text}
         if on_mode_done:
             metrics = {task: task_metrics(run.docs) for task, run in runs[mode].items()}
             on_mode_done(mode, {**results[mode], "tasks": metrics})
-        start = time.perf_counter()
 
     for mode in modes:
         results[mode]["tasks"] = {
-            task: _task_entry(run, runs.get("fp", {}).get(task), runs.get(config.reference, {}).get(task))
+            task: _task_entry(run, runs.get(FLOAT_MODE, {}).get(task), runs.get(config.reference, {}).get(task))
             for task, run in runs[mode].items()
         }
     return {
         "modes": list(modes),
         "config": {**asdict(config), "tasks": list(config.tasks)},
-        "quant_config": _json_config(quant_config or QuantConfig()) if calibrated else None,
-        "calibration_seconds": calibration_seconds if calibrated else None,
+        "quant_config": _json_config(quant_config or QuantConfig()) if quant_modes else None,
+        "calibration_seconds": calibration_seconds if quant_modes else None,
         "results": results,
     }
 
