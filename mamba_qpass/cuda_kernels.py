@@ -1,20 +1,14 @@
 """Registers the Triton kernels as the CUDA implementations of the custom ops in ``ops.py``.
 
 Imported by ``mamba_qpass/__init__.py`` where Triton is installed; on a machine without CUDA the
-registrations are simply never dispatched to. Every op registered here has a Triton kernel, with one
-exception stated here rather than hidden:
-``hadamard_quant`` runs as two cuBLAS float64 products (``hadamard_quant/kronecker.py``, bit-identical
-to the reference) on Triton releases before 3.9, whose compiler cannot lower the kernel's float64
-``tl.dot`` for sm_90. The two float helpers without a kernel, ``rms_norm`` and ``hadamard_rotate``,
+registrations are simply never dispatched to. Every op registered here has a Triton kernel. The two
+float helpers without a kernel, ``rms_norm`` and ``hadamard_rotate``,
 are plain PyTorch on every device: they run in the float and calibration graphs, never in a lowered
 int8 graph.
 """
 
-import triton
-
 from mamba_qpass import ops
 from mamba_qpass.kernels.causal_conv1d.triton import causal_conv1d as causal_conv1d_triton
-from mamba_qpass.kernels.hadamard_quant.kronecker import hadamard_quant_kronecker
 from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
 from mamba_qpass.kernels.int8_linear.triton import int8_linear
@@ -45,6 +39,5 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype):
 ops.int8_linear.register_kernel("cuda")(int8_linear)
 ops.int8_causal_conv1d.register_kernel("cuda")(int8_causal_conv1d)
 ops.rms_norm_quant.register_kernel("cuda")(rms_norm_quant)
-TRITON_COMPILES_FP64_DOT = tuple(int(p) for p in triton.__version__.split(".")[:2]) >= (3, 9)
-ops.hadamard_quant.register_kernel("cuda")(hadamard_quant if TRITON_COMPILES_FP64_DOT else hadamard_quant_kronecker)
+ops.hadamard_quant.register_kernel("cuda")(hadamard_quant)
 ops.quantize.register_kernel("cuda")(quantize)

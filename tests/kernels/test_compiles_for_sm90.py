@@ -43,16 +43,23 @@ def compile_sm90(kernel, pointer_types, constexprs, options):
     }
     src = ASTSource(fn=kernel, signature=signature, constexprs={(names.index(k),): v for k, v in constexprs.items()})
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
-    return {"fma_f64": ptx.count("fma.rn.f64"), "mma_s8": len(re.findall(r"mma[^\n]*s8", ptx))}
+    return {
+        "fma_f64": ptx.count("fma.rn.f64"),
+        "mma_s8": len(re.findall(r"mma[^\n]*s8", ptx)),
+        "wgmma_s8": len(re.findall(r"wgmma[^\n]*s8", ptx)),
+    }
 
 
-def gemm(m, n, k, quantize_out):
-    config = linear._gemm_launch_config(m, n, k, CUDA)
-    blocks = {key: config.pop(key) for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
-    out = "*i8" if quantize_out else "*fp16"
+def gemm(block_m, block_n, block_k, quantize_out, even_k):
+    config = next(
+        c for c in linear.GPU_CONFIGS
+        if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) == (block_m, block_n, block_k)
+    )
+    out = "*i8" if quantize_out else "*fp32"
     return compile_sm90(
         linear._int8_linear_kernel, {"a_ptr": "*i8", "w_ptr": "*i8", "out_ptr": out},
-        dict(HAS_BIAS=True, QUANTIZE_OUT=quantize_out, **blocks), config | EXACT_FP_LAUNCH,
+        dict(HAS_BIAS=True, QUANTIZE_OUT=quantize_out, EVEN_K=even_k, **config.kwargs),
+        dict(num_warps=config.num_warps, num_stages=config.num_stages) | EXACT_FP_LAUNCH,
     )
 
 
@@ -74,7 +81,7 @@ def rms_norm_quant(hidden):
 
 
 def hadamard_quant(order):
-    config = hadamard._hadamard_blocks(2048, *hadamard.kronecker_split(order), CUDA)
+    _, _, config = hadamard._hadamard_tiling(2048, order, CUDA)
     blocks = {key: config.pop(key) for key in ("BLOCK_M", "BLOCK_R", "BLOCK_C", "BLOCK_J")}
     return compile_sm90(
         hadamard._hadamard_quant_kernel, {"y_ptr": "*fp16", "h_ptr": "*i8", "out_ptr": "*i8"}, blocks,
@@ -83,7 +90,8 @@ def hadamard_quant(order):
 
 
 def selective_scan(int8_inputs):
-    block_d, block_n, options = scan._scan_blocks(5120, 16, CUDA)
+    tiling = scan.scan_tiling(5120, 16, CUDA)
+    options = dict(num_warps=tiling.pop("num_warps"))
     seq = "*i8" if int8_inputs else "*fp16"
     pointers = {n: seq for n in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr")}
     pointers.update({n: "*fp32" for n in ("A_ptr", "D_ptr", "delta_bias_ptr", "init_ptr", "scales_ptr", "state_ptr")})
@@ -91,7 +99,7 @@ def selective_scan(int8_inputs):
     flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True, HAS_INIT=True)
     return compile_sm90(
         scan._selective_scan_kernel, pointers,
-        dict(**flags, INT8_INPUTS=int8_inputs, BLOCK_D=block_d, BLOCK_N=block_n), dict(options),
+        dict(**flags, INT8_INPUTS=int8_inputs, **tiling), options,
     )
 
 
@@ -104,9 +112,9 @@ def causal_conv1d():
 
 
 results = {
-    "int8_linear-codes-2.8b_in_proj": gemm(1024, 10240, 2560, True),
-    "int8_linear-codes-decode": gemm(1, 10240, 2560, True),
-    "int8_linear-fp16-130m_x_proj": gemm(2048, 80, 1536, False),
+    "int8_linear-codes-128x256": gemm(128, 256, 128, True, True),
+    "int8_linear-codes-64x64-k_masked": gemm(64, 64, 128, True, False),
+    "int8_linear-f32-128x128": gemm(128, 128, 128, False, True),
     "int8_causal_conv1d-linear": int8_causal_conv1d(False),
     "int8_causal_conv1d-silu": int8_causal_conv1d(True),
     "rms_norm_quant-768": rms_norm_quant(768),
@@ -126,9 +134,9 @@ print(json.dumps(results))
 
 # Kernels whose float64 arithmetic must contain no fused multiply-add at all.
 NO_FMA = (
-    "int8_linear-codes-2.8b_in_proj",
-    "int8_linear-codes-decode",
-    "int8_linear-fp16-130m_x_proj",
+    "int8_linear-codes-128x256",
+    "int8_linear-codes-64x64-k_masked",
+    "int8_linear-f32-128x128",
     "int8_causal_conv1d-linear",
     "rms_norm_quant-768",
     "rms_norm_quant-2560",
@@ -150,5 +158,7 @@ def test_gpu_launch_configurations_compile_for_sm90():
     results = json.loads(done.stdout.strip().splitlines()[-1])
     for name in NO_FMA:
         assert results[name]["fma_f64"] == 0, f"{name} contracts float64 a * b + c into an FMA"
-    for name in ("int8_linear-codes-2.8b_in_proj", "int8_linear-codes-decode", "int8_linear-fp16-130m_x_proj"):
-        assert results[name]["mma_s8"] > 0, f"{name} does not use int8 tensor cores"
+    for name in ("int8_linear-codes-128x256", "int8_linear-codes-64x64-k_masked", "int8_linear-f32-128x128"):
+        assert results[name]["wgmma_s8"] > 0, f"{name} does not use Hopper's int8 wgmma"
+    for name in ("hadamard_quant-1536", "hadamard_quant-5120"):
+        assert results[name]["mma_s8"] > 0, f"{name} does not run its digit planes on int8 tensor cores"

@@ -1,14 +1,13 @@
-"""hadamard_quant (Triton, and the Kronecker implementation CUDA uses before Triton 3.9) against its
-reference: identical codes."""
+"""hadamard_quant (Triton, int8 digit planes on tensor cores) against its reference: identical codes."""
 
 import math
 
 import pytest
 import torch
 
-from mamba_qpass.cuda_kernels import TRITON_COMPILES_FP64_DOT
-from mamba_qpass.kernels.hadamard_quant.kronecker import hadamard_quant_kronecker, kronecker_split
+from mamba_qpass.kernels.hadamard_quant.kronecker import kronecker_split
 from mamba_qpass.kernels.hadamard_quant.reference import hadamard_quant_ref
+from mamba_qpass.kernels.hadamard_quant import triton as hadamard_triton
 from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant
 from mamba_qpass.numerics import hadamard_matrix
 from codes import assert_same_codes, f64
@@ -38,15 +37,7 @@ def make_y(rows, order, device, seed=0, std=3.0):
 ORDERS = [12, 20, 24, 40, 48, 64]
 
 
-# On CUDA the Triton hadamard kernel needs a Triton that lowers a float64 tl.dot for sm_90 (3.9 does,
-# 3.6 does not); there the op runs hadamard_quant_kronecker instead, tested below at real shapes.
-needs_fp64_dot = pytest.mark.skipif(
-    torch.cuda.is_available() and not TRITON_COMPILES_FP64_DOT,
-    reason="this Triton cannot compile a float64 tl.dot for the GPU; CUDA uses hadamard_quant_kronecker",
-)
 
-
-@needs_fp64_dot
 @pytest.mark.parametrize("order", ORDERS, ids=lambda d: f"D{d}")
 @pytest.mark.parametrize("rows", [1, 63], ids=lambda m: f"M{m}")
 def test_hadamard_quant_matches_reference(rows, order, device):
@@ -58,7 +49,6 @@ def test_hadamard_quant_matches_reference(rows, order, device):
     assert out.float().std() > 5, "test data should spread over many codes"
 
 
-@needs_fp64_dot
 def test_hadamard_quant_sums_exactly(device):
     """Huge values that cancel beside subnormal ones: only an exact sum keeps the small part. The expected
     codes come from an int64 computation in units of 2**-24 (float16's quantum)."""
@@ -79,7 +69,6 @@ def test_hadamard_quant_sums_exactly(device):
     assert_same_codes(out, ref.to(device))
 
 
-@needs_fp64_dot
 def test_hadamard_quant_with_split_power_of_two(device):
     """D = 1024 = 4 * 256: the left factor is itself a Sylvester matrix."""
     assert kronecker_split(1024) == (4, 256)
@@ -89,7 +78,6 @@ def test_hadamard_quant_with_split_power_of_two(device):
     assert_same_codes(hadamard_quant(y, h, inv), hadamard_quant_ref(y, h, inv))
 
 
-@needs_fp64_dot
 def test_hadamard_quant_sliced_3d_input_and_float_matrix(device):
     y = make_y(14, 48, device).reshape(2, 7, 48)[..., :24]
     h = hadamard_matrix(24, dtype=torch.float32).to(device)
@@ -99,13 +87,57 @@ def test_hadamard_quant_sliced_3d_input_and_float_matrix(device):
     assert_same_codes(out, hadamard_quant_ref(y, h, inv))
 
 
-@needs_fp64_dot
 def test_hadamard_quant_saturates(device):
     y = make_y(9, 20, device, std=100.0)
     h = hadamard_matrix(20).to(device)
     out = hadamard_quant(y, h, f64(1.0, device))
     assert_same_codes(out, hadamard_quant_ref(y, h, f64(1.0, device)))
     assert (out == 127).any() and (out == -128).any()
+
+
+@pytest.mark.parametrize("order", [64, 5120, 8192], ids=lambda d: f"D{d}")
+def test_hadamard_quant_exact_at_the_largest_magnitudes(order, device):
+    """Rows of ±65504 (float16's largest) reach the biggest sums the digit planes must carry: every
+    accumulator at its bound and the rotated value near 2**53 in units of 2**-24. The scale keeps the
+    result off saturation, so every digit plane shows in the codes."""
+    g = torch.Generator().manual_seed(order)
+    signs = torch.randint(0, 2, (3, order), generator=g) * 2 - 1
+    y = torch.cat([torch.full((1, order), 65504.0), signs * 65504.0]).half().to(device)
+    h = hadamard_matrix(order).to(device)
+    inv = f64(100.0 / 65504.0, device)  # c * sum = 100 * sum / (65504 * sqrt(D)): at most 100 * sqrt(D)
+    ref = hadamard_quant_ref(y, h, inv)
+    assert ref[0, 0] == 127 and (ref.abs() < 127).any()
+    assert_same_codes(hadamard_quant(y, h, inv), ref)
+
+
+@pytest.mark.parametrize("order", [768, 1536, 2048, 5120], ids=lambda d: f"D{d}")
+def test_hadamard_quant_with_the_gpu_tiling(order, device, monkeypatch):
+    """The GPU picks other Kronecker splits and stacks several tokens per program (e.g. 40 x 128 at
+    D = 5120, 4 tokens of 24 x 64 at D = 1536); run those tilings here too, on whatever device this is."""
+    gpu_tiling = hadamard_triton._hadamard_tiling
+    monkeypatch.setattr(
+        hadamard_triton, "_hadamard_tiling", lambda rows, order, _: gpu_tiling(rows, order, torch.device("cuda"))
+    )
+    assert gpu_tiling(5, 5120, torch.device("cuda"))[:2] == (40, 128)
+    y = make_y(5, order, device)
+    h = hadamard_matrix(order).to(device)
+    inv = f64(127 / 12, device)
+    assert_same_codes(hadamard_quant(y, h, inv), hadamard_quant_ref(y, h, inv))
+
+
+def test_hadamard_quant_exact_on_every_digit_plane(device):
+    """Values of one power of two each, from 2**-24 (one unit) to 2**15, so that each base-128 digit plane
+    of y * 2**24 is the only one set in some column; small enough sums that no code saturates."""
+    order = 64
+    exponents = torch.arange(-24, 16)
+    g = torch.Generator().manual_seed(5)
+    y = (2.0 ** exponents[torch.randint(0, len(exponents), (8, order), generator=g)]).half()
+    y = y * (torch.randint(0, 2, (8, order), generator=g) * 2 - 1)
+    h = hadamard_matrix(order)
+    for scale in (2.0**24, 2.0**10, 1.0, 2.0**-10):  # puts a different digit plane at the rounding point
+        inv = f64(scale * math.sqrt(order) / 64, "cpu")
+        ref = hadamard_quant_ref(y, h, inv)
+        assert_same_codes(hadamard_quant(y.to(device), h.to(device), inv.to(device)), ref.to(device))
 
 
 @pytest.mark.parametrize(
@@ -144,7 +176,6 @@ def test_hadamard_quant_rejects_bad_inputs(case, match, device):
 REAL_SHAPES = {"130m-L2048": (2048, 1536), "2.8b-L512": (512, 5120)}
 
 
-@needs_fp64_dot
 @pytest.mark.gpu
 @requires_cuda
 @pytest.mark.parametrize("rows,order", REAL_SHAPES.values(), ids=REAL_SHAPES.keys())
@@ -157,21 +188,3 @@ def test_real_shapes_on_gpu(rows, order):
     assert_same_codes(hadamard_quant(y, h, inv), hadamard_quant_ref(y, h, inv))
 
 
-@pytest.mark.parametrize("order", [12, 40, 64, 768, 1536], ids=lambda d: f"D{d}")
-def test_kronecker_implementation_matches_reference(order):
-    g = torch.Generator().manual_seed(order)
-    y = (torch.randn(2, 9, order, generator=g) * 3).to(torch.float16)
-    h = hadamard_matrix(order)
-    inv = torch.tensor(9.0, dtype=torch.float64)
-    assert torch.equal(hadamard_quant_kronecker(y, h, inv), hadamard_quant_ref(y, h, inv))
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("rows,order", REAL_SHAPES.values(), ids=REAL_SHAPES.keys())
-def test_kronecker_real_shapes_on_gpu(rows, order):
-    g = torch.Generator().manual_seed(rows)
-    y = (torch.randn(rows, order, generator=g) * 4).to(torch.float16)
-    h = hadamard_matrix(order)
-    inv = torch.tensor(0.5, dtype=torch.float64)
-    out = hadamard_quant_kronecker(y.cuda(), h.cuda(), inv.cuda())
-    assert torch.equal(out.cpu(), hadamard_quant_ref(y, h, inv))

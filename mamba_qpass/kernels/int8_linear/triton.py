@@ -15,23 +15,39 @@ FLOAT_OUT_DTYPES = (torch.float32,)
 @triton.jit
 def _int8_linear_kernel(
     a_ptr, w_ptr, dequant_scale_ptr, bias_ptr, out_inv_scale_ptr, out_ptr,
-    M, N, K, stride_am, stride_wn, stride_om,
-    HAS_BIAS: tl.constexpr, QUANTIZE_OUT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    M, N, K, stride_am, stride_wn, stride_om, M_BUCKET,
+    HAS_BIAS: tl.constexpr, QUANTIZE_OUT: tl.constexpr, EVEN_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    # Grouped ordering: GROUP_M row tiles share each column tile's weights while they are in L2.
+    pid = tl.program_id(0)
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * tiles_n
+    first_m = (pid // per_group) * GROUP_M
+    group_rows = min(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % group_rows
+    pid_n = (pid % per_group) // group_rows
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    a_ptrs = a_ptr + offs_m[:, None] * stride_am + offs_k[None, :]
-    w_ptrs = w_ptr + offs_n[None, :] * stride_wn + offs_k[:, None]  # (BLOCK_K, BLOCK_N) view of weight.T
+    # Rows and columns past the edge read row/column 0 instead (wrapped), so the loads need no masks;
+    # their results are never stored.
+    a_ptrs = a_ptr + (offs_m % M)[:, None] * stride_am + offs_k[None, :]
+    w_ptrs = w_ptr + (offs_n % N)[None, :] * stride_wn + offs_k[:, None]  # (BLOCK_K, BLOCK_N) view of weight.T
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     for k_start in range(0, K, BLOCK_K):
-        mask_k = offs_k < K - k_start
-        a = tl.load(a_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0)
-        w = tl.load(w_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0)
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            w = tl.load(w_ptrs)
+        else:
+            mask_k = offs_k < K - k_start
+            a = tl.load(a_ptrs, mask=mask_k[None, :], other=0)
+            w = tl.load(w_ptrs, mask=mask_k[:, None], other=0)
         acc = tl.dot(a, w, acc, out_dtype=tl.int32)
         a_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
@@ -49,25 +65,56 @@ def _int8_linear_kernel(
         tl.store(out_ptrs, v.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+def _config(block_m, block_n, block_k, warps, stages, group_m=8) -> triton.Config:
+    return triton.Config(
+        dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m),
+        num_warps=warps, num_stages=stages,
+    )
+
+
+# Hopper candidates: the tiles that won at some Mamba shape among 11 timed on an H200 (64 x 128 for most
+# prefill projections, 128 x 256 from M = 4096 rows, smaller ones for x_proj's few outputs and dt_proj's
+# K = 160); fewer candidates keep the first call of a new shape short. Every tiling gives the same int32 accumulator and the same per-element epilogue,
+# so the choice changes speed only, never a bit of the output: autotuning is safe for exactness here.
+GPU_CONFIGS = [
+    _config(128, 256, 128, 8, 3),
+    _config(128, 128, 128, 8, 4),
+    _config(64, 128, 128, 4, 4),
+    _config(64, 128, 32, 4, 4),
+    _config(64, 64, 128, 4, 5),
+    _config(32, 64, 128, 4, 5),
+]
+
+
+def _fitting_configs(configs, named_args, **_):
+    """Drop tiles far larger than the problem (a 256-wide tile for x_proj's 192 outputs) so a new shape
+    times fewer candidates; keeps the smallest tile when none fits."""
+    m, n, k = named_args["M_BUCKET"], named_args["N"], named_args["K"]
+    fitting = [
+        c for c in configs
+        if c.kwargs["BLOCK_M"] <= max(32, m) and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(n))
+        and c.kwargs["BLOCK_K"] <= max(32, triton.next_power_of_2(k))
+    ]
+    return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+
+
+_even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
+# Keyed on M's power-of-two bucket, not M itself: a new sequence length must not trigger a new search.
+_int8_linear_tuned = triton.autotune(
+    GPU_CONFIGS, key=["M_BUCKET", "N", "K", "HAS_BIAS", "QUANTIZE_OUT"],
+    prune_configs_by={"early_config_prune": _fitting_configs},
+)(_even_k(_int8_linear_kernel))
+_int8_linear_fixed = _even_k(_int8_linear_kernel)
+
+
 def _pow2_tile(n: int, smallest: int, largest: int) -> int:
     return min(largest, max(smallest, triton.next_power_of_2(n)))
 
 
-def _gemm_launch_config(m: int, n: int, k: int, device: torch.device) -> dict:
-    """Tile sizes by a small rule, not autotuning. An int8 ``tl.dot`` needs K tiles of at least 32 and
-    M, N tiles of at least 16. On CPU (the interpreter) every tl op costs the same whatever its size, so
-    the fewest, largest programs win; on GPU, tensor-core-friendly tiles."""
-    if device.type != "cuda":
-        return dict(BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, 16, 64), BLOCK_K=_pow2_tile(k, 32, 128))
-    block_m = _pow2_tile(m, 16, 128)
-    block_n = _pow2_tile(n, 32, 128)
-    return dict(
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_K=_pow2_tile(k, 32, 128),
-        num_warps=8 if block_m * block_n >= 128 * 128 else 4,
-        num_stages=3,
-    )
+def _interpreter_launch_config(m: int, n: int, k: int) -> dict:
+    """On CPU (the interpreter) every tl op costs the same whatever its size, so the fewest, largest
+    programs win. An int8 ``tl.dot`` needs K tiles of at least 32 and M, N tiles of at least 16."""
+    return dict(BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, 16, 64), BLOCK_K=_pow2_tile(k, 32, 128), GROUP_M=1)
 
 
 def int8_linear(
@@ -102,15 +149,21 @@ def int8_linear(
     m = rows.shape[0]
     out = torch.empty(m, n, dtype=torch.int8 if out_inv_scale is not None else out_dtype, device=device)
     if m > 0:
-        config = _gemm_launch_config(m, n, k, device)
-        grid = (triton.cdiv(m, config["BLOCK_M"]), triton.cdiv(n, config["BLOCK_N"]))
-        _int8_linear_kernel[grid](
+        args = (
             rows, weight, dequant_scale,
             bias if bias is not None else dequant_scale,
             out_inv_scale if out_inv_scale is not None else dequant_scale,
             out,
-            m, n, k, rows.stride(0), weight.stride(0), out.stride(0),
-            HAS_BIAS=bias is not None, QUANTIZE_OUT=out_inv_scale is not None,
-            **config, **EXACT_FP_LAUNCH,
+            m, n, k, rows.stride(0), weight.stride(0), out.stride(0), triton.next_power_of_2(m),
         )
+        flags = dict(HAS_BIAS=bias is not None, QUANTIZE_OUT=out_inv_scale is not None)
+        if device.type == "cuda":
+            def grid(meta):
+                return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+
+            _int8_linear_tuned[grid](*args, **flags, **EXACT_FP_LAUNCH)
+        else:
+            config = _interpreter_launch_config(m, n, k)
+            grid = (triton.cdiv(m, config["BLOCK_M"]) * triton.cdiv(n, config["BLOCK_N"]),)
+            _int8_linear_fixed[grid](*args, **flags, **config, **EXACT_FP_LAUNCH)
     return out.reshape(*a.shape[:-1], n)

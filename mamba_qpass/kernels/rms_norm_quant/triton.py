@@ -1,6 +1,8 @@
 """Triton RMSNorm + int8 quantisation in float64, matching ``rms_norm_quant_ref`` (see its docstring
 for the one place, the sum of squares, where summation order could move a code)."""
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -41,6 +43,14 @@ def _rows_per_program(rows: int, block_h: int, device: torch.device) -> int:
     return max(1, min(triton.next_power_of_2(rows), budget // block_h))
 
 
+@functools.lru_cache(maxsize=64)
+def _norm_params(eps: float, hidden: int, device: torch.device) -> torch.Tensor:
+    """float64 [eps, 1 / H] on ``device``: a Python float argument would reach the kernel as float32. Kept
+    per (eps, H, device), since building it per call copies from pageable host memory, which waits for
+    the GPU to drain (once per layer in a prefill) and cannot be captured in a CUDA graph."""
+    return torch.tensor([eps, 1.0 / hidden], dtype=torch.float64, device=device)
+
+
 def rms_norm_quant(
     x: torch.Tensor, weight: torch.Tensor, eps: float, out_inv_scale: torch.Tensor
 ) -> torch.Tensor:
@@ -63,8 +73,7 @@ def rms_norm_quant(
     out = torch.empty(rows.shape, dtype=torch.int8, device=device)
     m = rows.shape[0]
     if m > 0:
-        # eps and 1 / H travel as float64: a Python float argument would reach the kernel as float32.
-        params = torch.tensor([eps, 1.0 / hidden], dtype=torch.float64, device=device)
+        params = _norm_params(eps, hidden, device)
         block_h = triton.next_power_of_2(hidden)
         block_m = _rows_per_program(m, block_h, device)
         extra = {"num_warps": 8 if block_h >= 4096 else 4} if device.type == "cuda" else {}
