@@ -5,11 +5,11 @@ each mode's elapsed time as it finishes, then the table (acc ± stderr, perplexi
 per-document agreement with w8a8, Gutenberg perplexity, seconds); --output keeps per-document results.
 
     python examples/eval_lambada.py --model checkpoints/gutenberg-mamba-25m \
-        --modes fp,w8a8,fp32_ssm,float_sim,fp32_conv --backend native --output lambada.json
+        --modes fp,w8a8,fp32_ssm,float_sim,fp32_conv --output lambada.json
 
---backend native needs no lm-eval and gives lm-eval's per-document numbers; --backend lm-eval (the
-default) runs lm-eval's HFLM. The data folder (--data-dir or $MAMBA_QPASS_DATA) must hold
-lambada_openai/lambada_test.jsonl, gutenberg/train-00.jsonl.xz (calibration) and gutenberg/val.jsonl.xz.
+Tasks run through lm-eval's HFLM (``pip install -e '.[eval]'``). The data folder (--data-dir or
+$MAMBA_QPASS_DATA) must hold lambada_openai/lambada_test.jsonl, gutenberg/train-00.jsonl.xz (calibration)
+and gutenberg/val.jsonl.xz.
 """
 
 import sys

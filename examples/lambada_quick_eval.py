@@ -1,10 +1,10 @@
 """Full lambada_openai (and optionally Gutenberg validation perplexity) for a causal LM checkpoint.
 
 The evaluation that follows every training run (scripts/device_training/job.sh): the float model as
-transformers loads it, with mamba-ssm's kernels where installed. lambada_openai is scored by
-mamba-qpass's native backend (``mamba_qpass.native_tasks``), per document identical to lm-eval's
-``lambada_openai``: acc = every continuation token is the greedy argmax; perplexity = exp(-mean over
-documents of the continuation log-likelihood). Runs on CUDA or CPU.
+transformers loads it, with mamba-ssm's kernels where installed. lambada_openai is lm-eval's own task
+reading the data folder's copy (``mamba_qpass.eval.harness``): acc = every continuation token is the
+greedy argmax; perplexity = exp(-mean over documents of the continuation log-likelihood). Needs lm-eval
+(``pip install -e '.[eval]'``). Runs on CUDA or CPU.
 
     python examples/lambada_quick_eval.py --model checkpoints/gutenberg-mamba-25m \
         --data-dir ../shared/data [--limit 200] [--val] [--out eval.json]
@@ -24,8 +24,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mamba_qpass.native_tasks import run_native
-from mamba_qpass.task_results import task_metrics
+from mamba_qpass.eval.harness import run_lm_eval
+from mamba_qpass.eval.results import task_metrics
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_tokenizer import encode_books, gutenberg_files, resolve_data_dir  # noqa: E402
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
 
     t0 = time.time()
-    run = run_native(model, tokenizer, ("lambada_openai",), resolve_data_dir(args.data_dir), args.limit,
+    run = run_lm_eval(model, tokenizer, ("lambada_openai",), resolve_data_dir(args.data_dir), args.limit,
                      args.batch_size, progress=False)["lambada_openai"]
     result["lambada_openai"] = {**task_metrics(run.docs), "seconds": time.time() - t0}
     la = result["lambada_openai"]

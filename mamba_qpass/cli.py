@@ -6,8 +6,7 @@ import sys
 
 import torch
 
-from mamba_qpass import defaults
-from mamba_qpass.evaluate import BACKENDS
+from mamba_qpass import data
 from mamba_qpass.modes import MODES, resolve_modes
 
 
@@ -86,15 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--modes", type=_modes, default=["fp", "w8a8", "fp32_ssm", "float_sim"], help="comma-separated"
     )
     evaluate.add_argument(
-        "--tasks", type=_tasks, default=("lambada_openai",), help="comma-separated lm-eval task names"
+        "--tasks", type=_tasks, default=("lambada_openai",),
+        help="comma-separated lm-eval task names: shipped (lambada_openai, offline from --data-dir), in "
+        "--include-path, or lm-eval's own (their datasets need the hub)",
+    )
+    evaluate.add_argument(
+        "--include-path", default=None, help="a folder of your own lm-eval task YAMLs (as lm-eval's --include_path)"
     )
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N documents of each task")
     evaluate.add_argument("--batch-size", type=int, default=32)
-    evaluate.add_argument(
-        "--backend", choices=BACKENDS, default="lm-eval",
-        help="lm-eval (any task; lambada_openai offline from --data-dir) or native (lambada_openai without "
-        "lm-eval, per document identical to lm-eval)",
-    )
     evaluate.add_argument(
         "--reference", type=_mode, default="w8a8",
         help="per-document agreement is measured against this mode (when among --modes)",
@@ -108,33 +107,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
+    """(model, tokenizer, the model's name or folder)."""
     from mamba_qpass.loading import load_pretrained
 
-    device = torch.device(args.device) if args.device else defaults.default_device()
-    return load_pretrained(args.model or defaults.default_model(), device=device)
+    device = torch.device(args.device) if args.device else data.default_device()
+    name = args.model or data.default_model()
+    return (*load_pretrained(name, device=device), name)
 
 
 def _calibration_texts(args) -> list[str]:
-    from mamba_qpass.text_data import gutenberg_texts
-
-    path = defaults.data_file(defaults.CALIBRATION_FILE, args.data_dir)
-    return list(gutenberg_texts(path, max_chars=args.calib_samples * args.calib_len * 8))
+    path = data.data_file(data.CALIBRATION_FILE, args.data_dir)
+    return list(data.gutenberg_texts(path, max_chars=args.calib_samples * args.calib_len * 8))
 
 
 def _validation_tokens(args, tokenizer, num_tokens: int) -> torch.Tensor:
-    from mamba_qpass.text_data import gutenberg_texts
-
-    path = defaults.data_file(defaults.VALIDATION_FILE, args.data_dir)
-    text = "".join(gutenberg_texts(path, max_chars=num_tokens * 8))
+    path = data.data_file(data.VALIDATION_FILE, args.data_dir)
+    text = "".join(data.gutenberg_texts(path, max_chars=num_tokens * 8))
     return torch.tensor(tokenizer(text)["input_ids"][:num_tokens])
 
 
 def run_quantize(args) -> dict:
     import mamba_qpass as qpass
     from mamba_qpass.hf import QuantizedMambaForCausalLM
-    from mamba_qpass.perplexity import perplexity
+    from mamba_qpass.eval.perplexity import perplexity
 
-    model, tokenizer = _load(args)
+    model, tokenizer, name = _load(args)
     config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
     progress = not args.quiet
     modes = list(dict.fromkeys([FLOAT_REFERENCE, *args.modes]))
@@ -142,7 +139,7 @@ def run_quantize(args) -> dict:
     graphs = qpass.build_modes(model, modes, calibration, tokenizer, config, progress)
     tokens = _validation_tokens(args, tokenizer, args.eval_tokens)
     probe = tokens[: args.context_len][None].to(model.device)
-    results = {"model": args.model or str(defaults.DEFAULT_CHECKPOINT), "device": str(model.device), "modes": {}}
+    results = {"model": name, "device": str(model.device), "modes": {}}
     for mode, graph in graphs:
         qmodel = QuantizedMambaForCausalLM(graph, model.config, mode)
         ppl = perplexity(qmodel, tokens, args.context_len, args.stride, progress=progress, desc=f"perplexity {mode}")
@@ -159,13 +156,11 @@ def run_quantize(args) -> dict:
 
 
 def _comparison_batches(args, tokenizer, device) -> list[torch.Tensor]:
-    from mamba_qpass.text_data import lambada_texts
-
     if args.text_file:
         with open(args.text_file, encoding="utf-8") as f:
             texts = [f.read()]
     else:
-        texts = lambada_texts(defaults.data_file(defaults.LAMBADA_FILE, args.data_dir))[: args.passages]
+        texts = data.lambada_texts(data.data_file(data.LAMBADA_FILE, args.data_dir))[: args.passages]
     stream: list[int] = []
     for text in texts:
         stream += tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
@@ -178,7 +173,7 @@ def _comparison_batches(args, tokenizer, device) -> list[torch.Tensor]:
 def run_compare(args):
     import mamba_qpass as qpass
 
-    model, tokenizer = _load(args)
+    model, tokenizer, _ = _load(args)
     config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
     batches = _comparison_batches(args, tokenizer, model.device)
     modes = list(dict.fromkeys([*args.modes, args.reference]))
@@ -188,13 +183,14 @@ def run_compare(args):
 
 def run_eval(args) -> dict:
     import mamba_qpass as qpass
-    from mamba_qpass.evaluate import EvalConfig, evaluate_modes
+    from mamba_qpass.eval import EvalConfig, evaluate_modes
 
     config = EvalConfig(
-        tasks=args.tasks, backend=args.backend, limit=args.limit, batch_size=args.batch_size, data_dir=args.data_dir,
-        context_len=args.context_len, stride=args.stride, reference=args.reference, progress=not args.quiet,
+        tasks=args.tasks, include_path=args.include_path, limit=args.limit, batch_size=args.batch_size,
+        data_dir=args.data_dir, context_len=args.context_len, stride=args.stride, reference=args.reference,
+        progress=not args.quiet,
     )
-    model, tokenizer = _load(args)
+    model, tokenizer, name = _load(args)
     quant_config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
     calibration = _calibration_texts(args) if _need_calibration(args.modes) else None
     text_tokens = _validation_tokens(args, tokenizer, args.ppl_tokens) if args.ppl_tokens > 0 else None
@@ -210,7 +206,7 @@ def run_eval(args) -> dict:
     results = evaluate_modes(
         model, tokenizer, args.modes, calibration, config, quant_config, text_tokens, report_progress
     )
-    return {"model": args.model or str(defaults.DEFAULT_CHECKPOINT), "device": str(model.device), **results}
+    return {"model": name, "device": str(model.device), **results}
 
 
 def _table(results: dict) -> str:
@@ -230,7 +226,7 @@ def _eval_header(results: dict) -> str:
     config = results["config"]
     calibration = results["quant_config"]
     limit = f"first {config['limit']} documents" if config["limit"] else "all documents"
-    lines = [f"model {results['model']} on {results['device']}; backend {config['backend']}, {limit}"]
+    lines = [f"model {results['model']} on {results['device']}; lm-eval, {limit}"]
     if calibration:
         lines.append(
             f"one calibration for every mode: {calibration['num_samples']} x {calibration['seq_len']} tokens "
@@ -246,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             report = run_compare(args)
             text, payload = report.to_table(), report.to_json()
         elif args.command == "eval":
-            from mamba_qpass.evaluate import format_table
+            from mamba_qpass.eval import format_table
 
             results = run_eval(args)
             text, payload = _eval_header(results) + "\n" + format_table(results), json.dumps(results, indent=2)

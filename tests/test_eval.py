@@ -1,4 +1,4 @@
-"""mamba-qpass eval: the local lambada_openai task, the lm-eval and native backends, metrics, the command."""
+"""mamba-qpass eval: the shipped lambada_openai task, a user's own task folder, lm-eval glue, metrics, the command."""
 
 import hashlib
 import json
@@ -9,15 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from torch import nn
-from transformers import MambaConfig, PreTrainedTokenizerFast
-from transformers.modeling_outputs import CausalLMOutput
+from transformers import MambaForCausalLM, PreTrainedTokenizerFast
 
 from mamba_qpass.cli import main
-from mamba_qpass.local_tasks import shipped_task_config
-from mamba_qpass.loglikelihood import Request, encode_request, score_requests
-from mamba_qpass.native_tasks import lambada_split, run_native
-from mamba_qpass.task_results import DocResult, acc_stderr, agreement, task_metrics
+from mamba_qpass.eval.harness import run_lm_eval, shipped_task_config
+from mamba_qpass.eval.results import DocResult, acc_stderr, agreement, task_metrics
 from models import random_mamba
 
 VOCAB = 50280  # the GPT-NeoX tokenizer's ids, padded as in the mamba-*-hf models
@@ -40,37 +36,7 @@ def lambada(data_dir) -> list[str]:
         return [json.loads(line)["text"] for line in lines]
 
 
-class BigramLM(nn.Module):
-    """A stand-in causal LM for comparing the backends: small deterministic random logits plus a large
-    bump on a memorised next token, so that some LAMBADA targets are greedy and some are not."""
-
-    def __init__(self, memorised: list[list[int]]):
-        super().__init__()
-        self.config = MambaConfig(vocab_size=VOCAB, hidden_size=8, num_hidden_layers=1)
-        generator = torch.Generator().manual_seed(0)
-        self.embed = nn.Parameter(torch.randn(VOCAB, 4, generator=generator), requires_grad=False)
-        self.head = nn.Parameter(torch.randn(4, VOCAB, generator=generator), requires_grad=False)
-        following = torch.full((VOCAB,), -1)
-        for tokens in memorised:
-            following[torch.tensor(tokens[:-1])] = torch.tensor(tokens[1:])
-        self.register_buffer("following", following)
-
-    @property
-    def device(self) -> torch.device:
-        return self.embed.device
-
-    def tie_weights(self) -> None:
-        """lm-eval calls this; nothing to tie."""
-
-    def forward(self, input_ids: torch.Tensor, attention_mask=None) -> CausalLMOutput:
-        logits = self.embed[input_ids] @ self.head
-        following = self.following[input_ids]
-        known = following >= 0
-        logits[(*known.nonzero(as_tuple=True), following[known])] += 20.0
-        return CausalLMOutput(logits=logits)
-
-
-def test_local_task_is_lm_eval_lambada_openai_reading_the_shared_file(data_dir):
+def test_shipped_task_is_lm_eval_lambada_openai_reading_the_shared_file(data_dir):
     lm_eval = pytest.importorskip("lm_eval")
 
     ours = shipped_task_config("lambada_openai")
@@ -86,70 +52,30 @@ def test_local_task_is_lm_eval_lambada_openai_reading_the_shared_file(data_dir):
     assert digest.startswith("4aa8d02c") and digest.endswith("fabdb226")
 
 
-def test_lambada_split_is_lm_eval_doc_to_text_and_target_on_every_document(lambada):
-    pytest.importorskip("lm_eval")
-    from lm_eval.utils import env  # the Jinja environment lm-eval renders task templates with
-
-    config = shipped_task_config("lambada_openai")
-    to_text, to_target = env.from_string(config["doc_to_text"]), env.from_string(config["doc_to_target"])
-    for text in lambada:
-        assert lambada_split(text) == (to_text.render(text=text), to_target.render(text=text))
-
-
-def test_request_tokenisation_moves_trailing_spaces_and_prefixes_empty_contexts(tokenizer):
-    plain = encode_request(tokenizer, "The quick brown", " fox")
-    assert plain == Request(tuple(tokenizer.encode("The quick brown")), (30013,))
-    assert encode_request(tokenizer, "The quick brown ", "fox") == plain
-    assert encode_request(tokenizer, "", " fox") == Request((tokenizer.eos_token_id,), (30013,))
-
-
-def test_identical_inputs_are_scored_once_and_results_come_back_in_order():
-    rows = []
-
-    class Counting(BigramLM):
-        def forward(self, input_ids, attention_mask=None):
-            rows.extend(input_ids.tolist())
-            return super().forward(input_ids)
-
-    model = Counting([[5, 6, 7]])
-    requests = [Request((5,), (6, 7)), Request((1, 2, 3), (4,)), Request((5,), (6, 7))]
-    scores = score_requests(model, requests, batch_size=8, max_len=2048, progress=False)
-    assert rows == [[1, 2, 3], [5, 6, 0]]  # longest first, right-padded with 0, duplicate scored once
-    assert scores[0] == scores[2] and scores[0][1] is True and scores[1][1] is False
-
-
-def test_lm_eval_and_native_backends_give_identical_documents(data_dir, tokenizer, lambada):
-    pytest.importorskip("lm_eval")
-    from mamba_qpass.lm_eval_backend import run_lm_eval
-
-    model = BigramLM([tokenizer.encode(text) for text in lambada[:12:2]])  # every other document memorised
-    args = (("lambada_openai",), str(data_dir), 12, 5, False)
-    native = run_native(model, tokenizer, *args)["lambada_openai"]
-    via_lm_eval = run_lm_eval(model, tokenizer, *args)["lambada_openai"]
-    assert via_lm_eval.docs == native.docs
-    metrics = task_metrics(native.docs)
-    assert 0.0 < metrics["acc"] < 1.0  # the comparison covers greedy and non-greedy documents
-    assert metrics["acc"] == via_lm_eval.reported["acc,none"]
-    assert metrics["perplexity"] == via_lm_eval.reported["perplexity,none"]
+def _direct_loglikelihood(model, tokenizer, context: str, continuation: str) -> tuple[float, bool]:
+    """log p(continuation | context) and is_greedy from one HF forward, tokenised as lm-eval does for
+    a context without trailing space: the continuation's tokens follow the context's."""
+    context_ids, ids = tokenizer.encode(context), tokenizer.encode(context + continuation)
+    assert ids[: len(context_ids)] == context_ids
+    with torch.no_grad():
+        logits = model(torch.tensor([ids[:-1]]), use_cache=False).logits[0, len(context_ids) - 1 :]
+    targets = torch.tensor(ids[len(context_ids) :])
+    loglikelihood = F.log_softmax(logits, -1).gather(-1, targets[:, None]).sum().item()
+    return loglikelihood, bool((logits.argmax(-1) == targets).all())
 
 
 def test_loglikelihoods_equal_a_direct_computation_with_the_hf_model(data_dir, tokenizer, lambada):
     pytest.importorskip("lm_eval")
     import mamba_qpass as qpass
-    from mamba_qpass.lm_eval_backend import run_lm_eval
 
     model = random_mamba(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, initializer_range=0.02)
     docs = run_lm_eval(qpass.apply(model, "fp"), tokenizer, ("lambada_openai",), str(data_dir), 4, 3, False)
     for doc in docs["lambada_openai"].docs:
-        context, target = lambada_split(lambada[doc.doc_id])
-        context_ids, ids = tokenizer.encode(context), tokenizer.encode(context + target)
-        assert ids[: len(context_ids)] == context_ids
-        with torch.no_grad():
-            logits = model(torch.tensor([ids[:-1]]), use_cache=False).logits[0, len(context_ids) - 1 :]
-        targets = torch.tensor(ids[len(context_ids) :])
-        expected = F.log_softmax(logits, -1).gather(-1, targets[:, None]).sum().item()
-        assert doc.loglikelihood == pytest.approx(expected, rel=1e-5)
-        assert doc.is_greedy == bool((logits.argmax(-1) == targets).all())
+        # lm-eval's lambada_openai: context = the text up to its last space, target = " " + the last word
+        context, _, last_word = lambada[doc.doc_id].rpartition(" ")
+        loglikelihood, is_greedy = _direct_loglikelihood(model, tokenizer, context, " " + last_word)
+        assert doc.loglikelihood == pytest.approx(loglikelihood, rel=1e-5)
+        assert doc.is_greedy == is_greedy and doc.correct == is_greedy
 
 
 def test_acc_stderr_is_lm_eval_mean_stderr():
@@ -171,19 +97,24 @@ def test_metrics_and_agreement_from_documents():
     assert agreement(docs, docs) == 1.0
 
 
-def test_native_backend_names_the_fix_for_other_tasks(tokenizer):
-    with pytest.raises(ValueError, match="--backend lm-eval"):
-        run_native(BigramLM([]), tokenizer, ("hellaswag",), None, 4, 4, False)
+def test_document_json_keeps_the_fields_of_its_task_type():
+    assert DocResult(3, True, -1.5, True).to_json() == {"doc_id": 3, "correct": True, "loglikelihood": -1.5, "is_greedy": True}
+    choice = DocResult(4, False, choice_loglikelihoods=(-2.0, -1.0), target=0).to_json()
+    assert choice == {"doc_id": 4, "correct": False, "choice_loglikelihoods": (-2.0, -1.0), "target": 0}
 
 
 def test_missing_lm_eval_names_the_fix(monkeypatch, tokenizer):
     import sys
 
-    from mamba_qpass.lm_eval_backend import run_lm_eval
-
     monkeypatch.setitem(sys.modules, "lm_eval", None)
-    with pytest.raises(ImportError, match=r"pip install -e '\.\[eval\]'.*--backend native"):
-        run_lm_eval(BigramLM([]), tokenizer, ("lambada_openai",), None, 4, 4, False)
+    with pytest.raises(ImportError, match=r"evaluation needs lm-eval .*pip install -e '\.\[eval\]'"):
+        run_lm_eval(None, tokenizer, ("lambada_openai",), None, 4, 4, False)
+
+
+def test_a_missing_task_folder_is_named(tokenizer, tmp_path):
+    pytest.importorskip("lm_eval")
+    with pytest.raises(FileNotFoundError, match="task folder .*nowhere does not exist: --include-path"):
+        run_lm_eval(None, tokenizer, ("my_task",), None, 4, 4, False, include_path=str(tmp_path / "nowhere"))
 
 
 @pytest.fixture(scope="module")
@@ -194,19 +125,22 @@ def model_dir(tmp_path_factory, tokenizer):
     return folder
 
 
-def _eval(model_dir, out: Path, backend: str, modes: str = "fp,w8a8,fp32_ssm,float_sim") -> dict:
+def _eval(model_dir, out: Path, *extra: str, modes: str = "fp,w8a8,fp32_ssm,float_sim") -> dict:
     argv = [
-        "eval", "--model", str(model_dir), "--modes", modes, "--limit", "5",
-        "--batch-size", "3", "--calib-samples", "4", "--calib-len", "32", "--ppl-tokens", "200",
-        "--context-len", "64", "--stride", "32", "--backend", backend, "--quiet", "--output", str(out),
+        "eval", "--model", str(model_dir), "--modes", modes, "--limit", "5", "--batch-size", "3",
+        "--calib-samples", "4", "--calib-len", "32", "--quiet", "--output", str(out), *extra,
     ]
     assert main(argv) == 0
     return json.loads(out.read_text())
 
 
+LAMBADA_ARGS = ("--ppl-tokens", "200", "--context-len", "64", "--stride", "32")
+
+
 @pytest.fixture(scope="module")
-def native_report(model_dir, tmp_path_factory) -> dict:
-    return _eval(model_dir, tmp_path_factory.mktemp("eval") / "native.json", "native")
+def report(model_dir, tmp_path_factory) -> dict:
+    pytest.importorskip("lm_eval")
+    return _eval(model_dir, tmp_path_factory.mktemp("eval") / "report.json", *LAMBADA_ARGS)
 
 
 def _without_timings(report: dict) -> dict:
@@ -215,23 +149,77 @@ def _without_timings(report: dict) -> dict:
     return report
 
 
-def test_eval_command_reports_every_mode_and_is_deterministic(model_dir, native_report, tmp_path, capsys):
-    assert _without_timings(_eval(model_dir, tmp_path / "again.json", "native")) == _without_timings(native_report)
+def test_eval_command_reports_every_mode_and_is_deterministic(model_dir, report, tmp_path, capsys):
+    again = _eval(model_dir, tmp_path / "again.json", *LAMBADA_ARGS)
+    assert _without_timings(again) == _without_timings(report)
     table = capsys.readouterr().out
     assert all(mode in table for mode in ("fp", "w8a8", "fp32_ssm", "float_sim")) and "agree w8a8 %" in table
-    for result in native_report["results"].values():
+    for result in report["results"].values():
         task = result["tasks"]["lambada_openai"]
         assert task["docs"] == 5 and len(task["documents"]) == 5
         assert set(task["documents"][0]) == {"doc_id", "correct", "loglikelihood", "is_greedy"}
+        assert task["acc"] == task["lm_eval_metrics"]["acc,none"]
         assert result["text_perplexity"]["tokens"] == 199
-    assert native_report["results"]["fp"]["tasks"]["lambada_openai"]["delta_acc_vs_fp"] == 0.0
-    assert native_report["results"]["w8a8"]["tasks"]["lambada_openai"]["agreement_with_reference"] == 1.0
+    assert report["results"]["fp"]["tasks"]["lambada_openai"]["delta_acc_vs_fp"] == 0.0
+    assert report["results"]["w8a8"]["tasks"]["lambada_openai"]["agreement_with_reference"] == 1.0
 
 
-def test_eval_command_backends_give_identical_documents_in_every_mode(model_dir, native_report, tmp_path):
+CHOICE_DOCS = [
+    {"question": "The cat sat on the", "choices": [" mat", " moon", " idea"], "label": 0},
+    {"question": "Water boils at one hundred", "choices": [" degrees", " apples"], "label": 0},
+    {"question": "She opened the door and walked", "choices": [" in", " out", " away", " slowly"], "label": 2},
+]
+
+
+def _write_choice_task(folder: Path) -> None:
+    """A user's own lm-eval multiple-choice task over a local JSON file, as lm-eval documents them."""
+    folder.mkdir()
+    data = folder / "docs.jsonl"
+    data.write_text("".join(json.dumps(doc) + "\n" for doc in CHOICE_DOCS))
+    config = {
+        "task": "my_choices",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "{{question}}",
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "label",
+        "target_delimiter": "",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+    }
+    (folder / "my_choices.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_eval_command_runs_a_users_task_folder_and_keeps_every_choice(model_dir, tokenizer, tmp_path):
     pytest.importorskip("lm_eval")
-    # a float and an int8 graph: the other modes reach the backends the same way
-    via_lm_eval = _eval(model_dir, tmp_path / "lm_eval.json", "lm-eval", modes="fp,w8a8")
+    _write_choice_task(tmp_path / "tasks")
+    args = ("--include-path", str(tmp_path / "tasks"), "--tasks", "my_choices", "--ppl-tokens", "0")
+    report = _eval(model_dir, tmp_path / "choices.json", *args, modes="fp,w8a8")
+    model = MambaForCausalLM.from_pretrained(model_dir).eval()
     for mode in ("fp", "w8a8"):
-        documents = native_report["results"][mode]["tasks"]["lambada_openai"]["documents"]
-        assert documents == via_lm_eval["results"][mode]["tasks"]["lambada_openai"]["documents"]
+        task = report["results"][mode]["tasks"]["my_choices"]
+        assert task["docs"] == len(CHOICE_DOCS) and task["perplexity"] is None
+        for doc, expected in zip(task["documents"], CHOICE_DOCS):
+            assert set(doc) == {"doc_id", "correct", "choice_loglikelihoods", "target"}
+            assert doc["target"] == expected["label"]
+            lls = doc["choice_loglikelihoods"]
+            assert len(lls) == len(expected["choices"])
+            assert doc["correct"] == (max(range(len(lls)), key=lls.__getitem__) == expected["label"])
+            if mode == "fp":
+                direct = [_direct_loglikelihood(model, tokenizer, expected["question"], c)[0] for c in expected["choices"]]
+                assert lls == pytest.approx(direct, rel=1e-5)
+    fp_lls = [d["choice_loglikelihoods"] for d in report["results"]["fp"]["tasks"]["my_choices"]["documents"]]
+    w8a8_lls = [d["choice_loglikelihoods"] for d in report["results"]["w8a8"]["tasks"]["my_choices"]["documents"]]
+    assert fp_lls != w8a8_lls  # each mode's own scores, not a copy of one
+
+
+def test_an_unknown_task_names_where_tasks_come_from(model_dir, tmp_path, capsys):
+    pytest.importorskip("lm_eval")
+    _write_choice_task(tmp_path / "tasks")
+    argv = ["eval", "--model", str(model_dir), "--modes", "fp", "--include-path", str(tmp_path / "tasks"),
+            "--tasks", "my_choice", "--ppl-tokens", "0", "--quiet"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "unknown task(s) my_choice: not shipped (lambada_openai), not in the included folders" in error
+    assert str(tmp_path / "tasks") in error

@@ -1,7 +1,7 @@
 """Per-document task results and the metrics computed from them.
 
-Both evaluation backends (lm-eval and the native loop) return per-document results; the metrics are
-computed here, from those, with lm-eval's formulas: acc = mean of the per-document 0/1 accuracy,
+lm-eval's samples become per-document results; the metrics are computed here, from those, with
+lm-eval's formulas: acc = mean of the per-document 0/1 accuracy,
 its stderr = sample standard deviation / sqrt(n) (lm-eval's ``mean_stderr``; for 0/1 values that is
 sqrt(p (1 - p) / (n - 1))), perplexity = exp(-mean log-likelihood of the target).
 """
@@ -16,9 +16,13 @@ class DocResult:
     correct: bool | None  # the task's per-document acc; None for a task without one
     loglikelihood: float | None = None  # of the target given the context (loglikelihood tasks)
     is_greedy: bool | None = None  # every target token is the argmax (loglikelihood tasks)
+    choice_loglikelihoods: tuple[float, ...] | None = None  # of each choice (multiple-choice tasks)
+    target: int | str | None = None  # the gold choice as the task states it (multiple-choice tasks)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """doc_id, correct and the fields the task type fills."""
+        fields = asdict(self)
+        return {k: v for k, v in fields.items() if k in ("doc_id", "correct") or v is not None}
 
 
 @dataclass(frozen=True)

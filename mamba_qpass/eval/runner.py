@@ -1,7 +1,7 @@
 """Evaluate precision modes side by side on identical inputs.
 
-One calibration serves every mode (``calibrate`` once, ``apply_mode`` per mode); every mode scores the
-same task documents and the same Gutenberg token windows. Per-document results are kept, so besides
+One calibration serves every mode (``build_modes``); every mode scores the same lm-eval task documents
+and the same Gutenberg token windows. Per-document results are kept, so besides
 acc and perplexity the report gives each mode's acc change against ``fp`` and the fraction of documents
 on which its correctness equals the reference mode's (``w8a8`` by default).
 """
@@ -12,30 +12,28 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from mamba_qpass.api import calibrate, mode_model
-from mamba_qpass.modes import FLOAT_MODE, check_mode
-from mamba_qpass.perplexity import perplexity
+from mamba_qpass.api import build_modes
+from mamba_qpass.eval.harness import run_lm_eval
+from mamba_qpass.eval.perplexity import perplexity
+from mamba_qpass.eval.results import TaskRun, agreement, task_metrics
+from mamba_qpass.hf import QuantizedMambaForCausalLM
+from mamba_qpass.modes import MODES
 from mamba_qpass.quant_config import QuantConfig
-from mamba_qpass.task_results import TaskRun, agreement, task_metrics
-
-BACKENDS = ("lm-eval", "native")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     tasks: tuple[str, ...] = ("lambada_openai",)
-    backend: str = "lm-eval"  # or "native": our own loop, per document identical to lm-eval (lambada_openai)
+    include_path: str | None = None  # a folder of the user's own lm-eval task YAMLs
     limit: int | None = None  # the first N documents of each task
     batch_size: int = 32
-    data_dir: str | None = None  # the shared data folder (local tasks); None: find_data_dir()
+    data_dir: str | None = None  # the shared data folder (shipped tasks); None: find_data_dir()
     context_len: int = 512  # Gutenberg perplexity windows
     stride: int = 256
     reference: str = "w8a8"  # per-document agreement is measured against this mode
     progress: bool = True
 
     def __post_init__(self):
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if not self.tasks:
             raise ValueError("no tasks given: name at least one, e.g. lambada_openai")
         if self.limit is not None and self.limit < 1:
@@ -44,15 +42,11 @@ class EvalConfig:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
 
 
-def _run_tasks(model, tokenizer, config: EvalConfig, mode: str) -> dict[str, TaskRun]:
-    args = (model, tokenizer, config.tasks, config.data_dir, config.limit, config.batch_size, config.progress)
-    if config.backend == "native":
-        from mamba_qpass.native_tasks import run_native
-
-        return run_native(*args, label=mode)
-    from mamba_qpass.lm_eval_backend import run_lm_eval
-
-    return run_lm_eval(*args)
+def _run_tasks(model, tokenizer, config: EvalConfig) -> dict[str, TaskRun]:
+    return run_lm_eval(
+        model, tokenizer, config.tasks, config.data_dir, config.limit, config.batch_size, config.progress,
+        config.include_path,
+    )
 
 
 def _task_entry(run: TaskRun, fp_run: TaskRun | None, reference_run: TaskRun | None) -> dict:
@@ -88,47 +82,40 @@ def evaluate_modes(
     on_mode_done(mode, summary) is called as each mode finishes (summary: seconds and metrics).
     Returns a JSON-ready dict; ``results[mode]["tasks"][task]["documents"]`` holds per-document results.
     """
-    for mode in modes:
-        check_mode(mode)
-    if len(set(modes)) != len(modes):
-        raise ValueError(f"modes must not repeat, got {modes}")
-    quant_modes = [m for m in modes if m != FLOAT_MODE]
-    if quant_modes and calibration is None:
-        raise ValueError(
-            f"modes {quant_modes} need calibration data: pass calibration=texts (with tokenizer) or token tensors"
-        )
     start = time.perf_counter()
-    calibrated = calibrate(model, calibration, tokenizer, quant_config, config.progress) if quant_modes else None
+    graphs = build_modes(model, modes, calibration, tokenizer, quant_config, config.progress)
     calibration_seconds = time.perf_counter() - start
+    calibrated = any(MODES[mode].needs_calibration for mode in modes)
 
     runs: dict[str, dict[str, TaskRun]] = {}
     results: dict[str, dict] = {}
-    for mode in modes:
-        start = time.perf_counter()
-        qmodel = mode_model(model, mode, calibrated)
-        runs[mode] = _run_tasks(qmodel, tokenizer, config, mode)
+    start = time.perf_counter()
+    for mode, graph in graphs:  # one mode's graph in memory at a time
+        qmodel = QuantizedMambaForCausalLM(graph, model.config, mode)
+        runs[mode] = _run_tasks(qmodel, tokenizer, config)
         text = None
         if text_tokens is not None:
             text = perplexity(
                 qmodel, text_tokens, config.context_len, config.stride, config.batch_size, config.progress,
                 desc=f"perplexity {mode}",
             )
-        del qmodel  # one mode's graph in memory at a time
+        del qmodel, graph
         results[mode] = {"seconds": time.perf_counter() - start, "text_perplexity": text}
         if on_mode_done:
             metrics = {task: task_metrics(run.docs) for task, run in runs[mode].items()}
             on_mode_done(mode, {**results[mode], "tasks": metrics})
+        start = time.perf_counter()
 
     for mode in modes:
         results[mode]["tasks"] = {
-            task: _task_entry(run, runs.get(FLOAT_MODE, {}).get(task), runs.get(config.reference, {}).get(task))
+            task: _task_entry(run, runs.get("fp", {}).get(task), runs.get(config.reference, {}).get(task))
             for task, run in runs[mode].items()
         }
     return {
         "modes": list(modes),
         "config": {**asdict(config), "tasks": list(config.tasks)},
-        "quant_config": _json_config(quant_config or QuantConfig()) if quant_modes else None,
-        "calibration_seconds": calibration_seconds if quant_modes else None,
+        "quant_config": _json_config(quant_config or QuantConfig()) if calibrated else None,
+        "calibration_seconds": calibration_seconds if calibrated else None,
         "results": results,
     }
 
