@@ -107,6 +107,11 @@ def _hadamard_quant_kernel(
 
 
 TILE_ELEMENTS = 8192  # stacked rows x columns a program holds: 3 int32 accumulators of that size
+MAX_STACKED_ROWS = 128  # bounds stage 2's (rows, rows) block-diagonal factor in shared memory
+
+
+def _tokens_per_program(block_r: int, block_c: int) -> int:
+    return max(1, min(TILE_ELEMENTS // (block_r * block_c), MAX_STACKED_ROWS // block_r))
 
 
 def _mac_cost(order: int, right: int) -> float:
@@ -115,7 +120,7 @@ def _mac_cost(order: int, right: int) -> float:
     H200 the kernel's time followed this count (about 11 ps per thousand at D = 5120 and at D = 1536)."""
     left = order // right
     block_r = max(32, triton.next_power_of_2(left))
-    block_m = max(1, TILE_ELEMENTS // (block_r * right))
+    block_m = _tokens_per_program(block_r, right)
     return (6 * right + 9 * block_m * block_r) * block_r / left
 
 
@@ -128,14 +133,14 @@ def _hadamard_tiling(rows: int, order: int, device: torch.device) -> tuple[int, 
     every backend (stage 2's K is the stacked rows)."""
     if device.type == "cuda":
         _, power = hadamard_factors(order)
-        candidates = [c for c in (32, 64, 128, 256) if c <= power] or [power]
+        candidates = [c for c in (64, 128, 256) if c <= power] or [power]
         left, right = kronecker_split(order, min(candidates, key=lambda c: _mac_cost(order, c)))
     else:
         left, right = kronecker_split(order)
     block_r = max(32, triton.next_power_of_2(left))
     block_c = max(32, triton.next_power_of_2(right))
     if device.type == "cuda":
-        block_m = max(1, TILE_ELEMENTS // (block_r * block_c))
+        block_m = _tokens_per_program(block_r, block_c)
         config = dict(BLOCK_M=block_m, BLOCK_R=block_r, BLOCK_C=block_c, BLOCK_J=32,
                       num_warps=4 if block_m == 1 else 8, num_stages=3)
     else:
