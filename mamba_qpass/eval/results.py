@@ -28,7 +28,7 @@ class DocResult:
 @dataclass(frozen=True)
 class TaskRun:
     docs: tuple[DocResult, ...]  # in doc_id order
-    reported: dict  # the metrics as the backend itself aggregated them (lm-eval's numbers), for audit
+    reported: dict  # the metrics as lm-eval itself aggregated them, for audit
 
 
 def _mean(values: list[float]) -> float:
