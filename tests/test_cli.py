@@ -39,6 +39,10 @@ def test_unknown_mode_is_an_argument_error(capsys):
     with pytest.raises(SystemExit):
         main(["quantize", "--modes", "w4a4"])
     assert "valid modes are fp" in capsys.readouterr().err
+    for command in ("compare", "eval"):
+        with pytest.raises(SystemExit):
+            main([command, "--reference", "int4"])
+        assert "unknown mode 'int4': valid modes are fp" in capsys.readouterr().err
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path, capsys):
