@@ -210,21 +210,15 @@ def _int8_and_dequantised(shape, device):
     return args, scales, as_float
 
 
-def test_int8_variant_equals_float_variant_on_dequantised_codes(device):
+@pytest.mark.parametrize(
+    "shape",
+    [pytest.param((2, 37, 24, 16), id="tiny")]
+    + [pytest.param(s, id=k, marks=[pytest.mark.gpu, requires_cuda]) for k, s in REAL_SHAPES.items()],
+)
+def test_int8_variant_equals_float_variant_on_dequantised_codes(shape, device):
     """What makes fp32_ssm equal w8a8 bit for bit: the int8 kernel dequantises in-kernel exactly as the
     float kernel's inputs were dequantised outside, then runs the same operations."""
-    args, scales, as_float = _int8_and_dequantised((2, 37, 24, 16), device)
-    out, state = selective_scan(**args, scales=scales, out_dtype=torch.float16)
-    out_f, state_f = selective_scan(**as_float, out_dtype=torch.float16)
-    assert torch.equal(out, out_f)
-    assert torch.equal(state, state_f)
-
-
-@pytest.mark.gpu
-@requires_cuda
-@pytest.mark.parametrize("shape", REAL_SHAPES.values(), ids=REAL_SHAPES.keys())
-def test_int8_variant_equals_float_variant_at_real_shapes(shape):
-    args, scales, as_float = _int8_and_dequantised(shape, "cuda")
+    args, scales, as_float = _int8_and_dequantised(shape, device)
     out, state = selective_scan(**args, scales=scales, out_dtype=torch.float16)
     out_f, state_f = selective_scan(**as_float, out_dtype=torch.float16)
     assert torch.equal(out, out_f)
