@@ -10,6 +10,7 @@ from mamba_qpass.comparison import ComparisonReport
 from mamba_qpass.errors import UnsupportedModelError
 from mamba_qpass.modes import mode_names
 from mamba_qpass.quant_config import QuantConfig
+from mamba_qpass.serialize import SavedModelError, load, save
 
 try:
     from mamba_qpass import cuda_kernels  # noqa: F401  (registers the Triton kernels for CUDA)
@@ -26,5 +27,5 @@ except ModuleNotFoundError as err:
 
 __all__ = [
     "apply", "apply_mode", "build_modes", "calibrate", "capture", "compare", "ComparisonReport", "mode_names",
-    "QuantConfig", "UnsupportedModelError",
+    "QuantConfig", "SavedModelError", "UnsupportedModelError", "load", "save",
 ]

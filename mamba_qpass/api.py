@@ -7,16 +7,14 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 import torch.fx as fx
 
-from mamba_qpass.calibrate import calibration_batches, run_calibration
+from mamba_qpass.calibrate import calibration_batches, convert, prepare, run_calibration
 from mamba_qpass.capture import capture
 from mamba_qpass.comparison import ComparisonReport, check_batches, compare_graphs
 from mamba_qpass.hf import QuantizedMambaForCausalLM
 from mamba_qpass.modes import Mode, resolve_modes
 from mamba_qpass.passes.drop_unused import drop_unused_attributes
 from mamba_qpass.passes.manager import run_passes
-from mamba_qpass.passes.observe import insert_observers
-from mamba_qpass.passes.quantize import quantize_to_qdq
-from mamba_qpass.passes.rotate_out_proj import rotate_out_proj
+from mamba_qpass.provenance import describe_calibration, describe_source
 from mamba_qpass.quant_config import QuantConfig
 
 
@@ -26,14 +24,20 @@ def calibrate(
     """Capture ``model``, observe its activations on ``calibration`` and return the calibrated,
     reference-quantised (q/dq) graph that every mode starts from."""
     config = config or QuantConfig()
-    gm = capture(model)
+    gm = _captured(model)
     device = next(model.parameters()).device
     batches = calibration_batches(calibration, tokenizer, config, device)
-    prepare = ([rotate_out_proj] if config.hadamard else []) + [insert_observers(config)]
-    gm = run_passes(gm, prepare)
+    gm = prepare(gm, config)
     run_calibration(gm, batches, progress)
-    gm = run_passes(gm, [quantize_to_qdq])
-    gm.meta["quant_config"] = config
+    gm = convert(gm, config)
+    gm.meta["calibration"] = describe_calibration(batches)
+    return gm
+
+
+def _captured(model) -> fx.GraphModule:
+    """``capture(model)`` recording the model's config and weights' fingerprint, which qpass.save keeps."""
+    gm = capture(model)
+    gm.meta["source"] = describe_source(model)
     return gm
 
 
@@ -69,8 +73,10 @@ def _build(mode: Mode, model, calibrated: fx.GraphModule | None, config: QuantCo
         shared = {id(t): t for t in (*calibrated.parameters(), *calibrated.buffers())}
         start = copy.deepcopy(calibrated, shared)
     else:
-        start = capture(model)
-    return run_passes(start, [*mode.passes(config), drop_unused_attributes])
+        start = _captured(model)
+    gm = run_passes(start, [*mode.passes(config), drop_unused_attributes])
+    gm.meta["mode"] = mode.name
+    return gm
 
 
 def apply_mode(calibrated: fx.GraphModule, mode: str, config: QuantConfig | None = None) -> fx.GraphModule:

@@ -1,4 +1,4 @@
-"""Calibration data and the calibration loop.
+"""Calibration data, the calibration loop, and the prepare and convert steps around it.
 
 Calibration takes an iterable of token-id tensors, or texts plus a tokenizer. Texts are tokenised in
 the order given, joined with the end-of-text token and cut into ``num_samples`` sequences of
@@ -11,6 +11,10 @@ import torch
 import torch.fx as fx
 from tqdm.auto import tqdm
 
+from mamba_qpass.passes.manager import run_passes
+from mamba_qpass.passes.observe import insert_observers
+from mamba_qpass.passes.quantize import quantize_to_qdq
+from mamba_qpass.passes.rotate_out_proj import rotate_out_proj
 from mamba_qpass.quant_config import QuantConfig
 
 
@@ -78,3 +82,16 @@ def run_calibration(gm: fx.GraphModule, batches: list[torch.Tensor], progress: b
         for batch in batches:
             gm(batch)
             bar.update(batch.numel())
+
+
+def prepare(gm: fx.GraphModule, config: QuantConfig) -> fx.GraphModule:
+    """The captured graph with the Hadamard rotation (if configured) and an observer on every
+    activation the int8 datapath quantises, ready to observe calibration batches."""
+    return run_passes(gm, ([rotate_out_proj] if config.hadamard else []) + [insert_observers(config)])
+
+
+def convert(gm: fx.GraphModule, config: QuantConfig) -> fx.GraphModule:
+    """The observed graph as the reference-quantised (q/dq) graph every quantised mode starts from."""
+    gm = run_passes(gm, [quantize_to_qdq])
+    gm.meta["quant_config"] = config
+    return gm

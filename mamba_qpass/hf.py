@@ -64,5 +64,24 @@ class QuantizedMambaForCausalLM(nn.Module):
             _check_right_padded(attention_mask)
         return CausalLMOutput(logits=self.gm(input_ids))
 
+    def save_pretrained(self, save_directory, tokenizer=None):
+        """``qpass.save(self, save_directory, tokenizer)``: a folder ``from_pretrained`` loads."""
+        from mamba_qpass.serialize import save  # serialize imports this module, so not at the top
+
+        return save(self, save_directory, tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, directory, model=None, device=None) -> "QuantizedMambaForCausalLM":
+        """The model ``save_pretrained`` (or ``qpass.save`` of a model) wrote; see ``qpass.load``."""
+        from mamba_qpass.serialize import SavedModelError, load
+
+        loaded = load(directory, model, device)
+        if not isinstance(loaded, cls):
+            raise SavedModelError(
+                f"{directory} holds a graph (what qpass.apply_mode or qpass.calibrate return), not a model: "
+                "load it with qpass.load"
+            )
+        return loaded
+
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"

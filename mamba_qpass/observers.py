@@ -44,6 +44,12 @@ class AbsMaxObserver(nn.Module):
     def range(self) -> torch.Tensor:
         return self.amax
 
+    def assume_range(self, amax: float) -> None:
+        """Record ``amax`` as if calibration had observed it: a graph rebuilt for its structure alone
+        (serialize.py) gets its real scales afterwards."""
+        self.amax.fill_(amax)
+        self.batches.fill_(1)
+
 
 class PercentileObserver(nn.Module):
     """The ``alpha`` percentile of |x| per calibration batch, averaged over batches."""
@@ -65,6 +71,11 @@ class PercentileObserver(nn.Module):
 
     def range(self) -> torch.Tensor:
         return (self.total / self.batches.clamp(min=1)).float()
+
+    def assume_range(self, amax: float) -> None:
+        """As ``AbsMaxObserver.assume_range``: one batch whose percentile was ``amax``."""
+        self.total.fill_(amax)
+        self.batches.fill_(1)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
