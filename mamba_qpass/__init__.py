@@ -11,6 +11,7 @@ from mamba_qpass.errors import UnsupportedModelError
 from mamba_qpass.modes import mode_names
 from mamba_qpass.quant_config import QuantConfig
 from mamba_qpass.serialize import SavedModelError, load, save
+from mamba_qpass.version import __version__
 
 try:
     from mamba_qpass import cuda_kernels  # noqa: F401  (registers the Triton kernels for CUDA)
@@ -26,6 +27,7 @@ except ModuleNotFoundError as err:
         )
 
 __all__ = [
+    "__version__",
     "apply", "apply_mode", "build_modes", "calibrate", "capture", "compare", "ComparisonReport", "mode_names",
     "QuantConfig", "SavedModelError", "UnsupportedModelError", "load", "save",
 ]

@@ -23,7 +23,6 @@ at the target (or leaves the previous save there whole).
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
 import shutil
 import tempfile
@@ -42,6 +41,7 @@ from mamba_qpass.modes import MODES
 from mamba_qpass.observers import AbsMaxObserver, PercentileObserver
 from mamba_qpass.provenance import CalibrationRecord, SourceModel, weights_fingerprint
 from mamba_qpass.quant_config import QuantConfig
+from mamba_qpass.version import __version__
 
 FORMAT = "mamba-qpass"
 FORMAT_VERSION = 1
@@ -52,10 +52,6 @@ TENSORS_FILE = "model.safetensors"
 class SavedModelError(ValueError):
     """A folder ``qpass.load`` cannot load, or an object ``qpass.save`` cannot save; the message names
     the file and the fix."""
-
-
-def _project_version() -> str:
-    return importlib.metadata.version("mamba-qpass")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -107,7 +103,7 @@ def _metadata(gm: fx.GraphModule, kind: str, mode: str | None) -> dict:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "project_version": _project_version(),
+        "project_version": __version__,
         "kind": kind,
         "mode": mode,  # null: the calibrated graph every quantised mode is built from
         "quant_config": None if config is None else {
@@ -194,13 +190,13 @@ def _read_metadata(folder: Path) -> dict:
     if version != FORMAT_VERSION:
         raise SavedModelError(
             f"{path} has format version {version!r} (written by mamba-qpass {record.get('project_version')}), "
-            f"and this mamba-qpass {_project_version()} reads format version {FORMAT_VERSION}: load it with the "
+            f"and this mamba-qpass {__version__} reads format version {FORMAT_VERSION}: load it with the "
             "version that wrote it, or quantise the model again with this one"
         )
     mode = record.get("mode")
     if mode is not None and mode not in MODES:
         raise SavedModelError(
-            f"{path} holds mode {mode!r}, which mamba-qpass {_project_version()} does not know (it knows "
+            f"{path} holds mode {mode!r}, which mamba-qpass {__version__} does not know (it knows "
             f"{', '.join(MODES)}): load it with mamba-qpass {record.get('project_version')}, which wrote it"
         )
     return record

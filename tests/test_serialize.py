@@ -111,6 +111,19 @@ def test_metadata_records_the_recipe_and_its_provenance(model, saved_w8a8):
     assert record["calibration"]["sequences"] == 2 * 4 and record["calibration"]["seq_len"] == 32
 
 
+def test_save_works_from_a_checkout_that_is_not_installed(built, tmp_path, monkeypatch):
+    """Run from source (PYTHONPATH, as scripts/gpu_tests.sh does) there is no package metadata: the version
+    a save records comes from mamba_qpass.version, the one place pyproject.toml reads it from too."""
+    import importlib.metadata
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    folder = qpass.save(built["w8a8"], tmp_path / "from_source")
+    assert json.loads((folder / METADATA_FILE).read_text())["project_version"] == qpass.__version__
+
+
 def test_tokenizer_is_saved_beside_the_model(built, tmp_path):
     from transformers import AutoTokenizer
 
