@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--eval-tokens", type=int, default=16384, help="validation tokens for perplexity")
     quantize.add_argument("--context-len", type=int, default=512)
     quantize.add_argument("--stride", type=int, default=256)
+    quantize.add_argument(
+        "--save", default=None, metavar="DIR",
+        help="write the quantised model of the one mode in --modes, with its tokenizer, to DIR "
+             "(qpass.load(DIR) runs it without the float model)",
+    )
     compare = sub.add_parser(
         "compare",
         help="run modes on identical token batches and report per-layer, per-tensor differences",
@@ -131,6 +136,10 @@ def run_quantize(args) -> dict:
     from mamba_qpass.hf import QuantizedMambaForCausalLM
     from mamba_qpass.eval.perplexity import perplexity
 
+    to_save = [mode for mode in args.modes if mode != FLOAT_REFERENCE]
+    if args.save and len(to_save) != 1:
+        raise ValueError(f"--save writes one model: give exactly one quantised mode in --modes (e.g. --modes w8a8), "
+                         f"got {','.join(args.modes)}")
     model, tokenizer, name = _load(args)
     config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
     progress = not args.quiet
@@ -152,6 +161,8 @@ def run_quantize(args) -> dict:
             "logits_sqnr_db": float("inf") if error == 0 else (10 * torch.log10(fp_logits.pow(2).sum() / error)).item(),
             "top1_agreement_vs_fp": int((logits.argmax(-1) == fp_logits.argmax(-1)).sum()) / logits.shape[:-1].numel(),
         }
+        if args.save and mode == to_save[0]:
+            results["saved"] = str(qpass.save(qmodel, args.save, tokenizer))
     return results
 
 
@@ -219,6 +230,8 @@ def _table(results: dict) -> str:
             f"{mode:<10} {r['perplexity']:>11.3f} {r['tokens']:>8d} {r['logits_sqnr_db']:>8.1f} "
             f"{100 * r['top1_agreement_vs_fp']:>11.2f}%"
         )
+    if "saved" in results:
+        lines.append(f"saved to {results['saved']} (load with qpass.load)")
     return "\n".join(lines)
 
 

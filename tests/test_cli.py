@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 from transformers import PreTrainedTokenizerFast
 
 from mamba_qpass.cli import main
@@ -33,6 +34,34 @@ def test_quantize_command_reports_every_mode(model_dir, tmp_path, capsys):
     assert results["modes"]["w8a8"]["tokens"] == results["modes"]["fp"]["tokens"] == 299
     assert 1.0 < results["modes"]["w8a8"]["perplexity"] < float("inf")
     assert "w8a8" in capsys.readouterr().out
+
+
+def test_quantize_saves_a_model_that_reloads_to_the_reported_perplexity(model_dir, tmp_path, data_dir, capsys):
+    import mamba_qpass as qpass
+    from mamba_qpass import data
+    from mamba_qpass.eval.perplexity import perplexity
+
+    out, saved = tmp_path / "results.json", tmp_path / "saved-w8a8"
+    argv = [
+        "quantize", "--model", str(model_dir), "--modes", "w8a8", "--calib-samples", "4", "--calib-len", "32",
+        "--eval-tokens", "300", "--context-len", "64", "--stride", "32", "--quiet", "--output", str(out),
+        "--save", str(saved),
+    ]
+    assert main(argv) == 0
+    results = json.loads(out.read_text())
+    assert results["saved"] == str(saved) and f"saved to {saved}" in capsys.readouterr().out
+    reloaded = qpass.load(saved)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(saved)
+    text = "".join(data.gutenberg_texts(data.data_file(data.VALIDATION_FILE, data_dir), max_chars=300 * 8))
+    tokens = torch.tensor(tokenizer(text)["input_ids"][:300])
+    assert perplexity(reloaded, tokens, 64, 32, progress=False)["perplexity"] == results["modes"]["w8a8"]["perplexity"]
+
+
+def test_save_needs_exactly_one_quantised_mode(tmp_path, capsys):
+    argv = ["quantize", "--modes", "w8a8,float_sim", "--save", str(tmp_path / "saved")]
+    assert main(argv) == 2
+    assert "--save writes one model: give exactly one quantised mode" in capsys.readouterr().err
+    assert not (tmp_path / "saved").exists()
 
 
 def test_unknown_mode_is_an_argument_error(capsys):
