@@ -14,12 +14,19 @@ from mamba_qpass.modes import MODES, resolve_modes
 FLOAT_REFERENCE = "fp"
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="local folder or hub id (default: the embedded checkpoint)")
     parser.add_argument("--data-dir", default=None, help="the shared data folder (default: $MAMBA_QPASS_DATA or ../shared/data)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--calib-samples", type=int, default=512, help="calibration sequences (default 512)")
-    parser.add_argument("--calib-len", type=int, default=512, help="tokens per calibration sequence (default 512)")
+    parser.add_argument("--calib-samples", type=_positive_int, default=512, help="calibration sequences (default 512)")
+    parser.add_argument("--calib-len", type=_positive_int, default=512, help="tokens per calibration sequence (default 512)")
     parser.add_argument("--output", default=None, help="write the results as JSON to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -50,7 +57,12 @@ def _tasks(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mamba-qpass", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mamba-qpass",
+        description="Quantise a Mamba language model by rewriting its graph: calibrate it once, build its "
+                    "precision modes (w8a8, fp32_ssm, float_sim, ...), and report, compare or evaluate them. "
+                    "Without --model, the embedded default checkpoint is used.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     quantize = sub.add_parser(
         "quantize",
@@ -59,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(quantize)
     quantize.add_argument("--modes", type=_modes, default=["w8a8"], help="comma-separated (default: w8a8)")
     quantize.add_argument("--eval-tokens", type=int, default=16384, help="validation tokens for perplexity")
-    quantize.add_argument("--context-len", type=int, default=512)
-    quantize.add_argument("--stride", type=int, default=256)
+    quantize.add_argument("--context-len", type=_positive_int, default=512, help="perplexity window (default 512)")
+    quantize.add_argument("--stride", type=_positive_int, default=256, help="perplexity window stride (default 256)")
     quantize.add_argument(
         "--save", default=None, metavar="DIR",
         help="write the quantised model of the one mode in --modes, with its tokenizer, to DIR "
@@ -80,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--text-file", default=None, help="compare on this text instead of LAMBADA passages")
     compare.add_argument("--passages", type=int, default=64, help="LAMBADA passages used (default 64, the first ones)")
     compare.add_argument("--seq-len", type=int, default=128, help="tokens per compared sequence")
-    compare.add_argument("--batch-size", type=int, default=4)
+    compare.add_argument("--batch-size", type=_positive_int, default=4, help="sequences per forward (default 4)")
     evaluate = sub.add_parser(
         "eval",
         help="calibrate once, evaluate every mode on the same task documents (lm-eval) and Gutenberg text",
@@ -98,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--include-path", default=None, help="a folder of your own lm-eval task YAMLs (as lm-eval's --include_path)"
     )
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N documents of each task")
-    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--batch-size", type=_positive_int, default=32, help="documents per forward (default 32)")
     evaluate.add_argument(
         "--reference", type=_mode, default="w8a8",
         help="per-document agreement is measured against this mode (when among --modes)",

@@ -37,6 +37,7 @@ from mamba_qpass.api import apply_mode, build_modes
 from mamba_qpass.calibrate import convert, prepare
 from mamba_qpass.capture import capture
 from mamba_qpass.hf import QuantizedMambaForCausalLM
+from mamba_qpass.loading import SAVED_MODEL_METADATA
 from mamba_qpass.modes import MODES
 from mamba_qpass.observers import AbsMaxObserver, PercentileObserver
 from mamba_qpass.provenance import CalibrationRecord, SourceModel, weights_fingerprint
@@ -45,7 +46,7 @@ from mamba_qpass.version import __version__
 
 FORMAT = "mamba-qpass"
 FORMAT_VERSION = 1
-METADATA_FILE = "mamba_qpass.json"
+METADATA_FILE = SAVED_MODEL_METADATA
 TENSORS_FILE = "model.safetensors"
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from mamba_qpass.cli import main
+from mamba_qpass.cli import build_parser, main
 from models import random_mamba
 
 
@@ -76,7 +76,25 @@ def test_unknown_mode_is_an_argument_error(capsys):
 
 def test_missing_model_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["quantize", "--model", str(tmp_path / "nowhere")]) == 2
-    assert "mamba-qpass: error" in capsys.readouterr().err
+    assert f"mamba-qpass: error: model folder not found: {tmp_path / 'nowhere'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--calib-samples", "--calib-len", "--context-len", "--stride"])
+def test_counts_below_one_are_refused_naming_the_flag(flag, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["quantize", flag, "0"])
+    assert exit_.value.code == 2
+    assert f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_help_is_prose_and_every_flag_is_explained(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "``" not in capsys.readouterr().out
+    for command in ("quantize", "compare", "eval"):
+        parser = build_parser()._subparsers._group_actions[0].choices[command]
+        unexplained = [a.option_strings for a in parser._actions if a.option_strings and not a.help]
+        assert not unexplained, f"{command}: {unexplained} have no help text"
 
 
 def test_compare_command_on_lambada_passages(model_dir, tmp_path, capsys):
