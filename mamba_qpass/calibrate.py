@@ -32,13 +32,20 @@ def _token_sequences(calibration, tokenizer, config: QuantConfig, device: torch.
             raise CalibrationDataError("calibration texts need a tokenizer: pass tokenizer=...")
         separator = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         stream: list[int] = []
+        text_tokens = 0
         needed = config.num_samples * config.seq_len
         for text in items:
-            stream += tokenizer(text, add_special_tokens=False)["input_ids"] + separator
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            text_tokens += len(ids)
+            stream += ids + separator
             if len(stream) >= needed:
                 break
-        if not stream:
-            raise CalibrationDataError("calibration texts hold no tokens")
+        if not text_tokens:
+            # Separators alone would calibrate on end-of-text tokens and nothing else.
+            raise CalibrationDataError(
+                f"calibration texts hold no tokens ({len(items)} texts, all empty or whitespace the tokenizer drops): "
+                "pass the texts the model will see"
+            )
         tokens = torch.tensor(stream[:needed], dtype=torch.long, device=device)
         return list(tokens.split(config.seq_len))
     sequences = []

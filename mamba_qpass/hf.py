@@ -19,6 +19,26 @@ def _check_right_padded(attention_mask: torch.Tensor) -> None:
         )
 
 
+def _check_input_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """Token ids the embedding can look up; otherwise a message with the fix instead of an IndexError
+    from inside the graph (or a device-side assert on CUDA). Reads the ids' range: one host sync."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
+        kind = f"{input_ids.dtype} tensor" if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise ValueError(f"input_ids must be an integer tensor of token ids (torch.long), got a {kind}")
+    if input_ids.dim() != 2:
+        raise ValueError(
+            f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}: for one sequence use ids[None]"
+        )
+    if input_ids.numel():
+        low, high = torch.aminmax(input_ids)
+        low, high = int(low), int(high)
+        if low < 0 or high >= vocab_size:
+            raise ValueError(
+                f"input_ids hold token ids from {low} to {high}, outside the model's vocabulary [0, {vocab_size}): "
+                "tokenise with the model's own tokenizer"
+            )
+
+
 # Arguments HF-style callers pass that change nothing here: there is no cache, and the output is always
 # an object with .logits.
 IGNORED_FORWARD_ARGS = frozenset({"use_cache", "return_dict"})
@@ -26,7 +46,8 @@ IGNORED_FORWARD_ARGS = frozenset({"use_cache", "return_dict"})
 
 class QuantizedMambaForCausalLM(nn.Module):
     """Wraps a lowered graph. ``forward(input_ids, attention_mask=None)`` returns an object with
-    ``.logits`` (batch, seq, vocab) float; any batch size and length."""
+    ``.logits`` (batch, seq, vocab) float; any batch size and length, 0 included (a (batch, 0) input gives
+    (batch, 0, vocab) logits, as slicing would)."""
 
     main_input_name = "input_ids"
 
@@ -56,6 +77,7 @@ class QuantizedMambaForCausalLM(nn.Module):
                 f"forward does not take {unsupported}: the quantised model computes logits from input_ids "
                 "(and a right-padded attention_mask) only"
             )
+        _check_input_ids(input_ids, self.config.vocab_size)
         if input_ids.device != self.device:
             raise ValueError(
                 f"input_ids are on {input_ids.device} but the model is on {self.device}: move them with .to(model.device)"

@@ -3,6 +3,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Mamba2Config, Mamba2ForCausalLM
 
 import mamba_qpass as qpass
+from mamba_qpass.calibrate import CalibrationDataError
 from models import random_mamba
 
 
@@ -40,3 +41,41 @@ def test_half_models_are_captured():
     gm = qpass.capture(model)
     logits = gm(torch.randint(0, 97, (2, 5)))
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+
+
+@pytest.fixture(scope="module")
+def w8a8_model():
+    model = random_mamba()
+    g = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    return qpass.apply(model, "w8a8", calibration=[torch.randint(0, vocab, (2, 16), generator=g)], progress=False)
+
+
+@pytest.mark.parametrize(
+    "ids, match",
+    [
+        (torch.tensor([[1.0, 2.0]]), r"integer tensor of token ids \(torch.long\), got a torch.float32 tensor"),
+        (torch.tensor([1, 2, 3]), r"shape \(batch, seq\), got \(3,\): for one sequence use ids\[None\]"),
+        (torch.tensor([[5, 97]]), r"token ids from 5 to 97, outside the model's vocabulary \[0, 97\)"),
+        (torch.tensor([[-1, 3]]), r"from -1 to 3, outside"),
+    ],
+    ids=["float", "1-D", "beyond-vocab", "negative"],
+)
+def test_bad_input_ids_are_refused_with_the_fix(w8a8_model, ids, match):
+    with pytest.raises(ValueError, match=match):
+        w8a8_model(ids)
+
+
+def test_an_empty_sequence_gives_empty_logits(w8a8_model):
+    assert w8a8_model(torch.zeros(2, 0, dtype=torch.long)).logits.shape == (2, 0, 97)
+
+
+def test_calibration_texts_that_are_all_empty_are_refused():
+    class Whitespace:
+        eos_token_id = 0
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [1] * len(text.split())}
+
+    with pytest.raises(CalibrationDataError, match="calibration texts hold no tokens \\(3 texts"):
+        qpass.apply(random_mamba(), "w8a8", calibration=["", " ", "\n"], tokenizer=Whitespace(), progress=False)
