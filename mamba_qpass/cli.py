@@ -4,14 +4,18 @@ import argparse
 import json
 import sys
 
+from pathlib import Path
+
 import torch
 
 from mamba_qpass import data
+from mamba_qpass.loading import SAVED_MODEL_METADATA
 from mamba_qpass.modes import MODES, resolve_modes
 
 
 # The quantize command reports every mode's logits against this one's.
 FLOAT_REFERENCE = "fp"
+EVAL_MODES = ["fp", "w8a8", "fp32_ssm", "float_sim"]
 
 
 def _positive_int(text: str) -> int:
@@ -99,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(evaluate)
     evaluate.add_argument(
-        "--modes", type=_modes, default=["fp", "w8a8", "fp32_ssm", "float_sim"], help="comma-separated"
+        "--modes", type=_modes, default=None,
+        help=f"comma-separated (default: {','.join(EVAL_MODES)}; with a saved model, its one mode)",
     )
     evaluate.add_argument(
         "--tasks", type=_tasks, default=("lambada_openai",),
@@ -204,19 +209,40 @@ def run_compare(args):
     return qpass.compare(model, modes, batches, calibration, tokenizer, config, args.reference, not args.quiet)
 
 
+def _saved_model_folder(args) -> Path | None:
+    """The folder of ``--model`` when ``qpass.save`` wrote it, else None."""
+    if args.model is None:
+        return None
+    folder = Path(args.model).expanduser()
+    return folder if (folder / SAVED_MODEL_METADATA).exists() else None
+
+
+def _load_saved(folder: Path, args):
+    """(quantised model, tokenizer) of a folder ``qpass.save`` wrote, with its tokenizer."""
+    import mamba_qpass as qpass
+    from transformers import AutoTokenizer
+
+    device = torch.device(args.device) if args.device else data.default_device()
+    qmodel = qpass.load(folder, device=device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(
+            f"{folder} holds no tokenizer: save the model with its tokenizer "
+            "(qpass.save(model, dir, tokenizer=...) or mamba-qpass quantize --save)"
+        ) from err
+    return qmodel, tokenizer
+
+
 def run_eval(args) -> dict:
     import mamba_qpass as qpass
-    from mamba_qpass.eval import EvalConfig, evaluate_modes
+    from mamba_qpass.eval import EvalConfig, evaluate_modes, evaluate_saved
 
     config = EvalConfig(
         tasks=args.tasks, include_path=args.include_path, limit=args.limit, batch_size=args.batch_size,
         data_dir=args.data_dir, context_len=args.context_len, stride=args.stride, reference=args.reference,
         progress=not args.quiet,
     )
-    model, tokenizer, name = _load(args)
-    quant_config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
-    calibration = _calibration_texts(args) if _need_calibration(args.modes) else None
-    text_tokens = _validation_tokens(args, tokenizer, args.ppl_tokens) if args.ppl_tokens > 0 else None
 
     def report_progress(mode: str, summary: dict) -> None:
         if args.quiet:
@@ -226,9 +252,24 @@ def run_eval(args) -> dict:
         ppl = [f"text ppl {text['perplexity']:.3f}"] if text else []
         print(f"{mode} done in {summary['seconds']:.1f} s: {', '.join(accs + ppl)}", file=sys.stderr)
 
-    results = evaluate_modes(
-        model, tokenizer, args.modes, calibration, config, quant_config, text_tokens, report_progress
-    )
+    saved = _saved_model_folder(args)
+    if saved is not None:
+        qmodel, tokenizer = _load_saved(saved, args)
+        if args.modes not in (None, [qmodel.mode]):
+            raise ValueError(
+                f"{saved} holds the {qmodel.mode} model only; other modes need the float model and calibration: "
+                f"drop --modes, or pass the float model's folder"
+            )
+        text_tokens = _validation_tokens(args, tokenizer, args.ppl_tokens) if args.ppl_tokens > 0 else None
+        results = evaluate_saved(qmodel, tokenizer, config, text_tokens, report_progress)
+        return {"model": str(saved), "device": str(qmodel.device), **results}
+
+    modes = args.modes or EVAL_MODES
+    model, tokenizer, name = _load(args)
+    quant_config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
+    calibration = _calibration_texts(args) if _need_calibration(modes) else None
+    text_tokens = _validation_tokens(args, tokenizer, args.ppl_tokens) if args.ppl_tokens > 0 else None
+    results = evaluate_modes(model, tokenizer, modes, calibration, config, quant_config, text_tokens, report_progress)
     return {"model": name, "device": str(model.device), **results}
 
 

@@ -164,6 +164,27 @@ def test_eval_command_reports_every_mode_and_is_deterministic(model_dir, report,
     assert report["results"]["w8a8"]["tasks"]["lambada_openai"]["agreement_with_reference"] == 1.0
 
 
+def test_eval_of_a_saved_model_scores_what_calibrating_again_scores(model_dir, report, tmp_path, capsys):
+    """quantize --save, then eval --model of that folder: no float model, no calibration, and the same
+    per-document results and perplexity as the eval that calibrated the same way."""
+    saved = tmp_path / "saved-w8a8"
+    assert main([
+        "quantize", "--model", str(model_dir), "--modes", "w8a8", "--calib-samples", "4", "--calib-len", "32",
+        "--eval-tokens", "100", "--context-len", "64", "--stride", "32", "--quiet", "--save", str(saved),
+    ]) == 0
+    out = tmp_path / "saved.json"
+    argv = ["eval", "--model", str(saved), "--limit", "5", "--batch-size", "3", "--quiet", "--output", str(out)]
+    assert main([*argv, *LAMBADA_ARGS]) == 0
+    again = json.loads(out.read_text())
+    assert again["modes"] == ["w8a8"] and again["calibration_seconds"] is None
+    ours, theirs = again["results"]["w8a8"], report["results"]["w8a8"]
+    assert ours["tasks"]["lambada_openai"]["documents"] == theirs["tasks"]["lambada_openai"]["documents"]
+    assert ours["text_perplexity"] == theirs["text_perplexity"]
+    capsys.readouterr()
+    assert main([*argv, "--modes", "fp,w8a8"]) == 2
+    assert "holds the w8a8 model only" in capsys.readouterr().err
+
+
 CHOICE_DOCS = [
     {"question": "The cat sat on the", "choices": [" mat", " moon", " idea"], "label": 0},
     {"question": "Water boils at one hundred", "choices": [" degrees", " apples"], "label": 0},

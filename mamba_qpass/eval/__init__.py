@@ -1,5 +1,5 @@
 """Evaluation of precision modes on lm-eval tasks and Gutenberg perplexity, one calibration for all."""
 
-from mamba_qpass.eval.runner import EvalConfig, evaluate_modes, format_table
+from mamba_qpass.eval.runner import EvalConfig, evaluate_modes, evaluate_saved, format_table
 
-__all__ = ["EvalConfig", "evaluate_modes", "format_table"]
+__all__ = ["EvalConfig", "evaluate_modes", "evaluate_saved", "format_table"]

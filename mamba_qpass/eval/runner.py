@@ -86,12 +86,39 @@ def evaluate_modes(
     graphs = build_modes(model, modes, calibration, tokenizer, quant_config, config.progress)
     calibration_seconds = time.perf_counter() - start
     calibrated = any(MODES[mode].needs_calibration for mode in modes)
+    # A generator, so one mode's graph is in memory at a time.
+    models = ((mode, QuantizedMambaForCausalLM(graph, model.config, mode)) for mode, graph in graphs)
+    return {
+        "modes": list(modes),
+        "config": {**asdict(config), "tasks": list(config.tasks)},
+        "quant_config": _json_config(quant_config or QuantConfig()) if calibrated else None,
+        "calibration_seconds": calibration_seconds if calibrated else None,
+        "results": _evaluate(models, modes, tokenizer, config, text_tokens, on_mode_done),
+    }
 
+
+def evaluate_saved(
+    qmodel: QuantizedMambaForCausalLM,
+    tokenizer,
+    config: EvalConfig = EvalConfig(),
+    text_tokens: torch.Tensor | None = None,
+    on_mode_done: Callable[[str, dict], None] | None = None,
+) -> dict:
+    """``evaluate_modes`` for a model ``qpass.load`` returned: its one mode, no calibration to run."""
+    return {
+        "modes": [qmodel.mode],
+        "config": {**asdict(config), "tasks": list(config.tasks)},
+        "quant_config": None,
+        "calibration_seconds": None,
+        "results": _evaluate([(qmodel.mode, qmodel)], [qmodel.mode], tokenizer, config, text_tokens, on_mode_done),
+    }
+
+
+def _evaluate(models, modes, tokenizer, config: EvalConfig, text_tokens, on_mode_done) -> dict:
     runs: dict[str, dict[str, TaskRun]] = {}
     results: dict[str, dict] = {}
     start = time.perf_counter()
-    for mode, graph in graphs:  # one mode's graph in memory at a time
-        qmodel = QuantizedMambaForCausalLM(graph, model.config, mode)
+    for mode, qmodel in models:
         runs[mode] = _run_tasks(qmodel, tokenizer, config)
         text = None
         if text_tokens is not None:
@@ -99,7 +126,7 @@ def evaluate_modes(
                 qmodel, text_tokens, config.context_len, config.stride, config.batch_size, config.progress,
                 desc=f"perplexity {mode}",
             )
-        del qmodel, graph
+        del qmodel
         results[mode] = {"seconds": time.perf_counter() - start, "text_perplexity": text}
         if on_mode_done:
             metrics = {task: task_metrics(run.docs) for task, run in runs[mode].items()}
@@ -111,13 +138,7 @@ def evaluate_modes(
             task: _task_entry(run, runs.get("fp", {}).get(task), runs.get(config.reference, {}).get(task))
             for task, run in runs[mode].items()
         }
-    return {
-        "modes": list(modes),
-        "config": {**asdict(config), "tasks": list(config.tasks)},
-        "quant_config": _json_config(quant_config or QuantConfig()) if calibrated else None,
-        "calibration_seconds": calibration_seconds if calibrated else None,
-        "results": results,
-    }
+    return results
 
 
 def _num(value, spec: str, missing: str = "-") -> str:
