@@ -26,7 +26,10 @@ def _positive_int(text: str) -> int:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="local folder or hub id (default: the embedded checkpoint)")
+    parser.add_argument(
+        "--model", default=None,
+        help="local folder or hub id (default: the embedded checkpoint); for eval also a folder qpass.save wrote",
+    )
     parser.add_argument("--data-dir", default=None, help="the shared data folder (default: $MAMBA_QPASS_DATA or ../shared/data)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--calib-samples", type=_positive_int, default=512, help="calibration sequences (default 512)")
@@ -128,13 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _device(args) -> torch.device:
+    return torch.device(args.device) if args.device else data.default_device()
+
+
 def _load(args):
     """(model, tokenizer, the model's name or folder)."""
     from mamba_qpass.loading import load_pretrained
 
-    device = torch.device(args.device) if args.device else data.default_device()
     name = args.model or data.default_model()
-    return (*load_pretrained(name, device=device), name)
+    return (*load_pretrained(name, device=_device(args)), name)
 
 
 def _calibration_texts(args) -> list[str]:
@@ -222,8 +228,7 @@ def _load_saved(folder: Path, args):
     import mamba_qpass as qpass
     from transformers import AutoTokenizer
 
-    device = torch.device(args.device) if args.device else data.default_device()
-    qmodel = qpass.load(folder, device=device)
+    qmodel = qpass.load(folder, device=_device(args))
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as err:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import mamba_qpass as qpass
-from mamba_qpass.taps import with_tap_outputs
+from test_float_sim_on_gpu import _outputs_on_gpu
 
 CKPT = Path(__file__).resolve().parent.parent / "checkpoints" / "gutenberg-mamba-25m"
 
@@ -24,12 +24,9 @@ def test_w8a8_fp32_ssm_and_float_sim_agree_bit_for_bit_on_the_checkpoint():
     calibration = [torch.randint(0, vocab, (4, 256), generator=g).cuda() for _ in range(2)]
     calibrated = qpass.calibrate(model, calibration, progress=False)
     ids = torch.randint(0, vocab, (2, 700), generator=g).cuda()  # 700: several scan chunks, a partial last one
-    outputs = {}
-    for mode in ("w8a8", "fp32_ssm", "float_sim"):
-        with_taps, names = with_tap_outputs(qpass.apply_mode(calibrated, mode))
-        with torch.no_grad():
-            logits, *taps = with_taps(ids)
-        outputs[mode] = {"logits": logits, **dict(zip(names, taps))}
+    outputs = {
+        mode: _outputs_on_gpu(qpass.apply_mode(calibrated, mode), ids) for mode in ("w8a8", "fp32_ssm", "float_sim")
+    }
     codes = [name for name, t in outputs["w8a8"].items() if t.dtype == torch.int8]
     assert len(codes) >= 4 * model.config.num_hidden_layers
     for mode in ("fp32_ssm", "float_sim"):

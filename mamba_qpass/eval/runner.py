@@ -88,13 +88,10 @@ def evaluate_modes(
     calibrated = any(MODES[mode].needs_calibration for mode in modes)
     # A generator, so one mode's graph is in memory at a time.
     models = ((mode, QuantizedMambaForCausalLM(graph, model.config, mode)) for mode, graph in graphs)
-    return {
-        "modes": list(modes),
-        "config": {**asdict(config), "tasks": list(config.tasks)},
-        "quant_config": _json_config(quant_config or QuantConfig()) if calibrated else None,
-        "calibration_seconds": calibration_seconds if calibrated else None,
-        "results": _evaluate(models, modes, tokenizer, config, text_tokens, on_mode_done),
-    }
+    results = _evaluate(models, modes, tokenizer, config, text_tokens, on_mode_done)
+    if not calibrated:
+        return _report(modes, config, None, None, results)
+    return _report(modes, config, _json_config(quant_config or QuantConfig()), calibration_seconds, results)
 
 
 def evaluate_saved(
@@ -105,12 +102,18 @@ def evaluate_saved(
     on_mode_done: Callable[[str, dict], None] | None = None,
 ) -> dict:
     """``evaluate_modes`` for a model ``qpass.load`` returned: its one mode, no calibration to run."""
+    modes = [qmodel.mode]
+    return _report(modes, config, None, None, _evaluate([(qmodel.mode, qmodel)], modes, tokenizer, config,
+                                                         text_tokens, on_mode_done))
+
+
+def _report(modes, config: EvalConfig, quant_config: dict | None, calibration_seconds, results: dict) -> dict:
     return {
-        "modes": [qmodel.mode],
+        "modes": list(modes),
         "config": {**asdict(config), "tasks": list(config.tasks)},
-        "quant_config": None,
-        "calibration_seconds": None,
-        "results": _evaluate([(qmodel.mode, qmodel)], [qmodel.mode], tokenizer, config, text_tokens, on_mode_done),
+        "quant_config": quant_config,
+        "calibration_seconds": calibration_seconds,
+        "results": results,
     }
 
 

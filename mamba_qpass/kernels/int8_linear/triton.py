@@ -98,13 +98,13 @@ def _fitting_configs(configs, named_args, **_):
     return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
 
-_even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
+# The interpreter launches this with a fixed tile; CUDA through the autotuner below.
+_int8_linear_fixed = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})(_int8_linear_kernel)
 # Keyed on M's power-of-two bucket, not M itself: a new sequence length must not trigger a new search.
 _int8_linear_tuned = triton.autotune(
     GPU_CONFIGS, key=["M_BUCKET", "N", "K", "HAS_BIAS", "QUANTIZE_OUT"],
     prune_configs_by={"early_config_prune": _fitting_configs},
-)(_even_k(_int8_linear_kernel))
-_int8_linear_fixed = _even_k(_int8_linear_kernel)
+)(_int8_linear_fixed)
 
 
 def _pow2_tile(n: int, smallest: int, largest: int) -> int:
@@ -114,7 +114,9 @@ def _pow2_tile(n: int, smallest: int, largest: int) -> int:
 def _interpreter_launch_config(m: int, n: int, k: int) -> dict:
     """On CPU (the interpreter) every tl op costs the same whatever its size, so the fewest, largest
     programs win. An int8 ``tl.dot`` needs K tiles of at least 32 and M, N tiles of at least 16."""
-    return dict(BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, 16, 64), BLOCK_K=_pow2_tile(k, 32, 128), GROUP_M=1)
+    return dict(
+        BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, 16, 64), BLOCK_K=_pow2_tile(k, 32, 128), GROUP_M=1
+    )
 
 
 def int8_linear(
