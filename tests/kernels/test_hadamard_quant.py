@@ -1,4 +1,4 @@
-"""hadamard_quant (Triton, int64 row mixing and butterflies) against its reference: identical codes."""
+"""hadamard_quant (Triton, float64 row mixing and butterflies) against its reference: identical codes."""
 
 import math
 
@@ -112,7 +112,7 @@ def test_hadamard_quant_exact_at_the_largest_magnitudes(order, device):
 
 @pytest.mark.parametrize("order", [768, 1536, 2048, 5120], ids=lambda d: f"D{d}")
 def test_hadamard_quant_with_the_gpu_tiling(order, device, monkeypatch):
-    """The GPU picks other Kronecker splits and program sizes (e.g. 20 x 256 at D = 5120, 2 tokens and 4
+    """The GPU picks other Kronecker splits and program sizes (e.g. 20 x 256 at D = 5120, 1 token and 4
     rows a program); run those tilings here too, on whatever device this is."""
     gpu_tiling = hadamard_triton._hadamard_tiling
     monkeypatch.setattr(

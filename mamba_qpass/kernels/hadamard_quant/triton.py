@@ -1,4 +1,4 @@
-"""Triton kernel for ``hadamard_quant_ref``, bit-exact against it, in int64 additions.
+"""Triton kernel for ``hadamard_quant_ref``, bit-exact against it, in float64 additions.
 
 Each row y of length D is read as the (R, C) matrix Y, with H_D = H_R ⊗ H_C (``kronecker_split``; C a
 power of two, H_C Sylvester's), so H_D @ y = H_R @ Y @ H_C.T. A program owns ``ROWS`` rows of the result
@@ -8,12 +8,12 @@ registers (Pease's constant-geometry form: stage s adds and subtracts neighbouri
 sums to the first half, the differences to the second; after log2(C) stages the row is H_C @ w in
 natural order). That is R + log2(C) additions per element instead of a D-long dot product.
 
-Every float16 y is an integer multiple of 2**-24, so q = y * 2**24 is an integer below 2**41, and every
-partial sum of q is an int64 below 2**54 (D <= 2**13 terms): exact. The final sums, 2**24 * (H_D @ y), are
-below 2**53 (the reference's module docstring), so they convert to float64 exactly; the only rounding is
-the epilogue's multiply by c, as in the reference. Integer additions rather than float64 ones keep the
-kernel fast on GPUs with few float64 units; on an H200 the two ran within 10 % of each other, and this
-form replaced int8 digit planes on tensor cores that took 2.4x as long (2048 x 5120: 117 us against 279).
+Every partial sum is a ±1 sum of at most D float16 values, which the reference's module docstring shows
+is exact in float64 in any order, so the only rounding is the epilogue's multiply by c, as in the reference.
+A row of W gains H_R[row, k] * y, a product by ±1 (or 0 for a padding row): exact, and one float64
+multiply-add per element, where int64 sums need a negate, a select and a two-word add. On an H200 this
+takes 83 us at 2048 x 5120 (int64 sums: 103 us; the int8 digit-plane tensor-core kernel it replaced:
+279 us); the float64 units are what it needs, so GPUs with few of them would prefer the int64 form.
 """
 
 import torch
@@ -41,37 +41,36 @@ def _hadamard_quant_kernel(
     left_ptrs = h_ptr + rows * (C * stride_h)  # column k of H_R is H[rows * C, k * C]
 
     # W = H_R[rows] @ Y: one row of Y added into every row of W with the sign H_R[row, k].
-    w = tl.zeros((BLOCK_T, ROWS, C), dtype=tl.int64)
+    w = tl.zeros((BLOCK_T, ROWS, C), dtype=tl.float64)
     for k in range(R):
-        y = tl.load(y_ptrs + k * C, mask=mask_t[:, None], other=0.0).to(tl.float32)
-        q = (y * 16777216.0).to(tl.int64)  # y * 2**24, exact
-        positive = tl.load(left_ptrs + k * C, mask=mask_r, other=0) > 0
-        w += tl.where(positive[None, :, None], q[:, None, :], -q[:, None, :])
+        y = tl.load(y_ptrs + k * C, mask=mask_t[:, None], other=0.0).to(tl.float64)
+        sign = tl.load(left_ptrs + k * C, mask=mask_r, other=0).to(tl.float64)
+        w += sign[None, :, None] * y[:, None, :]
 
     # Each row of W times H_C.T, in LOG2_C butterfly stages.
     x = tl.reshape(w, (BLOCK_T * ROWS, C))
     for _ in tl.static_range(LOG2_C):
         even, odd = tl.split(tl.reshape(x, (BLOCK_T * ROWS, C // 2, 2)))
         x = tl.reshape(tl.permute(tl.join(even + odd, even - odd), (0, 2, 1)), (BLOCK_T * ROWS, C))
-    rotated = tl.reshape(x, (BLOCK_T, ROWS, C)).to(tl.float64) * 5.9604644775390625e-08  # * 2**-24 is exact
-    v = rotated * tl.load(scale_ptr)
+    v = tl.reshape(x, (BLOCK_T, ROWS, C)) * tl.load(scale_ptr)
     out_ptrs = out_ptr + tokens[:, None, None] * stride_om + rows[None, :, None] * C + cols[None, None, :]
     tl.store(out_ptrs, tl_round_half_even_clamp_int8(v), mask=mask_t[:, None, None] & mask_r[None, :, None])
 
 
-MAX_RIGHT = 256  # longest butterfly row: 256 int64s over 4 warps, BLOCK_T * ROWS of them per program
+MAX_RIGHT = 256  # longest butterfly row: 256 float64s over 2 warps, BLOCK_T * ROWS of them per program
 
 
 def _hadamard_tiling(rows: int, order: int, device: torch.device) -> tuple[int, int, dict]:
     """(R, C, launch options). C is the power-of-two part of D up to MAX_RIGHT; ROWS is the largest power
-    of two dividing R (at most 8), so no program computes padding rows. GPU: 2 tokens a program, 4 warps,
-    the fastest of 100 tilings timed on an H200 at D = 5120 (M = 2048 and 32768) and within 5 % of the
-    fastest at D = 1536 and 4096. CPU (the interpreter): up to 64 tokens a program, since there each op
-    costs the same whatever its size."""
+    of two dividing R (at most 8), so no program computes padding rows. GPU: 1 token a program, 2 warps,
+    the fastest of 36 tilings (C 128 or 256, 1 to 4 tokens, 2 to 8 warps, float64 or int64 sums) timed
+    on an H200 at D = 5120 (M = 2048: 83 us; M = 32768) and within 1 % of the fastest at D = 1536.
+    CPU (the interpreter): up to 64 tokens a program, since there each op costs the same whatever its
+    size."""
     left, right = kronecker_split(order, min(MAX_RIGHT, order & -order))
     config = dict(ROWS=min(left & -left, 8))
     if device.type == "cuda":
-        config.update(BLOCK_T=2, num_warps=4)
+        config.update(BLOCK_T=1, num_warps=2)
     else:
         config.update(BLOCK_T=min(64, triton.next_power_of_2(rows)))
     return left, right, config
