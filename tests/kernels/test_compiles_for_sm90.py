@@ -58,7 +58,7 @@ def gemm(block_m, block_n, block_k, quantize_out, even_k):
     out = "*i8" if quantize_out else "*fp32"
     return compile_sm90(
         linear._int8_linear_kernel, {"a_ptr": "*i8", "w_ptr": "*i8", "out_ptr": out},
-        dict(HAS_BIAS=True, QUANTIZE_OUT=quantize_out, EVEN_K=even_k, **config.kwargs),
+        dict(HAS_BIAS=True, QUANTIZE_OUT=quantize_out, HAS_RESIDUAL=not quantize_out, EVEN_K=even_k, **config.kwargs),
         dict(num_warps=config.num_warps, num_stages=config.num_stages) | EXACT_FP_LAUNCH,
     )
 
