@@ -92,7 +92,7 @@ def print_profile(name: str, layers: int, forward) -> int:
     return len(kernels)
 
 
-def bench_config(name: str, g: torch.Generator, profile: bool) -> list[dict]:
+def bench_config(name: str, g: torch.Generator, profile: bool, shapes: list[tuple[int, int]]) -> list[dict]:
     d_model, layers = CONFIGS[name]
     torch.manual_seed(0)
     ssm = mamba_ssm_model(d_model, layers)
@@ -122,7 +122,7 @@ def bench_config(name: str, g: torch.Generator, profile: bool) -> list[dict]:
 
     weight_bytes = {"w8a8": tensor_bytes(graphs["w8a8"]), "mamba_ssm_fp16": tensor_bytes(ssm)}
     rows = []
-    for batch, length in SHAPES:
+    for batch, length in shapes:
         x = torch.randint(0, VOCAB, (batch, length), generator=g, device="cuda")
         base_ms, base_peak = timed_peak(lambda: ssm(x).logits)
         ours_ms, ours_peak = timed_peak(lambda: graphs["w8a8"](x))
@@ -161,14 +161,17 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ",".join(CONFIGS))
     parser.add_argument("--json", default=None, help="also write every row and check here")
     parser.add_argument("--profile", action="store_true", help="print the w8a8 kernels of one B=1, L=2048 forward")
+    parser.add_argument("--shapes", default=",".join(f"{b}x{n}" for b, n in SHAPES),
+                        help="comma-separated BATCHxLENGTH shapes to time (default: %(default)s)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA device")
+    shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")]
     g = torch.Generator(device="cuda").manual_seed(0)
     print(f"device: {torch.cuda.get_device_name()}", flush=True)
     rows = []
     for name in args.configs.split(","):
-        rows += bench_config(name, g, args.profile)
+        rows += bench_config(name, g, args.profile, shapes)
         torch.cuda.empty_cache()
     if args.json:
         with open(args.json, "w") as f:
