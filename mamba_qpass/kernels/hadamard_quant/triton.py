@@ -16,6 +16,8 @@ takes 83 us at 2048 x 5120 (int64 sums: 103 us; the int8 digit-plane tensor-core
 279 us); the float64 units are what it needs, so GPUs with few of them would prefer the int64 form.
 """
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -23,12 +25,12 @@ import triton.language as tl
 from mamba_qpass.kernels.checks import check_f64_scalar, check_shape, check_tensor, check_unit_last_stride, rows_view
 from mamba_qpass.kernels.hadamard_quant.kronecker import kronecker_split
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
-from mamba_qpass.numerics import MAX_EXACT_HADAMARD_ORDER, hadamard_output_scale
+from mamba_qpass.numerics import MAX_EXACT_HADAMARD_ORDER, hadamard_norm
 
 
 @triton.jit
 def _hadamard_quant_kernel(
-    y_ptr, h_ptr, scale_ptr, out_ptr,
+    y_ptr, h_ptr, scale_ptr, norm_ptr, out_ptr,
     M, R, stride_ym, stride_h, stride_om,
     C: tl.constexpr, LOG2_C: tl.constexpr, BLOCK_T: tl.constexpr, ROWS: tl.constexpr,
 ):
@@ -52,7 +54,8 @@ def _hadamard_quant_kernel(
     for _ in tl.static_range(LOG2_C):
         even, odd = tl.split(tl.reshape(x, (BLOCK_T * ROWS, C // 2, 2)))
         x = tl.reshape(tl.permute(tl.join(even + odd, even - odd), (0, 2, 1)), (BLOCK_T * ROWS, C))
-    v = tl.reshape(x, (BLOCK_T, ROWS, C)) * tl.load(scale_ptr)
+    c = tl.load(scale_ptr) * tl.load(norm_ptr)  # numerics.hadamard_output_scale, the same float64 product
+    v = tl.reshape(x, (BLOCK_T, ROWS, C)) * c
     out_ptrs = out_ptr + tokens[:, None, None] * stride_om + rows[None, :, None] * C + cols[None, None, :]
     tl.store(out_ptrs, tl_round_half_even_clamp_int8(v), mask=mask_t[:, None, None] & mask_r[None, :, None])
 
@@ -74,6 +77,13 @@ def _hadamard_tiling(rows: int, order: int, device: torch.device) -> tuple[int, 
     else:
         config.update(BLOCK_T=min(64, triton.next_power_of_2(rows)))
     return left, right, config
+
+
+@functools.lru_cache(maxsize=16)
+def _norm_tensor(order: int, device: torch.device) -> torch.Tensor:
+    """``hadamard_norm(order)`` as a float64 tensor on ``device``, kept: a Python float argument would
+    reach the kernel as float32, and computing c on the host side per call costs a launch per layer."""
+    return torch.tensor(hadamard_norm(order), dtype=torch.float64, device=device)
 
 
 def hadamard_quant(y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch.Tensor) -> torch.Tensor:
@@ -99,7 +109,7 @@ def hadamard_quant(y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch
         left, right, config = _hadamard_tiling(m, order, device)
         grid = (triton.cdiv(m, config["BLOCK_T"]), triton.cdiv(left, config["ROWS"]))
         _hadamard_quant_kernel[grid](
-            rows, hadamard, hadamard_output_scale(out_inv_scale, order), out,
+            rows, hadamard, out_inv_scale, _norm_tensor(order, device), out,
             m, left, rows.stride(0), hadamard.stride(0), out.stride(0),
             C=right, LOG2_C=right.bit_length() - 1, **config, **EXACT_FP_LAUNCH,
         )
