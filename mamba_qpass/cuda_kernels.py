@@ -17,23 +17,19 @@ from mamba_qpass.kernels.rms_norm_quant.triton import rms_norm_quant
 from mamba_qpass.kernels.selective_scan.triton import selective_scan as selective_scan_triton
 
 
-@ops.causal_conv1d.register_kernel("cuda")
-def _(x, weight, bias, silu):
-    return causal_conv1d_triton(x, weight, bias, silu)
+ops.causal_conv1d.register_kernel("cuda")(causal_conv1d_triton)
 
 
 @ops.selective_scan.register_kernel("cuda")
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    out, _ = selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return out
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None):
+    return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, None, initial_state)
 
 
 @ops.int8_selective_scan.register_kernel("cuda")
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype):
-    out, _ = selective_scan_triton(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, scales=scales
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype, initial_state=None):
+    return selective_scan_triton(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state, scales=scales
     )
-    return out
 
 
 ops.int8_linear.register_kernel("cuda")(int8_linear)

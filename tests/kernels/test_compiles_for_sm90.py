@@ -66,8 +66,8 @@ def gemm(block_m, block_n, block_k, quantize_out, even_k):
 def int8_causal_conv1d(silu):
     block_l, block_d = conv_window.conv_blocks(2048, 5120, CUDA)
     return compile_sm90(
-        int8_conv._int8_causal_conv1d_kernel, {"x_ptr": "*i8", "w_ptr": "*i8", "out_ptr": "*i8"},
-        dict(WIDTH=4, HAS_BIAS=True, SILU=silu, BLOCK_L=block_l, BLOCK_D=block_d), dict(EXACT_FP_LAUNCH),
+        int8_conv._int8_causal_conv1d_kernel, {"x_ptr": "*i8", "w_ptr": "*i8", "state_ptr": "*i8", "out_ptr": "*i8"},
+        dict(WIDTH=4, HAS_BIAS=True, SILU=silu, HAS_STATE=True, BLOCK_L=block_l, BLOCK_D=block_d), dict(EXACT_FP_LAUNCH),
     )
 
 
@@ -106,8 +106,8 @@ def selective_scan(int8_inputs):
 def causal_conv1d():
     block_l, block_d = conv_window.conv_blocks(2048, 5120, CUDA)
     return compile_sm90(
-        float_conv._causal_conv1d_kernel, {n: "*bf16" for n in ("x_ptr", "w_ptr", "bias_ptr", "out_ptr")},
-        dict(WIDTH=4, HAS_BIAS=True, SILU=True, BLOCK_L=block_l, BLOCK_D=block_d), {},
+        float_conv._causal_conv1d_kernel, {n: "*bf16" for n in ("x_ptr", "w_ptr", "bias_ptr", "state_ptr", "out_ptr")},
+        dict(WIDTH=4, HAS_BIAS=True, SILU=True, HAS_STATE=True, BLOCK_L=block_l, BLOCK_D=block_d), {},
     )
 
 
