@@ -225,7 +225,7 @@ CONV_OPS = (qops.causal_conv1d.default, qops.int8_causal_conv1d.default)
 SCAN_OPS = (qops.selective_scan.default, qops.int8_selective_scan.default)
 
 
-def with_state(gm: fx.GraphModule) -> fx.GraphModule:
+def with_state(gm: fx.GraphModule, last_logits_only: bool = False) -> fx.GraphModule:
     """The step form of a finished graph of any mode (captured, calibrated or a mode's): a copy sharing its
     tensors that continues from given per-layer states and returns the new ones,
 
@@ -237,6 +237,9 @@ def with_state(gm: fx.GraphModule) -> fx.GraphModule:
     ``initial_state`` and its final state is read from its output. A conv state is the last width-1 conv
     inputs in the dtype the mode's conv reads (int8 codes in w8a8, codes held in float32 in float_sim,
     floats in fp); an SSM state is float32 (batch, d_inner, d_state).
+
+    ``last_logits_only``: the head reads only the last position, so a prefill returns (batch, 1, vocab)
+    logits instead of (batch, seq, vocab): what generation needs, without a (seq x vocab) tensor per prompt.
     """
     graph = fx.Graph()
     mapping: dict[fx.Node, fx.Node] = {}
@@ -250,6 +253,11 @@ def with_state(gm: fx.GraphModule) -> fx.GraphModule:
         )
     if isinstance(logits, tuple):
         raise ValueError("the graph already takes and returns states: with_state applies to a logits graph once")
+    if last_logits_only:
+        head_input = logits.args[0]
+        with graph.inserting_before(logits):
+            last = graph.call_function(aten.slice.Tensor, (head_input, 1, -1, None))
+        logits.replace_input_with(head_input, last)
     last_input = [n for n in graph.nodes if n.op == "placeholder"][-1]
     states = []
     for i, (conv, scan) in enumerate(zip(convs, scans)):
