@@ -71,6 +71,10 @@ def test_decode_equals_full_prefix(mode, decoded):
 def test_decode_steps_keep_the_mode_contracts(decoded):
     """At every decode step float_sim reproduces w8a8's codes and logits bit for bit, and fp32_ssm equals w8a8
     exactly; so do their states (float_sim holds the conv codes in float32)."""
+    _assert_contracts(decoded)
+
+
+def _assert_contracts(decoded):
     _, w8a8, w8a8_states = decoded["w8a8"]
     for mode in ("float_sim", "fp32_ssm"):
         _, other, other_states = decoded[mode]
@@ -106,3 +110,18 @@ def test_step_form_without_states_is_the_graph(mode, graphs, ids):
 def test_with_state_applies_once(graphs):
     with pytest.raises(ValueError, match="already takes and returns states"):
         with_state(with_state(graphs["w8a8"]))
+
+
+@pytest.mark.gpu
+@torch.no_grad()
+def test_decode_steps_keep_the_mode_contracts_on_gpu():
+    """On CUDA the decode steps run the step kernels (selective_state_update, int8_conv_state_update) and the
+    float conv with a state: the contracts hold per step as on the CPU, and decoding stays within float32
+    rounding of the full-prefix forward (the chunked prefill scan composes the recurrence in another order)."""
+    model = random_mamba(initializer_range=0.02).cuda()
+    calibrated = qpass.calibrate(model, [b.cuda() for b in token_batches(97)], progress=False)
+    ids = torch.randint(0, 97, (3, TOTAL), generator=torch.Generator().manual_seed(5)).cuda()
+    decoded = {mode: _tapped_decode(qpass.apply_mode(calibrated, mode), ids) for mode in ("w8a8", "fp32_ssm", "float_sim")}
+    _assert_contracts(decoded)
+    full, steps, _ = decoded["w8a8"]
+    torch.testing.assert_close(steps["logits"], full["logits"], rtol=1e-3, atol=1e-3 * full["logits"].abs().max().item())

@@ -7,6 +7,7 @@ import triton
 import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_shape, check_tensor, check_unit_last_stride
+from mamba_qpass.kernels.quant_math import tl_round_half_even_clamp_int8
 
 MAX_WIDTH = 4
 
@@ -31,6 +32,18 @@ def add_causal_window(
         w = tl.load(w_ptr + offs_d * stride_wd + k, mask=mask_d, other=0).to(acc.dtype)
         acc += x.to(acc.dtype) * w[None, :]
     return acc
+
+
+@triton.jit
+def int8_conv_epilogue(acc, dequant_scale, bias, out_inv_scale, HAS_BIAS: tl.constexpr, SILU: tl.constexpr):
+    """int8 codes of an exact int32 window sum: ``int8_causal_conv1d_epilogue`` in float64 (scale, + bias,
+    SiLU, inverse output scale, clamp, round half to even). The scale and bias broadcast against acc."""
+    v = acc.to(tl.float64) * dequant_scale
+    if HAS_BIAS:
+        v = v + bias
+    if SILU:
+        v = v / (1.0 + tl.exp(-v))
+    return tl_round_half_even_clamp_int8(v * out_inv_scale)
 
 
 def conv_blocks(seq_len: int, channels: int, device: torch.device) -> tuple[int, int]:

@@ -10,9 +10,9 @@ import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_f64_scalar, check_f64_vector
 from mamba_qpass.kernels.conv_window import (
-    add_causal_window, check_conv_inputs, check_conv_state, conv_blocks, last_conv_inputs,
+    add_causal_window, check_conv_inputs, check_conv_state, conv_blocks, int8_conv_epilogue, last_conv_inputs,
 )
-from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
+from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 
 
 @triton.jit
@@ -32,14 +32,11 @@ def _int8_causal_conv1d_kernel(
         stride_sb, stride_sl, WIDTH, HAS_STATE,
     )
 
-    v = acc.to(tl.float64) * tl.load(dequant_scale_ptr + offs_d, mask=mask_d, other=0.0)[None, :]
-    if HAS_BIAS:
-        v = v + tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)[None, :]
-    if SILU:
-        v = v / (1.0 + tl.exp(-v))
-    v = v * tl.load(out_inv_scale_ptr)
+    dequant_scale = tl.load(dequant_scale_ptr + offs_d, mask=mask_d, other=0.0)[None, :]
+    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)[None, :]  # without a bias: unread by the epilogue
+    codes = int8_conv_epilogue(acc, dequant_scale, bias, tl.load(out_inv_scale_ptr), HAS_BIAS, SILU)
     out_ptrs = out_ptr + batch * stride_ob + offs_t[:, None] * stride_ol + offs_d[None, :]
-    tl.store(out_ptrs, tl_round_half_even_clamp_int8(v), mask=(offs_t < L)[:, None] & mask_d[None, :])
+    tl.store(out_ptrs, codes, mask=(offs_t < L)[:, None] & mask_d[None, :])
 
 
 def int8_causal_conv1d(
