@@ -68,7 +68,7 @@ def bench_conv(name, b, l, d, g, causal_conv1d_fn):
     dequant = torch.rand(d, dtype=torch.float64, device="cuda", generator=g) * 1e-4
     bias = torch.randn(d, dtype=torch.float64, device="cuda", generator=g)
     inv = torch.tensor(40.0, dtype=torch.float64, device="cuda")
-    ok = torch.equal(int8_causal_conv1d(x, w, dequant, bias, inv, True), int8_causal_conv1d_ref(x, w, dequant, bias, inv, True))
+    ok = torch.equal(int8_causal_conv1d(x, w, dequant, bias, inv, True)[0], int8_causal_conv1d_ref(x, w, dequant, bias, inv, True)[0])
     ours = _time(lambda: int8_causal_conv1d(x, w, dequant, bias, inv, True))
     row = {"kernel": f"int8_causal_conv1d {name}", "shape": [b, l, d], "check": ok, "ours_ms": ours,
            "baseline": "causal_conv1d_fn fp16 + SiLU", "rate": f"{2 * x.numel() / ours / 1e6:.0f} GB/s"}

@@ -10,6 +10,7 @@ copied, except two derived tensors per layer: ``A = -exp(A_log)`` (float32) and 
 (channels, width); both are taken at capture time.
 """
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -139,22 +140,23 @@ def _add_layer(b: _GraphBuilder, h: fx.Node, i: int, block, dims: MambaDims) -> 
     x = b.call(f"{n}_x", aten.slice.Tensor, xz, -1, 0, D)
     z = b.call(f"{n}_z", aten.slice.Tensor, xz, -1, D, 2 * D)
     conv_weight = mixer.conv1d.weight.detach().squeeze(1)
-    u = b.call(
-        f"{n}_conv1d",
+    conv = b.call(
+        f"{n}_conv1d_op",
         qops.causal_conv1d.default,
         x,
         b.attr(f"{m}.conv1d.weight_2d", conv_weight),
         _optional(b, f"{m}.conv1d.bias", mixer.conv1d.bias),
         True,
     )
+    u = b.call(f"{n}_conv1d", operator.getitem, conv, 0)
     x_dbl = b.call(f"{n}_x_proj", aten.linear.default, u, b.attr(f"{m}.x_proj.weight", mixer.x_proj.weight), None)
     dt_low = b.call(f"{n}_dt_low", aten.slice.Tensor, x_dbl, -1, 0, R)
     B = b.call(f"{n}_B", aten.slice.Tensor, x_dbl, -1, R, R + N)
     C = b.call(f"{n}_C", aten.slice.Tensor, x_dbl, -1, R + N, R + 2 * N)
     dt = b.call(f"{n}_dt_proj", aten.linear.default, dt_low, b.attr(f"{m}.dt_proj.weight", mixer.dt_proj.weight), None)
     A = -torch.exp(mixer.A_log.detach().float())
-    y = b.call(
-        f"{n}_scan",
+    scan = b.call(
+        f"{n}_scan_op",
         qops.selective_scan.default,
         u,
         dt,
@@ -166,6 +168,7 @@ def _add_layer(b: _GraphBuilder, h: fx.Node, i: int, block, dims: MambaDims) -> 
         b.attr(f"{m}.dt_proj.bias", mixer.dt_proj.bias),
         True,
     )
+    y = b.call(f"{n}_scan", operator.getitem, scan, 0)
     out = b.call(
         f"{n}_out_proj",
         aten.linear.default,
@@ -216,3 +219,56 @@ def capture(model) -> fx.GraphModule:
     gm = fx.GraphModule(b.tensors, b.graph, class_name="MambaGraph")
     gm.meta["dtype"] = dtype
     return gm
+
+
+CONV_OPS = (qops.causal_conv1d.default, qops.int8_causal_conv1d.default)
+SCAN_OPS = (qops.selective_scan.default, qops.int8_selective_scan.default)
+
+
+def with_state(gm: fx.GraphModule, last_logits_only: bool = False) -> fx.GraphModule:
+    """The step form of a finished graph of any mode (captured, calibrated or a mode's): a copy sharing its
+    tensors that continues from given per-layer states and returns the new ones,
+
+        step(input_ids, conv_state_0, ssm_state_0, conv_state_1, ...) -> (logits, (conv_state_0', ssm_state_0', ...))
+
+    States left out (None) are zeros: ``step(prompt)`` is a prefill that also returns every layer's state;
+    ``step(next_token, *states)`` is one decode step. The nodes are the graph's own, so a step computes
+    exactly what the mode's passes made of it: each layer's conv and scan op gets its state as
+    ``initial_state`` and its final state is read from its output. A conv state is the last width-1 conv
+    inputs in the dtype the mode's conv reads (int8 codes in w8a8, codes held in float32 in float_sim,
+    floats in fp); an SSM state is float32 (batch, d_inner, d_state).
+
+    ``last_logits_only``: the head reads only the last position, so a prefill returns (batch, 1, vocab)
+    logits instead of (batch, seq, vocab): what generation needs, without a (seq x vocab) tensor per prompt.
+    """
+    graph = fx.Graph()
+    mapping: dict[fx.Node, fx.Node] = {}
+    logits = graph.graph_copy(gm.graph, mapping)
+    convs = [mapping[n] for n in gm.graph.nodes if n.op == "call_function" and n.target in CONV_OPS]
+    scans = [mapping[n] for n in gm.graph.nodes if n.op == "call_function" and n.target in SCAN_OPS]
+    if not scans or len(convs) != len(scans):
+        raise ValueError(
+            f"with_state takes a Mamba graph with one conv and one scan per layer, found {len(convs)} convs "
+            f"and {len(scans)} scans"
+        )
+    if isinstance(logits, tuple):
+        raise ValueError("the graph already takes and returns states: with_state applies to a logits graph once")
+    if last_logits_only:
+        head_input = logits.args[0]
+        with graph.inserting_before(logits):
+            last = graph.call_function(aten.slice.Tensor, (head_input, 1, -1, None))
+        logits.replace_input_with(head_input, last)
+    last_input = [n for n in graph.nodes if n.op == "placeholder"][-1]
+    states = []
+    for i, (conv, scan) in enumerate(zip(convs, scans)):
+        for kind, op in (("conv", conv), ("ssm", scan)):
+            with graph.inserting_after(last_input):
+                last_input = graph.placeholder(f"{kind}_state_{i}", default_value=None)
+            op.update_kwarg("initial_state", last_input)
+            with graph.inserting_after(op):
+                states.append(graph.call_function(operator.getitem, (op, 1)))
+    graph.output((logits, tuple(states)))
+    graph.lint()
+    step = fx.GraphModule(gm, graph, class_name="MambaStepGraph")
+    step.meta.update(gm.meta)
+    return step

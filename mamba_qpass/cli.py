@@ -3,6 +3,7 @@
 import argparse
 import json
 import sys
+import time
 
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from mamba_qpass.modes import MODES, resolve_modes
 # The quantize command reports every mode's logits against this one's.
 FLOAT_REFERENCE = "fp"
 EVAL_MODES = ["fp", "w8a8", "fp32_ssm", "float_sim"]
+GENERATE_MODE = "w8a8"
+GENERATE_CALIB_SAMPLES = 64
 
 
 def _positive_int(text: str) -> int:
@@ -25,14 +28,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, calib_samples: int = 512) -> None:
     parser.add_argument(
         "--model", default=None,
-        help="local folder or hub id (default: the embedded checkpoint); for eval also a folder qpass.save wrote",
+        help="local folder or hub id (default: the embedded checkpoint); for eval and generate also a folder "
+             "qpass.save wrote",
     )
     parser.add_argument("--data-dir", default=None, help="the shared data folder (default: $MAMBA_QPASS_DATA or ../shared/data)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--calib-samples", type=_positive_int, default=512, help="calibration sequences (default 512)")
+    parser.add_argument(
+        "--calib-samples", type=_positive_int, default=calib_samples, help=f"calibration sequences (default {calib_samples})"
+    )
     parser.add_argument("--calib-len", type=_positive_int, default=512, help="tokens per calibration sequence (default 512)")
     parser.add_argument("--output", default=None, help="write the results as JSON to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -128,6 +134,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--context-len", type=int, default=512, help="perplexity window")
     evaluate.add_argument("--stride", type=int, default=256, help="perplexity window stride")
+    generate = sub.add_parser(
+        "generate",
+        help="continue a prompt with a quantised model, streaming the text, and report tokens per second",
+    )
+    # a smaller calibration than quantize's by default: on a CPU 512 sequences take minutes before a token appears
+    _add_common(generate, calib_samples=GENERATE_CALIB_SAMPLES)
+    generate.add_argument("--prompt", required=True, help="the text to continue")
+    generate.add_argument(
+        "--mode", type=_mode, default=None, help="the precision mode (default: w8a8; with a saved model, its own mode)"
+    )
+    generate.add_argument("--max-new-tokens", type=_positive_int, default=64, help="tokens to generate at most (default 64)")
+    generate.add_argument("--do-sample", action="store_true", help="sample the next token instead of taking the most likely")
+    generate.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    generate.add_argument("--top-k", type=_positive_int, default=50, help="sample among the k most likely tokens (default 50)")
+    generate.add_argument("--top-p", type=float, default=1.0, help="sample among the most likely tokens holding this probability (default 1.0: all)")
+    generate.add_argument("--seed", type=int, default=0, help="seed of the sampling generator (default 0)")
     return parser
 
 
@@ -278,6 +300,73 @@ def run_eval(args) -> dict:
     return {"model": name, "device": str(model.device), **results}
 
 
+class _TimedTextStream:
+    """transformers' TextStreamer printing the prompt and then each token as it comes, noting when the first
+    and the last new token arrived."""
+
+    def __init__(self, tokenizer):
+        from transformers import TextStreamer
+
+        self.text = TextStreamer(tokenizer)
+        self.prompt_seen = False
+        self.token_times: list[float] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.prompt_seen:  # generate puts the prompt first, then each new token
+            self.token_times.append(time.perf_counter())
+        self.prompt_seen = True
+        self.text.put(value)
+
+    def end(self) -> None:
+        self.text.end()
+
+
+def run_generate(args) -> dict:
+    import mamba_qpass as qpass
+
+    saved = _saved_model_folder(args)
+    if saved is not None:
+        qmodel, tokenizer = _load_saved(saved, args)
+        if args.mode not in (None, qmodel.mode):
+            raise ValueError(f"{saved} holds the {qmodel.mode} model only: drop --mode, or pass the float model's folder")
+        name = str(saved)
+    else:
+        model, tokenizer, name = _load(args)
+        mode = args.mode or GENERATE_MODE
+        calibration = _calibration_texts(args) if _need_calibration([mode]) else None
+        config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
+        qmodel = qpass.apply(model, mode, calibration, tokenizer, config, progress=not args.quiet)
+    input_ids = torch.tensor([tokenizer(args.prompt)["input_ids"]], device=qmodel.device)
+    if input_ids.shape[1] == 0:
+        raise ValueError("the prompt holds no tokens: give --prompt some text")
+    generator = torch.Generator(device=qmodel.device).manual_seed(args.seed)
+    stream = _TimedTextStream(tokenizer)
+    start = time.perf_counter()
+    out = qmodel.generate(
+        input_ids, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, eos_token_id=tokenizer.eos_token_id, generator=generator, streamer=stream,
+    )
+    times = stream.token_times
+    decode_seconds = times[-1] - times[0]
+    return {
+        "model": name, "mode": qmodel.mode, "device": str(qmodel.device), "prompt_tokens": input_ids.shape[1],
+        "new_tokens": len(times), "tokens": out[0].tolist(), "text": tokenizer.decode(out[0]),
+        "first_token_seconds": times[0] - start,
+        "decode_tokens_per_second": (len(times) - 1) / decode_seconds if len(times) > 1 and decode_seconds > 0 else None,
+        "tokens_per_second": len(times) / (times[-1] - start),
+    }
+
+
+def _generation_report(results: dict) -> str:
+    decode = results["decode_tokens_per_second"]
+    decode_text = f"; decoding {decode:.1f} tokens/s after the first" if decode is not None else ""
+    return (
+        f"{results['mode']} on {results['device']}: {results['new_tokens']} new tokens after a {results['prompt_tokens']}-token "
+        f"prompt, {results['tokens_per_second']:.1f} tokens/s (first token after {1000 * results['first_token_seconds']:.0f} ms"
+        f"{decode_text})"
+    )
+
+
 def _table(results: dict) -> str:
     lines = [
         f"model {results['model']} on {results['device']}",
@@ -317,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
 
             results = run_eval(args)
             text, payload = _eval_header(results) + "\n" + format_table(results), json.dumps(results, indent=2)
+        elif args.command == "generate":
+            results = run_generate(args)
+            text, payload = _generation_report(results), json.dumps(results, indent=2)
         else:
             results = run_quantize(args)
             text, payload = _table(results), json.dumps(results, indent=2)

@@ -11,33 +11,49 @@ from mamba_qpass import ops
 from mamba_qpass.kernels.causal_conv1d.triton import causal_conv1d as causal_conv1d_triton
 from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
+from mamba_qpass.kernels.int8_conv_state_update.triton import int8_conv_state_update
 from mamba_qpass.kernels.int8_linear.triton import int8_linear
 from mamba_qpass.kernels.quantize.triton import quantize
 from mamba_qpass.kernels.rms_norm_quant.triton import rms_norm_quant
 from mamba_qpass.kernels.selective_scan.triton import selective_scan as selective_scan_triton
+from mamba_qpass.kernels.selective_state_update.triton import selective_state_update
 
 
-@ops.causal_conv1d.register_kernel("cuda")
-def _(x, weight, bias, silu):
-    return causal_conv1d_triton(x, weight, bias, silu)
+ops.causal_conv1d.register_kernel("cuda")(causal_conv1d_triton)
+
+
+# A one-token call with a state is a decode step: the step kernels (same arithmetic as the scan and conv
+# kernels over one step, one program per channel block instead of per time chunk) serve it.
+def _is_decode_step(x, initial_state) -> bool:
+    return initial_state is not None and x.shape[1] == 1
 
 
 @ops.selective_scan.register_kernel("cuda")
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    out, _ = selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return out
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None):
+    if _is_decode_step(u, initial_state):
+        return selective_state_update(u, delta, A, B, C, D, z, delta_bias, delta_softplus, None, initial_state)
+    return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, None, initial_state)
 
 
 @ops.int8_selective_scan.register_kernel("cuda")
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype):
-    out, _ = selective_scan_triton(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, scales=scales
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype, initial_state=None):
+    if _is_decode_step(u, initial_state):
+        return selective_state_update(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state, scales=scales
+        )
+    return selective_scan_triton(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state, scales=scales
     )
-    return out
+
+
+@ops.int8_causal_conv1d.register_kernel("cuda")
+def _(x, weight, dequant_scale, bias, out_inv_scale, silu, initial_state=None):
+    if _is_decode_step(x, initial_state):
+        return int8_conv_state_update(x, weight, dequant_scale, bias, out_inv_scale, silu, initial_state)
+    return int8_causal_conv1d(x, weight, dequant_scale, bias, out_inv_scale, silu, initial_state)
 
 
 ops.int8_linear.register_kernel("cuda")(int8_linear)
-ops.int8_causal_conv1d.register_kernel("cuda")(int8_causal_conv1d)
 ops.rms_norm_quant.register_kernel("cuda")(rms_norm_quant)
 ops.hadamard_quant.register_kernel("cuda")(hadamard_quant)
 ops.quantize.register_kernel("cuda")(quantize)

@@ -1,8 +1,13 @@
 """Small helpers the passes share: reading and adding tensor attributes, matching ops."""
 
+import operator
+from collections.abc import Sequence
+
 import torch
 import torch.fx as fx
 from torch import nn
+
+from mamba_qpass.taps import move_tap
 
 
 def get_attr_value(gm: fx.GraphModule, qualname: str) -> torch.Tensor:
@@ -43,3 +48,34 @@ def attr_of(gm: fx.GraphModule, node: fx.Node) -> torch.Tensor:
     if node.op != "get_attr":
         raise ValueError(f"expected a get_attr node, got {node.format_node()}")
     return get_attr_value(gm, node.target)
+
+
+# The conv and scan ops return (output, final state); the graph reads each part through a getitem node.
+
+
+def output_of(node: fx.Node, index: int = 0) -> fx.Node | None:
+    """The getitem node reading part ``index`` of the tuple-returning ``node``, if the graph has one."""
+    for user in node.users:
+        if user.op == "call_function" and user.target is operator.getitem and user.args[1] == index:
+            return user
+    return None
+
+
+def producer(node) -> fx.Node | None:
+    """The op whose tuple output ``node`` reads a part of; ``node`` itself if it is not such a getitem."""
+    if isinstance(node, fx.Node) and node.op == "call_function" and node.target is operator.getitem:
+        return node.args[0]
+    return node
+
+
+def replace_outputs(gm: fx.GraphModule, old: fx.Node, new: Sequence[fx.Node], move_taps: bool = True) -> None:
+    """Every getitem of the tuple-returning ``old`` now reads ``new``'s node of the same index (their taps
+    move with them if ``move_taps``); ``old`` is erased."""
+    for user in list(old.users):
+        if not (user.op == "call_function" and user.target is operator.getitem):
+            raise ValueError(f"{old} is read whole by {user}, not through getitem")
+        if move_taps:
+            move_tap(user, new[user.args[1]])
+        user.replace_all_uses_with(new[user.args[1]])
+        gm.graph.erase_node(user)
+    gm.graph.erase_node(old)

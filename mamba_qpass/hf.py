@@ -7,6 +7,11 @@ import torch.fx as fx
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
 
+from mamba_qpass.capture import with_state
+from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep, EagerDecodeStep
+from mamba_qpass.runtime.generate import generate
+from mamba_qpass.runtime.sampling import Sampling
+
 
 def _check_right_padded(attention_mask: torch.Tensor) -> None:
     """Right padding leaves every real token's logits unchanged (the model is causal); anything else
@@ -39,9 +44,32 @@ def _check_input_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
             )
 
 
-# Arguments HF-style callers pass that change nothing here: there is no cache, and the output is always
-# an object with .logits.
+# Arguments HF-style callers pass that change nothing here: forward keeps no cache (generate keeps its
+# own states), and the output is always an object with .logits / generate's a tensor of token ids.
 IGNORED_FORWARD_ARGS = frozenset({"use_cache", "return_dict"})
+IGNORED_GENERATE_ARGS = frozenset({"use_cache", "return_dict_in_generate"})
+# transformers' GenerationConfig default: at most 20 tokens in all, prompt included
+DEFAULT_MAX_LENGTH = 20
+
+
+def _token_ids(value, name: str) -> list[int]:
+    if value is None:
+        return []
+    ids = [value] if isinstance(value, int) else list(value)
+    if not all(isinstance(i, int) for i in ids):
+        raise ValueError(f"{name} must be a token id or a list of them, got {value!r}")
+    return ids
+
+
+def _new_token_budget(max_new_tokens: int | None, max_length: int | None, prompt_length: int) -> int:
+    if max_new_tokens is None:
+        max_new_tokens = (max_length if max_length is not None else DEFAULT_MAX_LENGTH) - prompt_length
+    if max_new_tokens < 1:
+        raise ValueError(
+            f"nothing to generate: max_new_tokens is {max_new_tokens} (prompt length {prompt_length}, max_length "
+            f"{max_length}); pass max_new_tokens >= 1"
+        )
+    return max_new_tokens
 
 
 class QuantizedMambaForCausalLM(nn.Module):
@@ -56,6 +84,8 @@ class QuantizedMambaForCausalLM(nn.Module):
         self.gm = graph
         self.config = config
         self.mode = mode
+        # generate's step graph and CUDA graphs, built on first use for the device the model is then on
+        self._runtime: dict = {}
 
     @property
     def device(self) -> torch.device:
@@ -85,6 +115,102 @@ class QuantizedMambaForCausalLM(nn.Module):
         if attention_mask is not None:
             _check_right_padded(attention_mask)
         return CausalLMOutput(logits=self.gm(input_ids))
+
+    def _generation_runtime(self) -> dict:
+        """The step graph (``with_state`` of ``gm``, sharing its tensors) and the CUDA graphs captured per
+        batch size; rebuilt when the model has moved, since a move replaces the tensors they hold."""
+        device = self.device
+        if self._runtime.get("device") != device:
+            self._runtime = {
+                "device": device,
+                "step_graph": with_state(self.gm, last_logits_only=True),
+                "cuda_graphs": {},
+                "pool": torch.cuda.graph_pool_handle() if device.type == "cuda" else None,
+            }
+        return self._runtime
+
+    def _decode_step(self, states: tuple[torch.Tensor, ...], use_cuda_graph: bool):
+        runtime = self._generation_runtime()
+        if use_cuda_graph:
+            key = tuple((tuple(s.shape), s.dtype) for s in states)
+            if key not in runtime["cuda_graphs"]:
+                runtime["cuda_graphs"][key] = CudaGraphDecodeStep(runtime["step_graph"], states, runtime["pool"])
+            step = runtime["cuda_graphs"][key]
+        else:
+            step = EagerDecodeStep(runtime["step_graph"])
+        step.start(states)
+        return step
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int | None = None,
+        max_length: int | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = 50,
+        top_p: float | None = 1.0,
+        eos_token_id: int | list[int] | None = None,
+        pad_token_id: int | None = None,
+        streamer=None,
+        generator: torch.Generator | None = None,
+        stopping_criteria=None,
+        use_cuda_graph: bool | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """Token ids (batch, prompt + new), continuing ``input_ids`` as transformers' ``generate`` does.
+
+        Each prompt is prefilled over its real tokens (``attention_mask`` 1s, contiguous: left or right
+        padding), then all rows decode together from their layers' states, one token a step: greedy, or with
+        ``do_sample`` sampled after ``temperature``, ``top_k`` (transformers' default 50) and ``top_p``,
+        drawing from ``generator`` (a ``torch.Generator`` on the model's device) for reproducible samples.
+        ``max_new_tokens`` (or ``max_length``, prompt included; default 20 in all) bounds the new tokens; a
+        row stops at ``eos_token_id`` (default: the config's; ``[]`` for none) or when ``stopping_criteria``
+        (transformers' StoppingCriteriaList) says so, and is padded with ``pad_token_id`` (default: the
+        config's, else the first eos) after. ``streamer`` (e.g. transformers' TextStreamer, batch 1) gets
+        the prompt, then each new token. On CUDA each decode step replays a CUDA graph captured once per
+        batch size (``use_cuda_graph=False`` runs it eagerly); sampling runs after the graph.
+        """
+        unsupported = sorted(k for k, v in kwargs.items() if k not in IGNORED_GENERATE_ARGS and v is not None)
+        if unsupported:
+            raise ValueError(
+                f"generate does not take {unsupported}: it takes max_new_tokens, max_length, do_sample, temperature, "
+                "top_k, top_p, eos_token_id, pad_token_id, attention_mask, streamer, generator, stopping_criteria"
+            )
+        _check_input_ids(input_ids, self.config.vocab_size)
+        if input_ids.device != self.device:
+            raise ValueError(
+                f"input_ids are on {input_ids.device} but the model is on {self.device}: move them with .to(model.device)"
+            )
+        if input_ids.shape[1] == 0:
+            raise ValueError("input_ids hold no tokens: generation continues a prompt of at least one token")
+        if generator is not None and generator.device.type != self.device.type:
+            raise ValueError(
+                f"generator is on {generator.device} but the model is on {self.device}: "
+                f"use torch.Generator(device=model.device).manual_seed(seed)"
+            )
+        eos = _token_ids(self.config.eos_token_id if eos_token_id is None else eos_token_id, "eos_token_id")
+        if pad_token_id is None:
+            pad_token_id = self.config.pad_token_id if self.config.pad_token_id is not None else (eos[0] if eos else None)
+        if use_cuda_graph is None:
+            use_cuda_graph = self.device.type == "cuda"
+        elif use_cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"use_cuda_graph needs the model on CUDA, it is on {self.device}")
+        return generate(
+            self._generation_runtime()["step_graph"],
+            lambda states: self._decode_step(states, use_cuda_graph),
+            input_ids,
+            attention_mask,
+            _new_token_budget(max_new_tokens, max_length, input_ids.shape[1]),
+            Sampling(do_sample, temperature, top_k, top_p),
+            eos,
+            pad_token_id,
+            generator,
+            streamer,
+            stopping_criteria,
+        )
 
     def save_pretrained(self, save_directory, tokenizer=None):
         """``qpass.save(self, save_directory, tokenizer)``: a folder ``from_pretrained`` loads."""

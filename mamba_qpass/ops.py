@@ -39,16 +39,29 @@ def _(x, weight, eps):
     return x.new_empty(x.shape, dtype=weight.dtype)
 
 
+# The conv and scan ops take the state to continue from (None: zeros) and return the state to continue
+# with, so one graph serves a prefill (no state in) and each decode step (the previous step's state in).
+# The conv state is the last width-1 inputs, in the input's dtype: int8 codes for the int8 conv.
+
+
+def _conv_state_like(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((x.shape[0], weight.shape[1] - 1, x.shape[2]))
+
+
 @torch.library.custom_op(f"{NAMESPACE}::causal_conv1d", mutates_args=())
 def causal_conv1d(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu: bool
-) -> torch.Tensor:
-    return causal_conv1d_ref(x, weight, bias, silu)
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    silu: bool,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return causal_conv1d_ref(x, weight, bias, silu, initial_state)
 
 
 @causal_conv1d.register_fake
-def _(x, weight, bias, silu):
-    return torch.empty_like(x)
+def _(x, weight, bias, silu, initial_state=None):
+    return torch.empty_like(x), _conv_state_like(x, weight)
 
 
 @torch.library.custom_op(f"{NAMESPACE}::selective_scan", mutates_args=())
@@ -62,14 +75,18 @@ def selective_scan(
     z: torch.Tensor | None,
     delta_bias: torch.Tensor | None,
     delta_softplus: bool,
-) -> torch.Tensor:
-    out, _ = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return out
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, None, initial_state)
+
+
+def _ssm_state_like(u: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    return u.new_empty((u.shape[0], *A.shape), dtype=torch.float32)
 
 
 @selective_scan.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    return torch.empty_like(u)
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None):
+    return torch.empty_like(u), _ssm_state_like(u, A)
 
 
 # --- the int8 datapath -------------------------------------------------------------------------
@@ -114,13 +131,14 @@ def int8_causal_conv1d(
     bias: torch.Tensor | None,
     out_inv_scale: torch.Tensor,
     silu: bool,
-) -> torch.Tensor:
-    return int8_causal_conv1d_ref(x, weight, dequant_scale, bias, out_inv_scale, silu)
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return int8_causal_conv1d_ref(x, weight, dequant_scale, bias, out_inv_scale, silu, initial_state)
 
 
 @int8_causal_conv1d.register_fake
-def _(x, weight, dequant_scale, bias, out_inv_scale, silu):
-    return x.new_empty(x.shape, dtype=torch.int8)
+def _(x, weight, dequant_scale, bias, out_inv_scale, silu, initial_state=None):
+    return x.new_empty(x.shape, dtype=torch.int8), _conv_state_like(x, weight)
 
 
 @torch.library.custom_op(f"{NAMESPACE}::rms_norm_quant", mutates_args=())
@@ -166,16 +184,16 @@ def int8_selective_scan(
     delta_softplus: bool,
     scales: torch.Tensor,
     out_dtype: torch.dtype,
-) -> torch.Tensor:
-    out, _ = selective_scan_int8_ref(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, scales=scales
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return selective_scan_int8_ref(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state, scales=scales
     )
-    return out
 
 
 @int8_selective_scan.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype):
-    return u.new_empty(u.shape, dtype=out_dtype)
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype, initial_state=None):
+    return u.new_empty(u.shape, dtype=out_dtype), _ssm_state_like(u, A)
 
 
 # The float arithmetic around each int8 op's exact integer part, as the op's reference writes it: the

@@ -19,7 +19,7 @@ def _rand(*shape, seed):
 def test_causal_conv1d_ref_matches_transformers(width):
     x, w, b = _rand(2, 11, 6, seed=0), _rand(6, width, seed=1), _rand(6, seed=2)
     expected = hf.causal_conv1d_fn(x.transpose(1, 2), w, b, activation="silu").transpose(1, 2)
-    torch.testing.assert_close(causal_conv1d_ref(x, w, b, silu=True), expected)
+    torch.testing.assert_close(causal_conv1d_ref(x, w, b, silu=True)[0], expected)
 
 
 @pytest.mark.parametrize("seq_len", [1, 63, 130], ids=lambda n: f"L{n}")
@@ -46,6 +46,20 @@ def test_selective_scan_initial_state_continues_a_sequence():
     second, final = selective_scan_ref(u[:, 8:], dt[:, 8:], A, B[:, 8:], C[:, 8:], initial_state=state)
     torch.testing.assert_close(torch.cat([first, second], 1), whole)
     torch.testing.assert_close(final, whole_state)
+
+
+@pytest.mark.parametrize("split", [1, 2, 8], ids=lambda n: f"first{n}")
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_causal_conv1d_state_continues_a_sequence(split, width):
+    """The conv continued from the first part's final state gives the whole sequence's outputs and state,
+    also when the first part is shorter than the window."""
+    x, w, b = _rand(2, 11, 6, seed=0), _rand(6, width, seed=1), _rand(6, seed=2)
+    whole, whole_state = causal_conv1d_ref(x, w, b, silu=True)
+    first, state = causal_conv1d_ref(x[:, :split], w, b, silu=True)
+    second, final = causal_conv1d_ref(x[:, split:], w, b, silu=True, initial_state=state)
+    assert state.shape == (2, width - 1, 6)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole)
+    assert torch.equal(final, whole_state) and torch.equal(whole_state, x[:, 11 - (width - 1) :])
 
 
 def _codes(*shape, seed):
@@ -81,6 +95,19 @@ def _opcheck_samples() -> dict[str, tuple]:
         "rms_norm_quant": (x, _rand(6, seed=20), 1e-5, inv),
         "hadamard_quant": (_rand(2, 7, 12, seed=21).half(), hadamard_matrix(12), inv),
         "quantize": (x, inv),
+        # with the state to continue from: a one-token step, as generation runs them
+        "causal_conv1d-state": (x[:, :1], _rand(6, 4, seed=1), _rand(6, seed=2), True, _rand(2, 3, 6, seed=29)),
+        "int8_causal_conv1d-state": (_codes(2, 1, 6, seed=16), _codes(6, 4, seed=17), _f64(6, seed=18).abs() * 0.01,
+                                     _f64(6, seed=19), inv, True, _codes(2, 3, 6, seed=30)),
+        "selective_scan-state": (
+            x[:, :1], _rand(2, 1, 6, seed=4), A, _rand(2, 1, 3, seed=5), _rand(2, 1, 3, seed=6), _rand(6, seed=7),
+            x[:, :1], _rand(6, seed=8), True, _rand(2, 6, 3, seed=31),
+        ),
+        "int8_selective_scan-state": (
+            _codes(2, 1, 6, seed=22), _codes(2, 1, 6, seed=23), A, _codes(2, 1, 3, seed=24), _codes(2, 1, 3, seed=25),
+            _rand(6, seed=26), _codes(2, 1, 6, seed=27), _rand(6, seed=28), True, scales, torch.float16,
+            _rand(2, 6, 3, seed=32),
+        ),
         "int8_selective_scan": (
             _codes(2, 7, 6, seed=22), _codes(2, 7, 6, seed=23), A, _codes(2, 7, 3, seed=24), _codes(2, 7, 3, seed=25),
             _rand(6, seed=26), _codes(2, 7, 6, seed=27), _rand(6, seed=28), True, scales, torch.float16,

@@ -6,25 +6,44 @@ import torch
 import triton
 import triton.language as tl
 
-from mamba_qpass.kernels.checks import check_tensor, check_unit_last_stride
+from mamba_qpass.kernels.checks import check_shape, check_tensor, check_unit_last_stride
+from mamba_qpass.kernels.quant_math import tl_round_half_even_clamp_int8
 
 MAX_WIDTH = 4
 
 
 @triton.jit
 def add_causal_window(
-    acc, x_ptr, w_ptr, batch, offs_t, offs_d, mask_d, L, stride_xb, stride_xl, stride_wd, WIDTH: tl.constexpr,
+    acc, x_ptr, w_ptr, state_ptr, batch, offs_t, offs_d, mask_d, L, stride_xb, stride_xl, stride_wd,
+    stride_sb, stride_sl, WIDTH: tl.constexpr, HAS_STATE: tl.constexpr,
 ):
-    """acc + sum_k x[batch, t - (WIDTH - 1) + k, d] * w[d, k] over the tile, in acc's dtype; x is zero
-    before t = 0. The caller chooses the start value (its bias, or zero) and so the rounding order."""
+    """acc + sum_k x[batch, t - (WIDTH - 1) + k, d] * w[d, k] over the tile, in acc's dtype; before t = 0
+    x is the state's step t + WIDTH - 1 (B, WIDTH - 1, D) with HAS_STATE, else zero. The caller chooses
+    the start value (its bias, or zero) and so the rounding order."""
     x_base = x_ptr + batch * stride_xb + offs_d[None, :]
+    state_base = state_ptr + batch * stride_sb + offs_d[None, :]
     for k in tl.static_range(WIDTH):
         src_t = offs_t - (WIDTH - 1) + k  # the tap k steps into the window ending at t
         mask = ((src_t >= 0) & (src_t < L))[:, None] & mask_d[None, :]
-        x = tl.load(x_base + src_t[:, None] * stride_xl, mask=mask, other=0).to(acc.dtype)
+        x = tl.load(x_base + src_t[:, None] * stride_xl, mask=mask, other=0)
+        if HAS_STATE:  # exactly one of the two loads is unmasked, the other adds zero
+            in_state = ((src_t < 0) & (src_t + WIDTH - 1 >= 0))[:, None] & mask_d[None, :]
+            x += tl.load(state_base + (src_t + WIDTH - 1)[:, None] * stride_sl, mask=in_state, other=0)
         w = tl.load(w_ptr + offs_d * stride_wd + k, mask=mask_d, other=0).to(acc.dtype)
-        acc += x * w[None, :]
+        acc += x.to(acc.dtype) * w[None, :]
     return acc
+
+
+@triton.jit
+def int8_conv_epilogue(acc, dequant_scale, bias, out_inv_scale, HAS_BIAS: tl.constexpr, SILU: tl.constexpr):
+    """int8 codes of an exact int32 window sum: ``int8_causal_conv1d_epilogue`` in float64 (scale, + bias,
+    SiLU, inverse output scale, clamp, round half to even). The scale and bias broadcast against acc."""
+    v = acc.to(tl.float64) * dequant_scale
+    if HAS_BIAS:
+        v = v + bias
+    if SILU:
+        v = v / (1.0 + tl.exp(-v))
+    return tl_round_half_even_clamp_int8(v * out_inv_scale)
 
 
 def conv_blocks(seq_len: int, channels: int, device: torch.device) -> tuple[int, int]:
@@ -34,6 +53,25 @@ def conv_blocks(seq_len: int, channels: int, device: torch.device) -> tuple[int,
     if device.type != "cuda":
         return min(64, triton.next_power_of_2(seq_len)), min(256, triton.next_power_of_2(channels))
     return 32, min(128, triton.next_power_of_2(channels))
+
+
+def check_conv_state(initial_state: torch.Tensor | None, x: torch.Tensor, width: int) -> None:
+    """The state a conv continues from: x's dtype and device, (B, W-1, D), a contiguous last dim."""
+    if initial_state is None:
+        return
+    check_tensor("initial_state", initial_state, (x.dtype,), (3,), x.device)
+    check_shape("initial_state", initial_state, (x.shape[0], width - 1, x.shape[2]))
+    check_unit_last_stride("initial_state", initial_state)
+
+
+def last_conv_inputs(x: torch.Tensor, width: int, initial_state: torch.Tensor | None) -> torch.Tensor:
+    """The last W-1 inputs of the state followed by x: (B, W-1, D), contiguous. A copy of at most W-1
+    steps, so no kernel of its own."""
+    steps = width - 1
+    if x.shape[1] >= steps:
+        return x[:, x.shape[1] - steps :].contiguous()
+    before = initial_state if initial_state is not None else x.new_zeros(x.shape[0], steps, x.shape[2])
+    return torch.cat([before, x], dim=1)[:, x.shape[1] :].contiguous()
 
 
 def check_conv_inputs(x: torch.Tensor, weight: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> tuple[int, int, int]:

@@ -6,13 +6,15 @@ product the int8 scan computes inside; the float scan's output is cast to the in
 dtype, so everything after the scan is unchanged.
 """
 
+import operator
+
 import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
 import torch.fx as fx
 
+from mamba_qpass.graph_utils import replace_outputs
 from mamba_qpass.numerics import INT8_MAX, INT8_MIN
 from mamba_qpass.passes.emit import Emitter
-from mamba_qpass.taps import move_tap
 
 aten = torch.ops.aten
 qd = torch.ops.quantized_decomposed
@@ -22,7 +24,8 @@ SCAN_CODE_INPUTS = (0, 1, 3, 4, 6)  # u, delta, B, C, z in the scan's arguments;
 
 
 def replace_int8_scan(gm: fx.GraphModule, scan: fx.Node, float_u: fx.Node | None = None) -> fx.Node:
-    """The float scan node now standing for ``scan``; ``float_u`` replaces the dequantised u if given."""
+    """The float scan's output node now standing for ``scan``'s; ``float_u`` replaces the dequantised u if
+    given. The final state is the float scan's: the same float32 recurrence."""
     u, delta, A, B, C, D, z, delta_bias, softplus, scales, out_dtype = scan.args
     emit = Emitter(gm, scan)
     zero_point = emit.existing_attr("scales.zero_point")
@@ -33,11 +36,9 @@ def replace_int8_scan(gm: fx.GraphModule, scan: fx.Node, float_u: fx.Node | None
     if float_u is not None:
         values[0] = float_u
     v_u, v_delta, v_B, v_C, v_z = values
-    y = emit(qops.selective_scan.default, v_u, v_delta, A, v_B, v_C, D, v_z, delta_bias, softplus)
-    out = emit.cast(y, out_dtype)
-    move_tap(scan, out)
-    scan.replace_all_uses_with(out)
-    gm.graph.erase_node(scan)
+    float_scan = emit(qops.selective_scan.default, v_u, v_delta, A, v_B, v_C, D, v_z, delta_bias, softplus)
+    out = emit.cast(emit(operator.getitem, float_scan, 0), out_dtype)
+    replace_outputs(gm, scan, [out, emit(operator.getitem, float_scan, 1)])
     return out
 
 

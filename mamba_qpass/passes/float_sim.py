@@ -18,10 +18,12 @@ each int8 tensor code for code. How it stays exact and stays the kernels' specif
 - the scan reads ``code * scale`` in float32 exactly as the int8 scan dequantises, and runs the float32 scan.
 """
 
+import operator
+
 import torch
 import torch.fx as fx
 
-from mamba_qpass.graph_utils import attr_of, is_call
+from mamba_qpass.graph_utils import attr_of, is_call, replace_outputs
 from mamba_qpass.numerics import hadamard_output_scale
 from mamba_qpass.ops import float_arithmetic, residual_arithmetic
 from mamba_qpass.passes.emit import Emitter, Input
@@ -79,18 +81,20 @@ def _int8_linear(emit: Emitter, node: fx.Node) -> fx.Node:
     )
 
 
-def _int8_causal_conv1d(emit: Emitter, node: fx.Node) -> fx.Node:
+def _int8_causal_conv1d(emit: Emitter, node: fx.Node) -> list[fx.Node]:
     x, weight, dequant, bias, inv, silu = node.args
-    acc = emit(qops.causal_conv1d.default, x, _float_codes_attr(emit, weight), None, False)
+    window_sum = emit(qops.causal_conv1d.default, x, _float_codes_attr(emit, weight), None, False)
+    acc = emit(operator.getitem, window_sum, 0)
     codes = emit.recorded(
         float_arithmetic(node.target),
         acc=_activation(emit, acc, F32, attr_of(emit.gm, weight).shape[0]),
         dequant_scale=_buffer(emit, dequant), bias=_buffer(emit, bias), out_inv_scale=_buffer(emit, inv), silu=silu,
     )
-    return emit.cast(codes, F32)
+    # the state: the last inputs, codes held in float32 as x is
+    return [emit.cast(codes, F32), emit(operator.getitem, window_sum, 1)]
 
 
-def _int8_selective_scan(emit: Emitter, node: fx.Node) -> fx.Node:
+def _int8_selective_scan(emit: Emitter, node: fx.Node) -> list[fx.Node]:
     args = list(node.args)
     channels, state_size = attr_of(emit.gm, args[2]).shape
     widths = (channels, channels, state_size, state_size, channels)  # u, delta, B, C, z
@@ -101,8 +105,8 @@ def _int8_selective_scan(emit: Emitter, node: fx.Node) -> fx.Node:
     values = emit.recorded(float_arithmetic(node.target), scales=_buffer(emit, args[9]), **codes)
     for position, value in zip(SCAN_CODE_INPUTS, values):
         args[position] = value
-    y = emit(qops.selective_scan.default, *args[:9])
-    return emit.cast(y, args[10])
+    scan = emit(qops.selective_scan.default, *args[:9])
+    return [emit.cast(emit(operator.getitem, scan, 0), args[10]), emit(operator.getitem, scan, 1)]
 
 
 def _hadamard_quant(emit: Emitter, node: fx.Node) -> fx.Node:
@@ -141,6 +145,9 @@ def float_sim(gm: fx.GraphModule) -> fx.GraphModule:
         raise ValueError("no int8 kernel op in the graph: run lower_int8 first")
     for node in kernels:
         replacement = EXPANSIONS[node.target](Emitter(gm, node), node)
+        if isinstance(replacement, list):  # (output, final state) of the conv and the scan
+            replace_outputs(gm, node, replacement)
+            continue
         move_tap(node, replacement)
         node.replace_all_uses_with(replacement)
         gm.graph.erase_node(node)

@@ -15,11 +15,13 @@ channel and ``1 / s_out``, computed once here so every kernel only multiplies. A
 quantize/dequantize node is left.
 """
 
+import operator
+
 import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
 import torch.fx as fx
 
-from mamba_qpass.graph_utils import add_tensor_attr, attr_of, find_or_add_tensor_attr, is_call
+from mamba_qpass.graph_utils import add_tensor_attr, attr_of, find_or_add_tensor_attr, is_call, output_of, producer
 from mamba_qpass.quant_config import QuantConfig
 from mamba_qpass.taps import move_tap
 
@@ -111,7 +113,7 @@ def _lower_linear(gm: fx.GraphModule, linear: fx.Node) -> None:
 
 
 def _lower_conv(gm: fx.GraphModule, conv: fx.Node, q: fx.Node) -> None:
-    act_dq, weight_dq, bias, silu = conv.args
+    act_dq, weight_dq, bias, silu = conv.args[:4]
     prefix = _weight_prefix(weight_dq)
     dequant = _dequant_scale_node(gm, act_dq, weight_dq, conv)
     bias64 = _bias_node(gm, bias, prefix, conv)
@@ -120,17 +122,18 @@ def _lower_conv(gm: fx.GraphModule, conv: fx.Node, q: fx.Node) -> None:
         lowered = gm.graph.call_function(
             qops.int8_causal_conv1d.default, (act_dq.args[0], weight_dq.args[0], dequant, bias64, inv, silu)
         )
+        codes = gm.graph.call_function(operator.getitem, (lowered, 0))
     lowered.meta[FLOAT_CONV] = {
         "weight": weight_dq.args[0].target.removesuffix("_int8"),
         "bias": None if bias is None else bias.target,
         "input_scale": act_dq.args[1].target,
     }
-    move_tap(q, lowered)
-    q.replace_all_uses_with(lowered)
+    move_tap(q, codes)
+    q.replace_all_uses_with(codes)
 
 
 def _lower_scan(gm: fx.GraphModule, scan: fx.Node, out_dtype: torch.dtype, index: int) -> None:
-    u, dt, A, B, C, D, z, delta_bias, softplus = scan.args
+    u, dt, A, B, C, D, z, delta_bias, softplus = scan.args[:9]
     scales = torch.stack([_scale(gm, n).float() for n in (u, dt, B, C, z)])
     scales_node = add_tensor_attr(gm, f"scales.l{index}_scan_inputs", scales, scan)
     codes = [n.args[0] for n in (u, dt, B, C, z)]
@@ -169,13 +172,18 @@ def lower_int8(config: QuantConfig):
                 continue
             if is_call(node, aten.linear.default) and _is_dq_input(node, 0) and is_call(node.args[1], DQ_CHANNEL):
                 _lower_linear(gm, node)
-            elif is_call(node, qops.causal_conv1d.default) and _is_dq_input(node, 0) and (q := _single_user(node, Q)):
+            elif (
+                is_call(node, qops.causal_conv1d.default)
+                and _is_dq_input(node, 0)
+                and (u := output_of(node, 0)) is not None
+                and (q := _single_user(u, Q))
+            ):
                 _lower_conv(gm, node, q)
             elif is_call(node, qops.selective_scan.default) and all(_is_dq_input(node, i) for i in (0, 1, 3, 4, 6)):
                 _lower_scan(gm, node, config.scan_out_dtype, scan_index)
                 scan_index += 1
             elif is_call(node, Q) and is_call(
-                node.args[0], qops.rms_norm.default, qops.hadamard_rotate.default, qops.int8_selective_scan.default
+                producer(node.args[0]), qops.rms_norm.default, qops.hadamard_rotate.default, qops.int8_selective_scan.default
             ):
                 _lower_requant(gm, node)
         return gm

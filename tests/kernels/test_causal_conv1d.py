@@ -38,20 +38,30 @@ SHAPES = {"B2-L7-D24": (2, 7, 24), "B2-L63-D40": (2, 63, 40), "B1-L130-D300": (1
 @pytest.mark.parametrize("silu", [True, False], ids=["silu", "linear"])
 def test_matches_reference(batch, seq_len, channels, dtype, silu, device):
     x, w, b = make_inputs(batch, seq_len, channels, 4, dtype, device)
-    assert_close_to_ref(causal_conv1d(x, w, b, silu), causal_conv1d_ref(x, w, b, silu))
+    assert_close_to_ref(causal_conv1d(x, w, b, silu)[0], causal_conv1d_ref(x, w, b, silu)[0])
 
 
 @pytest.mark.parametrize("width", [1, 2, 3])
 def test_narrower_kernels_without_bias(width, device):
     x, w, _ = make_inputs(2, 9, 24, width, torch.float32, device)
-    assert_close_to_ref(causal_conv1d(x, w, None, True), causal_conv1d_ref(x, w, None, True))
+    assert_close_to_ref(causal_conv1d(x, w, None, True)[0], causal_conv1d_ref(x, w, None, True)[0])
+
+
+@pytest.mark.parametrize("split", [1, 2, 5], ids=lambda n: f"first{n}")
+def test_continues_from_state(split, device):
+    x, w, b = make_inputs(2, 9, 24, 4, torch.float32, device)
+    whole, whole_state = causal_conv1d_ref(x, w, b, True)
+    _, state = causal_conv1d_ref(x[:, :split], w, b, True)
+    out, final = causal_conv1d(x[:, split:], w, b, True, state)
+    assert_close_to_ref(out, whole[:, split:])
+    assert torch.equal(final, whole_state)
 
 
 def test_x_sliced_from_in_proj_output(device):
     xz, _, _ = make_inputs(2, 11, 80, 4, torch.float16, device)
     _, w, b = make_inputs(2, 11, 40, 4, torch.float16, device, seed=1)
     x = xz[..., :40]
-    assert_close_to_ref(causal_conv1d(x, w, b, True), causal_conv1d_ref(x, w, b, True))
+    assert_close_to_ref(causal_conv1d(x, w, b, True)[0], causal_conv1d_ref(x, w, b, True)[0])
 
 
 @pytest.mark.parametrize(
@@ -87,4 +97,4 @@ REAL_SHAPES = {"130m-B1-L2048": (1, 2048, 1536), "2.8b-B2-L512": (2, 512, 5120)}
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 def test_real_shapes_on_gpu(batch, seq_len, channels, dtype):
     x, w, b = make_inputs(batch, seq_len, channels, 4, dtype, "cuda")
-    assert_close_to_ref(causal_conv1d(x, w, b, True), causal_conv1d_ref(x, w, b, True))
+    assert_close_to_ref(causal_conv1d(x, w, b, True)[0], causal_conv1d_ref(x, w, b, True)[0])

@@ -31,6 +31,8 @@ from mamba_qpass.kernels.rms_norm_quant import triton as rms
 from mamba_qpass.kernels.hadamard_quant import triton as hadamard
 from mamba_qpass.kernels.quantize import triton as quantize
 from mamba_qpass.kernels.selective_scan import triton as scan
+from mamba_qpass.kernels.selective_state_update import triton as scan_step
+from mamba_qpass.kernels.int8_conv_state_update import triton as conv_step
 
 CUDA = torch.device("cuda")  # only a descriptor: picks the GPU branch of the launch-config helpers
 
@@ -45,6 +47,7 @@ def compile_sm90(kernel, pointer_types, constexprs, options):
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
     return {
         "fma_f64": ptx.count("fma.rn.f64"),
+        "fma_f32": ptx.count("fma.rn.f32"),
         "mma_s8": len(re.findall(r"mma[^\n]*s8", ptx)),
         "wgmma_s8": len(re.findall(r"wgmma[^\n]*s8", ptx)),
     }
@@ -66,8 +69,8 @@ def gemm(block_m, block_n, block_k, quantize_out, even_k):
 def int8_causal_conv1d(silu):
     block_l, block_d = conv_window.conv_blocks(2048, 5120, CUDA)
     return compile_sm90(
-        int8_conv._int8_causal_conv1d_kernel, {"x_ptr": "*i8", "w_ptr": "*i8", "out_ptr": "*i8"},
-        dict(WIDTH=4, HAS_BIAS=True, SILU=silu, BLOCK_L=block_l, BLOCK_D=block_d), dict(EXACT_FP_LAUNCH),
+        int8_conv._int8_causal_conv1d_kernel, {"x_ptr": "*i8", "w_ptr": "*i8", "state_ptr": "*i8", "out_ptr": "*i8"},
+        dict(WIDTH=4, HAS_BIAS=True, SILU=silu, HAS_STATE=True, BLOCK_L=block_l, BLOCK_D=block_d), dict(EXACT_FP_LAUNCH),
     )
 
 
@@ -103,11 +106,32 @@ def selective_scan(int8_inputs):
     )
 
 
+def selective_state_update(int8_inputs):
+    tiling = scan_step.state_update_tiling(CUDA)
+    options = dict(num_warps=tiling.pop("num_warps"))
+    seq = "*i8" if int8_inputs else "*fp32"
+    pointers = {n: seq for n in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr")}
+    pointers.update({n: "*fp32" for n in ("A_ptr", "D_ptr", "delta_bias_ptr", "state_ptr", "scales_ptr", "state_out_ptr")})
+    pointers["out_ptr"] = "*fp16"
+    flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True, INT8_INPUTS=int8_inputs)
+    return compile_sm90(
+        scan_step._selective_state_update_kernel, pointers, dict(**flags, BLOCK_N=16, **tiling), options | EXACT_FP_LAUNCH,
+    )
+
+
+def int8_conv_state_update():
+    return compile_sm90(
+        conv_step._int8_conv_state_update_kernel,
+        {n: "*i8" for n in ("x_ptr", "w_ptr", "state_ptr", "out_ptr", "state_out_ptr")},
+        dict(WIDTH=4, HAS_BIAS=True, SILU=False, BLOCK_D=1024), dict(EXACT_FP_LAUNCH),
+    )
+
+
 def causal_conv1d():
     block_l, block_d = conv_window.conv_blocks(2048, 5120, CUDA)
     return compile_sm90(
-        float_conv._causal_conv1d_kernel, {n: "*bf16" for n in ("x_ptr", "w_ptr", "bias_ptr", "out_ptr")},
-        dict(WIDTH=4, HAS_BIAS=True, SILU=True, BLOCK_L=block_l, BLOCK_D=block_d), {},
+        float_conv._causal_conv1d_kernel, {n: "*bf16" for n in ("x_ptr", "w_ptr", "bias_ptr", "state_ptr", "out_ptr")},
+        dict(WIDTH=4, HAS_BIAS=True, SILU=True, HAS_STATE=True, BLOCK_L=block_l, BLOCK_D=block_d), {},
     )
 
 
@@ -127,6 +151,9 @@ results = {
     ),
     "selective_scan-int8": selective_scan(True),
     "selective_scan-fp16": selective_scan(False),
+    "selective_state_update-int8": selective_state_update(True),
+    "selective_state_update-fp32": selective_state_update(False),
+    "int8_conv_state_update-linear": int8_conv_state_update(),
     "causal_conv1d-bf16": causal_conv1d(),
 }
 print(json.dumps(results))
@@ -143,6 +170,7 @@ NO_FMA = (
     "hadamard_quant-1536",
     "hadamard_quant-5120",
     "quantize",
+    "int8_conv_state_update-linear",
 )
 
 
@@ -160,4 +188,6 @@ def test_gpu_launch_configurations_compile_for_sm90():
         assert results[name]["fma_f64"] == 0, f"{name} contracts float64 a * b + c into an FMA"
     for name in ("int8_linear-codes-128x256", "int8_linear-codes-64x64-k_masked", "int8_linear-f32-128x128"):
         assert results[name]["wgmma_s8"] > 0, f"{name} does not use Hopper's int8 wgmma"
-
+    for name in ("selective_state_update-int8", "selective_state_update-fp32"):
+        # the int8 variant's in-kernel code * scale must round as fp32_ssm's dequantised input does
+        assert results[name]["fma_f32"] == 0, f"{name} fuses float32 a * b + c: w8a8 and fp32_ssm could differ"

@@ -27,15 +27,30 @@ SHAPES = {"B2-L7-D24": (2, 7, 24), "B2-L63-D40": (2, 63, 40), "B1-L1-D24": (1, 1
 @pytest.mark.parametrize("silu", [True, False], ids=["silu", "linear"])
 def test_matches_reference(batch, seq_len, channels, silu, device):
     x, w, dequant, bias, inv = make_inputs(batch, seq_len, channels, 4, device)
-    out = int8_causal_conv1d(x, w, dequant, bias, inv, silu)
-    assert_same_codes(out, int8_causal_conv1d_ref(x, w, dequant, bias, inv, silu))
+    out = int8_causal_conv1d(x, w, dequant, bias, inv, silu)[0]
+    assert_same_codes(out, int8_causal_conv1d_ref(x, w, dequant, bias, inv, silu)[0])
     assert out.float().std() > 5, "test data should spread over many codes"
 
 
 @pytest.mark.parametrize("width", [1, 2, 3])
 def test_narrower_kernels_without_bias(width, device):
     x, w, dequant, _, inv = make_inputs(2, 9, 24, width, device)
-    assert_same_codes(int8_causal_conv1d(x, w, dequant, None, inv), int8_causal_conv1d_ref(x, w, dequant, None, inv))
+    assert_same_codes(int8_causal_conv1d(x, w, dequant, None, inv)[0], int8_causal_conv1d_ref(x, w, dequant, None, inv)[0])
+
+
+@pytest.mark.parametrize("split", [1, 2, 5], ids=lambda n: f"first{n}")
+@pytest.mark.parametrize("width", [2, 4])
+def test_continues_from_state(split, width, device):
+    """From the reference's final state of the first steps, the kernel gives the codes and the state of
+    the whole sequence, code for code (the window before t = 0 read from the state, shorter firsts too)."""
+    x, w, dequant, bias, inv = make_inputs(2, 9, 24, width, device)
+    whole, whole_state = int8_causal_conv1d_ref(x, w, dequant, bias, inv)
+    _, state = int8_causal_conv1d_ref(x[:, :split], w, dequant, bias, inv)
+    out, final = int8_causal_conv1d(x[:, split:], w, dequant, bias, inv, True, state)
+    assert_same_codes(out, whole[:, split:])
+    assert_same_codes(final, whole_state)
+    assert_same_codes(whole_state, x[:, 9 - (width - 1) :])
+    assert_same_codes(out, int8_causal_conv1d_ref(x[:, split:], w, dequant, bias, inv, True, state)[0])
 
 
 def test_causal_zero_history():
@@ -44,7 +59,7 @@ def test_causal_zero_history():
     x[0, 2, 0] = 1
     w = torch.tensor([[1, 2, 3, 4]], dtype=torch.int8)  # w[k] multiplies x[t - 3 + k]
     one = torch.ones(1, dtype=torch.float64)
-    out = int8_causal_conv1d_ref(x, w, one, None, torch.tensor(1.0, dtype=torch.float64), silu=False)
+    out = int8_causal_conv1d_ref(x, w, one, None, torch.tensor(1.0, dtype=torch.float64), silu=False)[0]
     assert out[0, :, 0].tolist() == [0, 0, 4, 3, 2]
 
 
@@ -53,13 +68,13 @@ def test_x_sliced_from_in_proj_output(device):
     xz, _, _, _, _ = make_inputs(2, 11, 80, 4, device)
     x = xz[..., :40]
     _, w, dequant, bias, inv = make_inputs(2, 11, 40, 4, device, seed=1)
-    assert_same_codes(int8_causal_conv1d(x, w, dequant, bias, inv), int8_causal_conv1d_ref(x, w, dequant, bias, inv))
+    assert_same_codes(int8_causal_conv1d(x, w, dequant, bias, inv)[0], int8_causal_conv1d_ref(x, w, dequant, bias, inv)[0])
 
 
 def test_saturates_to_int8_range(device):
     x, w, dequant, bias, inv = make_inputs(2, 17, 24, 4, device, scale=1e-2)
-    out = int8_causal_conv1d(x, w, dequant, bias, inv, silu=False)
-    assert_same_codes(out, int8_causal_conv1d_ref(x, w, dequant, bias, inv, silu=False))
+    out = int8_causal_conv1d(x, w, dequant, bias, inv, silu=False)[0]
+    assert_same_codes(out, int8_causal_conv1d_ref(x, w, dequant, bias, inv, silu=False)[0])
     assert (out == 127).any() and (out == -128).any()
 
 
@@ -69,11 +84,11 @@ def test_ties_round_half_to_even(device):
     x, w = x.remainder(4).to(torch.int8), w.remainder(3).to(torch.int8)  # small, so nothing saturates
     ones = torch.ones(24, dtype=torch.float64, device=device)
     half = torch.tensor([0.5], dtype=torch.float64, device=device)
-    out = int8_causal_conv1d(x, w, ones, None, half, silu=False)
-    acc = int8_causal_conv1d_ref(x, w, ones, None, torch.ones((), dtype=torch.float64, device=device), silu=False)
+    out = int8_causal_conv1d(x, w, ones, None, half, silu=False)[0]
+    acc = int8_causal_conv1d_ref(x, w, ones, None, torch.ones((), dtype=torch.float64, device=device), silu=False)[0]
     assert (acc.remainder(2) == 1).any(), "test data should contain ties"
     assert torch.equal(out, torch.round(acc.double() / 2).to(torch.int8))  # torch.round is half-even
-    assert_same_codes(out, int8_causal_conv1d_ref(x, w, ones, None, half, silu=False))
+    assert_same_codes(out, int8_causal_conv1d_ref(x, w, ones, None, half, silu=False)[0])
 
 
 @pytest.mark.parametrize(
@@ -119,4 +134,4 @@ REAL_SHAPES = {"130m-B1-L2048": (1, 2048, 1536), "130m-B2-L512": (2, 512, 1536),
 def test_real_shapes_on_gpu(batch, seq_len, channels):
     x, w, dequant, bias, inv = make_inputs(batch, seq_len, channels, 4, "cuda")
     x = torch.cat([x, x], dim=-1)[..., :channels]  # strided like the in_proj slice
-    assert_same_codes(int8_causal_conv1d(x, w, dequant, bias, inv), int8_causal_conv1d_ref(x, w, dequant, bias, inv))
+    assert_same_codes(int8_causal_conv1d(x, w, dequant, bias, inv)[0], int8_causal_conv1d_ref(x, w, dequant, bias, inv)[0])

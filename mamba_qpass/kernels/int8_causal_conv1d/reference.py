@@ -9,8 +9,8 @@ Layout is token-major, x[b, t, d], like ``causal_conv1d_ref``.
 """
 
 import torch
-import torch.nn.functional as F
 
+from mamba_qpass.kernels.causal_conv1d.reference import conv_history, final_conv_state
 from mamba_qpass.numerics import int8_grid
 
 
@@ -42,12 +42,17 @@ def int8_causal_conv1d_ref(
     bias: torch.Tensor | None,
     out_inv_scale: torch.Tensor,
     silu: bool = True,
-) -> torch.Tensor:
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """x: int8 (B, L, D); weight: int8 (D, W); dequant_scale, bias: float64 (D,);
-    out_inv_scale: float64 scalar (shape () or (1,)). Returns int8 (B, L, D)."""
+    out_inv_scale: float64 scalar (shape () or (1,)); initial_state: int8 (B, W-1, D), the codes of the
+    W-1 steps before t = 0 (zeros when None). Returns ``(out, final_state)``: int8 (B, L, D) and the
+    int8 codes of the last W-1 inputs (B, W-1, D)."""
     width = weight.shape[1]
     seq_len = x.shape[1]
-    x_padded = F.pad(x.to(torch.int32), (0, 0, width - 1, 0))  # W-1 zero steps before t = 0
+    history = conv_history(x, width, initial_state)
+    h32 = history.to(torch.int32)
     w32 = weight.to(torch.int32)
-    acc = sum(w32[:, k] * x_padded[:, k : k + seq_len, :] for k in range(width))
-    return int8_causal_conv1d_epilogue(acc, dequant_scale, bias, out_inv_scale.reshape(()), silu).to(torch.int8)
+    acc = sum(w32[:, k] * h32[:, k : k + seq_len, :] for k in range(width))
+    out = int8_causal_conv1d_epilogue(acc, dequant_scale, bias, out_inv_scale.reshape(()), silu).to(torch.int8)
+    return out, final_conv_state(history, width)

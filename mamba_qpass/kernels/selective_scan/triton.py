@@ -161,7 +161,7 @@ def _selective_scan_kernel(
     tl.store(state_ptrs, state, mask=mask_dn)
 
 
-def _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, scales) -> None:
+def check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, scales) -> None:
     codes = scales is not None
     seq_dtypes = (torch.int8,) if codes else FLOAT_DTYPES
     kind = "int8 (scales given)" if codes else "float (no scales)"
@@ -228,7 +228,7 @@ def selective_scan(
     u, delta, z: (B, L, D); B, C: (B, L, N); all with a contiguous last dim, other strides free. Returns
     ``(out (B, L, D) in out_dtype, final_state (B, D, N) float32)``; out_dtype defaults to u's float
     dtype, or float32 for int8 u."""
-    _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, scales)
+    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, scales)
     scales_arg = scan_scales_tensor(scales, u.device) if scales is not None else A  # unread if not INT8_INPUTS
     if out_dtype is None:
         out_dtype = u.dtype if u.dtype.is_floating_point else torch.float32

@@ -1,0 +1,177 @@
+"""Generation on the GPU: mamba-qpass w8a8 ``generate`` (its decode step a CUDA graph per batch size) against
+mamba-ssm's fp16 ``MambaLMHeadModel.generate(cg=True)``, same weights, same run.
+
+The models are bench_prefill's: mamba-ssm's own random initialisation, copied into a transformers
+``MambaForCausalLM`` that mamba-qpass captures, calibrates on random tokens and lowers to w8a8.
+
+Correctness before time, per config (the rows are refused otherwise): the w8a8 model's decode-step logits
+stay within float32 rounding of its full-prefix forward (SQNR >= 30 dB after 16 decode steps), generating
+with the CUDA graph gives the tokens of generating eagerly, fp32_ssm and float_sim decode to w8a8's
+tokens, and w8a8 agrees with mamba-ssm's top-1 on at least half of a 512-token prompt's positions (a random
+model is a hard case for int8).
+
+Timing, per batch size (1, 16, 64), prompt 512 random tokens, 256 new tokens, greedy, no end token: both
+``generate`` calls end to end (CUDA graphs captured in an untimed first call), and each model's prefill
+alone; decode ms/token = (generate - prefill) / 255 steps, tokens/s = batch * 1000 / (ms/token). Memory:
+weights + decode states (mamba-ssm's inference cache: fp16 conv and SSM states), and the peak a generate
+call allocates beyond what was resident.
+
+    python benchmarks/bench_decode.py [--configs 130m,1.4b,2.8b] [--batches 1,16,64] [--json out.json]
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+import mamba_qpass as qpass
+from bench_prefill import CONFIGS, VOCAB, mamba_ssm_model, same_weights_in_transformers, sqnr_db, tensor_bytes
+from mamba_qpass.hf import QuantizedMambaForCausalLM
+from mamba_qpass.runtime.generate import prefill
+
+PROMPT, NEW = 512, 256
+BATCHES = (1, 16, 64)
+CHECK_PROMPT, CHECK_STEPS = 64, 16
+REPEATS = 3
+
+
+def decode_rates(generate_s: float, prefill_s: float, new_tokens: int, batch: int) -> dict:
+    """ms per decode step and tokens/s from the time of a whole generate call and of its prefill: the first
+    new token comes from the prefill, each of the other ``new_tokens - 1`` from one decode step."""
+    steps = new_tokens - 1
+    ms_per_token = 1000 * (generate_s - prefill_s) / steps
+    return {"ms_per_token": ms_per_token, "tokens_per_s": batch * 1000 / ms_per_token}
+
+
+def tensors_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def seconds(fn) -> float:
+    """Median wall time of ``fn`` over REPEATS calls, the GPU synchronised around each."""
+    times = []
+    for _ in range(REPEATS):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def working_gib(fn) -> float:
+    """GiB one call allocates beyond what was resident before it (the decode states, logits, graph pools)."""
+    torch.cuda.synchronize()
+    resident = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - resident) / 2**30
+
+
+@torch.no_grad()
+def checks(name, ssm, calibrated, qmodel, g) -> tuple[dict, bool]:
+    prompt = torch.randint(0, VOCAB, (1, PROMPT), generator=g, device="cuda")
+    ref = ssm(prompt).logits.float()
+    full = qmodel(prompt).logits.float()
+    ids = prompt[:, :CHECK_PROMPT]
+    tokens = qmodel.generate(ids, max_new_tokens=CHECK_STEPS, eos_token_id=[])
+    eager = qmodel.generate(ids, max_new_tokens=CHECK_STEPS, eos_token_id=[], use_cuda_graph=False)
+    runtime = qmodel._generation_runtime()
+    _, states = prefill(runtime["step_graph"], list(tokens[:, :CHECK_PROMPT]))  # the prompt, then decode the rest
+    step = qmodel._decode_step(states, use_cuda_graph=True)
+    for t in range(CHECK_PROMPT, tokens.shape[1]):
+        logits = step(tokens[:, t : t + 1]).float()
+    prefix = qmodel(tokens).logits[:, -1].float()
+    others = {
+        mode: QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, mode), qmodel.config, mode).generate(
+            ids, max_new_tokens=CHECK_STEPS, eos_token_id=[]
+        )
+        for mode in ("fp32_ssm", "float_sim")
+    }
+    result = {
+        "decode_vs_prefix_sqnr_db": sqnr_db(logits, prefix),
+        "graph_equals_eager": torch.equal(tokens, eager),
+        "fp32_ssm_decodes_as_w8a8": torch.equal(others["fp32_ssm"], tokens),
+        "float_sim_decodes_as_w8a8": torch.equal(others["float_sim"], tokens),
+        "w8a8_top1_agreement_with_mamba_ssm": (full.argmax(-1) == ref.argmax(-1)).double().mean().item(),
+        "w8a8_finite": bool(torch.isfinite(full).all()),
+    }
+    ok = (result["decode_vs_prefix_sqnr_db"] >= 30 and result["graph_equals_eager"] and result["fp32_ssm_decodes_as_w8a8"]
+          and result["float_sim_decodes_as_w8a8"] and result["w8a8_finite"]
+          and result["w8a8_top1_agreement_with_mamba_ssm"] >= 0.5)
+    print(f"{name}: checks {json.dumps(result)} -> {'ok' if ok else 'FAILED'}", flush=True)
+    return result, ok
+
+
+@torch.no_grad()
+def bench_config(name: str, batches, g: torch.Generator) -> list[dict]:
+    d_model, layers = CONFIGS[name]
+    torch.manual_seed(0)
+    ssm = mamba_ssm_model(d_model, layers)
+    hf = same_weights_in_transformers(ssm, d_model, layers)
+    calibration = [torch.randint(0, VOCAB, (1, 512), generator=g, device="cuda") for _ in range(4)]
+    calibrated = qpass.calibrate(hf, calibration, progress=False)
+    qmodel = QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, "w8a8"), hf.config, "w8a8")
+    del hf
+    check, ok = checks(name, ssm, calibrated, qmodel, g)
+    del calibrated
+    torch.cuda.empty_cache()
+
+    rows = []
+    for batch in batches:
+        ids = torch.randint(0, VOCAB, (batch, PROMPT), generator=g, device="cuda")
+        ours = lambda: qmodel.generate(ids, max_new_tokens=NEW, eos_token_id=[])  # noqa: E731
+        theirs = lambda: ssm.generate(ids, max_length=PROMPT + NEW, cg=True, top_k=1)  # noqa: E731
+        ours_tokens, theirs_tokens = ours(), theirs()  # captures each CUDA graph, untimed
+        assert ours_tokens.shape == (batch, PROMPT + NEW) and theirs_tokens.shape == (batch, PROMPT + NEW)
+        step_graph = qmodel._generation_runtime()["step_graph"]
+        _, states = prefill(step_graph, list(ids))
+        state_bytes = {
+            "w8a8": tensors_bytes(states),
+            "mamba_ssm_fp16": tensors_bytes(t for pair in ssm.allocate_inference_cache(batch, PROMPT + NEW).values() for t in pair),
+        }
+        weights = {"w8a8": tensor_bytes(qmodel.gm), "mamba_ssm_fp16": tensor_bytes(ssm)}
+        row = dict(
+            config=name, batch=batch, prompt=PROMPT, new_tokens=NEW, check=ok, checks=check,
+            w8a8=decode_rates(seconds(ours), seconds(lambda: prefill(step_graph, list(ids))), NEW, batch),
+            mamba_ssm_fp16=decode_rates(seconds(theirs), seconds(lambda: ssm(ids, num_last_tokens=1)), NEW, batch),
+            weight_bytes=weights, state_bytes=state_bytes,
+            memory_ratio=(weights["w8a8"] + state_bytes["w8a8"]) / (weights["mamba_ssm_fp16"] + state_bytes["mamba_ssm_fp16"]),
+            w8a8_working_gib=working_gib(ours), mamba_ssm_working_gib=working_gib(theirs),
+        )
+        ratio = f"{row['mamba_ssm_fp16']['ms_per_token'] / row['w8a8']['ms_per_token']:.2f}x" if ok else "REFUSED"
+        print(
+            f"{name} B={batch}: mamba-ssm fp16 {row['mamba_ssm_fp16']['ms_per_token']:.3f} ms/token "
+            f"({row['mamba_ssm_fp16']['tokens_per_s']:.0f} tok/s), w8a8 {row['w8a8']['ms_per_token']:.3f} ms/token "
+            f"({row['w8a8']['tokens_per_s']:.0f} tok/s) -> {ratio}; weights + states {row['memory_ratio']:.2f}x of fp16",
+            flush=True,
+        )
+        rows.append(row)
+        torch.cuda.empty_cache()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ",".join(CONFIGS))
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
+    parser.add_argument("--json", default=None, help="also write every row and check here")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("needs a CUDA device")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    print(f"device: {torch.cuda.get_device_name()}", flush=True)
+    rows = []
+    for name in args.configs.split(","):
+        rows += bench_config(name, [int(b) for b in args.batches.split(",")], g)
+        torch.cuda.empty_cache()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

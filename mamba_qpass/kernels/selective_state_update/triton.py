@@ -1,0 +1,128 @@
+"""Triton one-token selective scan from a state (the decode step), for ``selective_state_update_ref``.
+
+One program owns a batch row and a block of channels: it reads the row's state (BLOCK_D, N) once, applies
+one step of the recurrence with D and the z gate fused, and writes the output and the new state. The
+operations and their order are the chunked scan kernel's for one step (``selective_scan/triton.py``):
+``exp2(delta * A * log2 e)`` decay, ``(delta * B) * u`` drive, ``decay * h + drive``, the C reduction, then
+``+ u * D`` and ``* silu(z)``; int8 inputs are dequantised in-kernel as ``code.to(fp32) * scale``.
+
+Outputs match the reference to float32 rounding (exp is approximate on GPU). The int8 and float variants
+run the same operations on the same float32 values and are launched without FMA contraction, so they agree
+bit for bit with each other: w8a8 and fp32_ssm decode identically.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
+from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_scales_tensor
+from mamba_qpass.kernels.selective_scan.triton import FLOAT_DTYPES, _softplus, check_scan_inputs
+
+
+@triton.jit
+def _selective_state_update_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, state_ptr, scales_ptr,
+    out_ptr, state_out_ptr,
+    DIM, N,
+    stride_ub, stride_db, stride_Bb, stride_Cb, stride_zb, stride_Ad, stride_sb, stride_sd, stride_ob, stride_tb, stride_td,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
+    INT8_INPUTS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    batch = tl.program_id(0)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < DIM
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+
+    u = tl.load(u_ptr + batch * stride_ub + offs_d, mask=mask_d, other=0).to(tl.float32)
+    dt = tl.load(delta_ptr + batch * stride_db + offs_d, mask=mask_d, other=0).to(tl.float32)
+    B_t = tl.load(B_ptr + batch * stride_Bb + offs_n, mask=mask_n, other=0).to(tl.float32)
+    C_t = tl.load(C_ptr + batch * stride_Cb + offs_n, mask=mask_n, other=0).to(tl.float32)
+    if INT8_INPUTS:
+        u = u * tl.load(scales_ptr + 0)
+        dt = dt * tl.load(scales_ptr + 1)
+        B_t = B_t * tl.load(scales_ptr + 2)
+        C_t = C_t * tl.load(scales_ptr + 3)
+    if HAS_DELTA_BIAS:
+        dt = dt + tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if DELTA_SOFTPLUS:
+        dt = _softplus(dt)
+
+    # Padded state lanes stay zero: A = 0 there gives decay 1, and B = 0 gives no drive.
+    A = tl.load(A_ptr + offs_d[:, None] * stride_Ad + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+    A_log2 = A * 1.4426950408889634
+    state = tl.load(state_ptr + batch * stride_sb + offs_d[:, None] * stride_sd + offs_n[None, :], mask=mask_dn, other=0.0)
+    decay = tl.exp2(dt[:, None] * A_log2)
+    drive = (dt[:, None] * B_t[None, :]) * u[:, None]
+    h = decay * state + drive
+    y = tl.sum(h * C_t[None, :], axis=1)
+    if HAS_D:
+        y = y + u * tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_ptr + batch * stride_zb + offs_d, mask=mask_d, other=0).to(tl.float32)
+        if INT8_INPUTS:
+            z = z * tl.load(scales_ptr + 4)
+        y = y * (z / (1.0 + tl.exp(-z)))
+    tl.store(out_ptr + batch * stride_ob + offs_d, y.to(out_ptr.dtype.element_ty), mask=mask_d)
+    tl.store(state_out_ptr + batch * stride_tb + offs_d[:, None] * stride_td + offs_n[None, :], h, mask=mask_dn)
+
+
+def state_update_tiling(device: torch.device) -> dict:
+    """GPU: 32 channels by the whole state per program, so the 2.8b config (5120 channels) runs 160 programs
+    per batch row (not tuned on a GPU yet). CPU (the interpreter): few, large programs."""
+    if device.type == "cuda":
+        return dict(BLOCK_D=32, num_warps=2)
+    return dict(BLOCK_D=256)
+
+
+def selective_state_update(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    out_dtype: torch.dtype | None,
+    state: torch.Tensor,
+    scales: ScanInputScales | torch.Tensor | None = None,
+    state_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton ``selective_state_update_ref``: u, delta, z (B, 1, D), B, C (B, 1, N), float or (with scales)
+    int8 codes, contiguous last dim; state float32 (B, D, N). Returns ``(out (B, 1, D), new state)``; the new
+    state is written to ``state_out`` (which may be ``state`` itself, for an update in place) or to a new
+    tensor."""
+    if u.dim() != 3 or u.shape[1] != 1:
+        raise ValueError(f"a state update takes one token, u of shape (batch, 1, channels), got {tuple(u.shape)}")
+    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, state, scales)
+    if out_dtype is None:
+        out_dtype = u.dtype if u.dtype.is_floating_point else torch.float32
+    if out_dtype not in FLOAT_DTYPES:
+        raise ValueError(f"out_dtype must be one of {FLOAT_DTYPES}, got {out_dtype}")
+    batch, _, channels = u.shape
+    state_size = A.shape[1]
+    out = torch.empty(batch, 1, channels, dtype=out_dtype, device=u.device)
+    if state_out is None:
+        state_out = torch.empty(state.shape, dtype=torch.float32, device=state.device)
+    elif state_out.shape != state.shape or state_out.dtype != torch.float32 or state_out.stride(-1) != 1:
+        raise ValueError("state_out must be a float32 tensor of state's shape with a contiguous last dim")
+    if out.numel() == 0:
+        return out, state_out
+    scales_arg = scan_scales_tensor(scales, u.device) if scales is not None else A  # unread without INT8_INPUTS
+    z_arg = z if z is not None else u
+    tiling = state_update_tiling(u.device)
+    _selective_state_update_kernel[(batch, triton.cdiv(channels, tiling["BLOCK_D"]))](
+        u, delta, A, B, C, D if D is not None else A, z_arg, delta_bias if delta_bias is not None else A,
+        state, scales_arg, out, state_out,
+        channels, state_size,
+        u.stride(0), delta.stride(0), B.stride(0), C.stride(0), z_arg.stride(0), A.stride(0),
+        state.stride(0), state.stride(1), out.stride(0), state_out.stride(0), state_out.stride(1),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
+        DELTA_SOFTPLUS=delta_softplus, INT8_INPUTS=scales is not None,
+        BLOCK_N=triton.next_power_of_2(state_size), **tiling, **EXACT_FP_LAUNCH,
+    )
+    return out, state_out

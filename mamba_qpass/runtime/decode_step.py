@@ -1,0 +1,63 @@
+"""One decode step of a batch: a token per row in, the last position's logits out, the layers' states kept
+between steps. ``EagerDecodeStep`` runs the step graph; ``CudaGraphDecodeStep`` replays it as a CUDA graph
+captured once per batch size, with the token and every state in static buffers that the graph itself
+updates, so a step costs one launch instead of one per kernel."""
+
+import torch
+import torch.fx as fx
+
+
+class EagerDecodeStep:
+    def __init__(self, step_graph: fx.GraphModule):
+        self.step_graph = step_graph
+        self.states: tuple[torch.Tensor, ...] = ()
+
+    def start(self, states: tuple[torch.Tensor, ...]) -> None:
+        """Continue from ``states`` (what a prefill returned)."""
+        self.states = tuple(states)
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (batch, 1) -> logits (batch, vocab) of that position; the states advance one step."""
+        logits, self.states = self.step_graph(tokens, *self.states)
+        return logits[:, -1]
+
+
+class CudaGraphDecodeStep:
+    """The step graph captured as a ``torch.cuda.CUDAGraph`` for one batch size and one set of state shapes.
+
+    The returned logits are the graph's static output buffer: read (or copy) them before the next call.
+    Sampling runs after the graph, on those logits."""
+
+    WARMUP_STEPS = 2  # Triton compiles and autotunes on the first calls, which a capture cannot contain
+
+    def __init__(self, step_graph: fx.GraphModule, example_states: tuple[torch.Tensor, ...], pool=None):
+        device = example_states[0].device
+        if device.type != "cuda":
+            raise ValueError(f"a CUDA graph decode step needs CUDA states, got states on {device}")
+        batch = example_states[0].shape[0]
+        self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.states = tuple(s.clone() for s in example_states)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP_STEPS):
+                self._advance(step_graph)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.logits = self._advance(step_graph)
+
+    def _advance(self, step_graph: fx.GraphModule) -> torch.Tensor:
+        logits, new_states = step_graph(self.tokens, *self.states)
+        for buffer, new in zip(self.states, new_states):
+            buffer.copy_(new)
+        return logits[:, -1]
+
+    def start(self, states: tuple[torch.Tensor, ...]) -> None:
+        for buffer, state in zip(self.states, states, strict=True):
+            buffer.copy_(state)
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.tokens.copy_(tokens)
+        self.graph.replay()
+        return self.logits
