@@ -77,6 +77,12 @@ def _build(mode: Mode, model, calibrated: fx.GraphModule | None, config: QuantCo
         start = copy.deepcopy(calibrated, shared)
     else:
         start = _captured(model)
+    return finish(mode, start, config)
+
+
+def finish(mode: Mode, start: fx.GraphModule, config: QuantConfig) -> fx.GraphModule:
+    """``mode``'s passes over ``start`` (changed in place): the calibrated graph, or the float graph for
+    a mode without calibration."""
     gm = run_passes(start, [*mode.passes(config), drop_unused_attributes, hold_as_buffers])
     gm.meta["mode"] = mode.name
     return gm
