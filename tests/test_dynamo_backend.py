@@ -19,6 +19,8 @@ from test_w8a8 import token_batches
 
 LENGTHS = (7, 19, 33)
 VOCAB = 97
+# mamba-130m's widths (the kernels' real shapes) in two layers, with the tiny vocabulary
+MAMBA_130M_SMALL = dict(hidden_size=768, state_size=16, num_hidden_layers=2, time_step_rank=48)
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +153,29 @@ def test_the_backend_name_resolves_through_the_declared_entry_point(model, calib
         assert torch.equal(compiled(ids).logits, expected(ids).logits)
     ((_, backend),) = [entry for entry in backend_module._BY_OPTIONS.values() if entry[0] is options]
     assert len(backend.graphs) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["w8a8", "float_sim"])
+def test_the_inductor_hand_off_keeps_the_logits_and_one_graph(model, calibration, mode):
+    expected = qpass.apply(model, mode=mode, calibration=calibration, progress=False)
+    compiled, counter = _compile(model, qpass.backend(mode=mode, calibration=calibration, inductor=True))
+    for ids in _inputs():
+        assert torch.equal(compiled(ids).logits, expected(ids).logits), (mode, tuple(ids.shape))
+    assert counter.frame_count == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["w8a8", "fp32_ssm"])
+def test_the_backend_on_the_gpu_with_and_without_inductor(calibration, mode):
+    """The Triton kernels through the backend: graph as it is and handed to inductor, one compile for every
+    shape, qpass.apply's logits bit for bit."""
+    model = random_mamba(initializer_range=0.02, **MAMBA_130M_SMALL).half()
+    expected = qpass.apply(model.cuda(), mode=mode, calibration=[t.cuda() for t in calibration], progress=False)
+    for inductor in (False, True):
+        backend = qpass.backend(mode=mode, calibration=[t.cuda() for t in calibration], inductor=inductor)
+        compiled, counter = _compile(model, backend)
+        for ids in _inputs():
+            ids = ids.cuda()
+            assert torch.equal(compiled(ids).logits, expected(ids).logits), (mode, inductor, tuple(ids.shape))
+        assert counter.frame_count == 1, (mode, inductor)
