@@ -19,9 +19,9 @@ import torch
 import torch.fx as fx
 
 from mamba_qpass.api import _calibrated_config, finish
+from mamba_qpass.calibrate import calibration_batches, convert, prepare, run_calibration
 from mamba_qpass.dynamo_graph import CanonicalGraph, canonical_graph
 from mamba_qpass.dynamo_routing import route_mamba_forward
-from mamba_qpass.calibrate import calibration_batches, convert, prepare, run_calibration
 from mamba_qpass.modes import resolve_modes
 from mamba_qpass.observers import AbsMaxObserver, PercentileObserver
 from mamba_qpass.provenance import describe_calibration

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import mamba_qpass as qpass
+from mamba_qpass.hf import QuantizedMambaForCausalLM
 from models import random_mamba
 from test_w8a8 import token_batches
 
@@ -78,3 +79,15 @@ def test_gradients_through_an_int8_op_are_refused_with_the_reason(model_and_cali
     out = ops.int8_selective_scan(u, delta, A, B, C, D, z, delta_bias, softplus, scales, out_dtype)
     with pytest.raises(RuntimeError, match="int8_selective_scan has no gradient.*torch.no_grad"):
         out.float().sum().backward()
+
+
+def test_the_hf_style_model_compiles_as_one_graph_and_still_checks_token_ids(model_and_calibrated):
+    model, calibrated = model_and_calibrated
+    qmodel = QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, "w8a8"), model.config, "w8a8")
+    torch._dynamo.reset()
+    compiled = torch.compile(qmodel, backend="aot_eager", fullgraph=True, dynamic=True)
+    for length in (7, 19, 33):
+        ids = token_batches(97, count=1, batch=2, length=length, seed=length)[0]
+        assert torch.equal(compiled(ids).logits, qmodel(ids).logits)
+    with pytest.raises(RuntimeError, match=r"outside the model's vocabulary \[0, 97\)"):
+        compiled(torch.tensor([[5, 97], [1, 2]]))
