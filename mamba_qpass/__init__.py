@@ -5,6 +5,7 @@ import warnings
 import torch
 
 from mamba_qpass.api import apply, apply_mode, build_modes, calibrate, compare
+from mamba_qpass.dynamo_backend import backend
 from mamba_qpass.capture import capture
 from mamba_qpass.comparison import ComparisonReport
 from mamba_qpass.errors import UnsupportedModelError
@@ -28,6 +29,6 @@ except ModuleNotFoundError as err:
 
 __all__ = [
     "__version__",
-    "apply", "apply_mode", "build_modes", "calibrate", "capture", "compare", "ComparisonReport", "mode_names",
+    "apply", "apply_mode", "backend", "build_modes", "calibrate", "capture", "compare", "ComparisonReport", "mode_names",
     "QuantConfig", "SavedModelError", "UnsupportedModelError", "load", "save",
 ]

@@ -13,6 +13,7 @@ from mamba_qpass.comparison import ComparisonReport, check_batches, compare_grap
 from mamba_qpass.hf import QuantizedMambaForCausalLM
 from mamba_qpass.modes import Mode, resolve_modes
 from mamba_qpass.passes.drop_unused import drop_unused_attributes
+from mamba_qpass.passes.inference_buffers import hold_as_buffers
 from mamba_qpass.passes.manager import run_passes
 from mamba_qpass.provenance import describe_calibration, describe_source
 from mamba_qpass.quant_config import QuantConfig
@@ -66,15 +67,23 @@ def _calibrated_config(calibrated: fx.GraphModule, config: QuantConfig | None) -
 
 def _build(mode: Mode, model, calibrated: fx.GraphModule | None, config: QuantConfig) -> fx.GraphModule:
     """The graph of ``mode``: its passes over a copy of the calibrated graph, or over the captured float
-    graph for a mode without calibration. The copy shares the calibrated graph's tensors instead of
-    duplicating them: passes add new attributes and never write into existing ones (tested), so a mode
-    costs only the tensors it adds, not a second set of float weights."""
+    graph for a mode without calibration, its tensors held as buffers that do not require grad (an
+    inference graph, which ``torch.compile`` compiles outside ``no_grad`` too). The copy shares the
+    calibrated graph's tensors instead of duplicating them: passes add new attributes and never write
+    into existing ones (tested), so a mode costs only the tensors it adds, not a second set of float
+    weights."""
     if mode.needs_calibration:
         shared = {id(t): t for t in (*calibrated.parameters(), *calibrated.buffers())}
         start = copy.deepcopy(calibrated, shared)
     else:
         start = _captured(model)
-    gm = run_passes(start, [*mode.passes(config), drop_unused_attributes])
+    return finish(mode, start, config)
+
+
+def finish(mode: Mode, start: fx.GraphModule, config: QuantConfig) -> fx.GraphModule:
+    """``mode``'s passes over ``start`` (changed in place): the calibrated graph, or the float graph for
+    a mode without calibration."""
+    gm = run_passes(start, [*mode.passes(config), drop_unused_attributes, hold_as_buffers])
     gm.meta["mode"] = mode.name
     return gm
 

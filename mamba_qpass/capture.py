@@ -100,7 +100,11 @@ def _check_model(model) -> tuple[torch.dtype, MambaDims]:
 
 
 class _GraphBuilder:
-    """Appends named nodes to an fx.Graph and collects the tensors its get_attr nodes refer to."""
+    """Appends named nodes to an fx.Graph and collects the tensors its get_attr nodes refer to.
+
+    The layer code below speaks only to this interface (attr, call, tap), so another builder can run
+    the same code: backend_routing.py runs it on tensors while Dynamo traces, which records the same
+    ops as Dynamo's graph."""
 
     def __init__(self):
         self.graph = fx.Graph()
@@ -112,10 +116,13 @@ class _GraphBuilder:
         node.name = qualname.replace(".", "_")
         return node
 
-    def call(self, name: str, target, *args) -> fx.Node:
-        node = self.graph.call_function(target, args)
+    def call(self, name: str, target, *args, **kwargs) -> fx.Node:
+        node = self.graph.call_function(target, args, kwargs)
         node.name = name
         return node
+
+    def tap(self, node: fx.Node, name: str) -> None:
+        set_tap(node, name)
 
 
 def _optional(builder: _GraphBuilder, qualname: str, tensor: torch.Tensor | None):
@@ -182,8 +189,27 @@ def _add_layer(b: _GraphBuilder, h: fx.Node, i: int, block, dims: MambaDims) -> 
         "ssm_dt": dt, "scan_out": y, "block_out": residual,
     }
     for name, node in tapped.items():
-        set_tap(node, f"layer{i}.{name}")
+        b.tap(node, f"layer{i}.{name}")
     return residual
+
+
+def build_forward(b, model, input_ids):
+    """The logits of ``model`` on ``input_ids`` built through ``b`` (see ``_GraphBuilder``)."""
+    dtype, dims = _check_model(model)
+    backbone = model.backbone
+    emb_weight = backbone.embeddings.weight
+    embeddings = b.attr("backbone.embeddings.weight", emb_weight)
+    h = b.call("embed", aten.embedding.default, embeddings, input_ids)
+    if dims.residual_in_fp32 and dtype != torch.float32:
+        h = b.call("residual_fp32", aten._to_copy.default, h, dtype=torch.float32)
+    for i, block in enumerate(backbone.layers):
+        h = _add_layer(b, h, i, block, dims)
+    final = b.call("norm_f", qops.rms_norm.default, h, b.attr("backbone.norm_f.weight", backbone.norm_f.weight), dims.eps)
+    head_weight = model.lm_head.weight
+    head = embeddings if head_weight is emb_weight else b.attr("lm_head.weight", head_weight)
+    logits = b.call("lm_head", aten.linear.default, final, head, None)
+    b.tap(logits, "logits")
+    return logits
 
 
 def capture(model) -> fx.GraphModule:
@@ -192,28 +218,10 @@ def capture(model) -> fx.GraphModule:
     input_ids: (batch, seq) int64, any batch and length. Logits: (batch, seq, vocab) in the model's
     dtype. Raises ``UnsupportedModelError`` (a ValueError) naming what is supported.
     """
-    dtype, dims = _check_model(model)
-    backbone = model.backbone
+    dtype, _ = _check_model(model)
     b = _GraphBuilder()
-
     input_ids = b.graph.placeholder("input_ids")
-    emb_weight = backbone.embeddings.weight
-    h = b.call("embed", aten.embedding.default, b.attr("backbone.embeddings.weight", emb_weight), input_ids)
-    if dims.residual_in_fp32 and dtype != torch.float32:
-        h = b.call("residual_fp32", aten._to_copy.default, h)
-        h.kwargs = {"dtype": torch.float32}
-    for i, block in enumerate(backbone.layers):
-        h = _add_layer(b, h, i, block, dims)
-    final = b.call("norm_f", qops.rms_norm.default, h, b.attr("backbone.norm_f.weight", backbone.norm_f.weight), dims.eps)
-    head_weight = model.lm_head.weight
-    head = (
-        b.graph.find_nodes(op="get_attr", target="backbone.embeddings.weight")[0]
-        if head_weight is emb_weight
-        else b.attr("lm_head.weight", head_weight)
-    )
-    logits = b.call("lm_head", aten.linear.default, final, head, None)
-    set_tap(logits, "logits")
-    b.graph.output(logits)
+    b.graph.output(build_forward(b, model, input_ids))
     b.graph.lint()
 
     gm = fx.GraphModule(b.tensors, b.graph, class_name="MambaGraph")

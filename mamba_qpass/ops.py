@@ -224,3 +224,26 @@ def float_arithmetic(op: torch._ops.OpOverload) -> Callable:
 def residual_arithmetic() -> Callable:
     """The reference function adding ``int8_linear``'s optional residual to its float32 output."""
     return int8_linear_reference.add_residual
+
+
+# --- no gradients through the int8 datapath ----------------------------------------------------------
+# Integer codes have no derivative, so an int8 op refuses a backward with the reason instead of torch's
+# generic "no autograd formula". Finished graphs hold no tensor that requires grad (passes/
+# inference_buffers.py), so this is reached only when a caller asks for gradients on purpose.
+INT8_OPS = (
+    rms_norm_quant, int8_linear, int8_causal_conv1d, hadamard_quant, quantize, int8_selective_scan,
+)
+
+
+def _refuse_backward(op_name: str) -> Callable:
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"{NAMESPACE}::{op_name} has no gradient: the int8 datapath is for inference; run it under "
+            "torch.no_grad() (or torch.inference_mode()), or take gradients of the float model"
+        )
+
+    return backward
+
+
+for _op in INT8_OPS:
+    _op.register_autograd(_refuse_backward(_op._name))

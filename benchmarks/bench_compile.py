@@ -1,0 +1,102 @@
+"""Prefill through the torch.compile backend on the GPU: the finished graph run as it is against the same
+graph handed to inductor (custom ops kept, elementwise glue fused), and with inductor's reduce-overhead
+mode (CUDA graphs), on a transformers ``MambaForCausalLM`` of bench_prefill's sizes.
+
+The model holds random fp16 weights at a trained model's scale and is calibrated once on random tokens;
+every variant is a ``qpass.backend`` built from that one calibrated graph, so all compile the same
+graph. Correctness before time, per config and mode (the row is refused otherwise): each compiled
+variant's logits equal the uncompiled graph's (``qpass.apply_mode``) bit for bit, and each compiles
+once for all shapes (one graph, dynamic sizes). Reported: the first call's seconds (trace, passes,
+compile, run) and median CUDA-event times (``triton.testing.do_bench``).
+
+    python benchmarks/bench_compile.py [--configs 130m,1.4b] [--modes w8a8,float_sim] [--json out.json]
+
+Decode is not measured: the one-token decode path with state caches does not exist yet.
+"""
+
+import argparse
+import json
+import time
+
+import torch
+from torch._dynamo.testing import CompileCounterWithBackend
+from transformers import MambaConfig, MambaForCausalLM
+
+import mamba_qpass as qpass
+from bench_prefill import CONFIGS, SHAPES, VOCAB, timed_peak
+
+VARIANTS = {"graph": False, "inductor": True, "inductor_reduce_overhead": "reduce-overhead"}
+
+
+def transformers_model(d_model: int, layers: int) -> MambaForCausalLM:
+    config = MambaConfig(vocab_size=VOCAB, hidden_size=d_model, num_hidden_layers=layers, state_size=16, expand=2,
+                         conv_kernel=4, time_step_rank=-(-d_model // 16), use_bias=False, use_conv_bias=True,
+                         residual_in_fp32=True, layer_norm_epsilon=1e-5, tie_word_embeddings=True,
+                         initializer_range=0.02)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        return MambaForCausalLM(config).to(torch.float16).eval()
+
+
+def bench_mode(name: str, model, calibrated, mode: str, g: torch.Generator) -> list[dict]:
+    reference = qpass.apply_mode(calibrated, mode)
+    inputs = {shape: torch.randint(0, VOCAB, shape, generator=g, device="cuda") for shape in SHAPES}
+    rows = []
+    for variant, inductor in VARIANTS.items():
+        torch._dynamo.reset()
+        counter = CompileCounterWithBackend(qpass.backend(mode=mode, calibration=calibrated, inductor=inductor))
+        compiled = torch.compile(model, backend=counter, fullgraph=True, dynamic=True)
+        first = next(iter(inputs.values()))
+        start = time.perf_counter()
+        with torch.no_grad():
+            compiled(first)
+        torch.cuda.synchronize()
+        first_call_s = time.perf_counter() - start
+        with torch.no_grad():
+            equal = all(torch.equal(compiled(x).logits, reference(x)) for x in inputs.values())
+        ok = equal and counter.frame_count == 1
+        print(f"{name} {mode} {variant}: first call {first_call_s:.1f} s, logits equal the graph's: {equal}, "
+              f"compiles: {counter.frame_count} -> {'ok' if ok else 'REFUSED'}", flush=True)
+        for (batch, length), x in inputs.items():
+            row = dict(config=name, mode=mode, variant=variant, batch=batch, length=length, check=ok,
+                       first_call_s=first_call_s)
+            if ok:
+                row["ms"], row["working_gib"] = timed_peak(lambda: compiled(x).logits)
+                print(f"{name} {mode} {variant} B={batch} L={length}: {row['ms']:.2f} ms "
+                      f"(+{row['working_gib']:.2f} GiB working)", flush=True)
+            rows.append(row)
+    graph_rows = {(r["batch"], r["length"]): r for r in rows if r["variant"] == "graph" and r["check"]}
+    for r in rows:
+        base = graph_rows.get((r["batch"], r["length"]))
+        if r["variant"] != "graph" and base and r["check"]:
+            print(f"{name} {mode} B={r['batch']} L={r['length']}: {r['variant']} {base['ms'] / r['ms']:.2f}x "
+                  "the graph as it is", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default="130m,1.4b", help="comma-separated subset of " + ",".join(CONFIGS))
+    parser.add_argument("--modes", default="w8a8", help="comma-separated modes (qpass.mode_names())")
+    parser.add_argument("--json", default=None, help="also write every row here")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("needs a CUDA device")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    print(f"device: {torch.cuda.get_device_name()}", flush=True)
+    rows = []
+    for name in args.configs.split(","):
+        model = transformers_model(*CONFIGS[name])
+        calibration = [torch.randint(0, VOCAB, (1, 512), generator=g, device="cuda") for _ in range(4)]
+        calibrated = qpass.calibrate(model, calibration, progress=False)
+        for mode in args.modes.split(","):
+            rows += bench_mode(name, model, calibrated, mode, g)
+        del model, calibrated
+        torch.cuda.empty_cache()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
