@@ -163,11 +163,11 @@ def run_quantize(args) -> dict:
     if args.save and len(to_save) != 1:
         raise ValueError(f"--save writes one model: give exactly one quantised mode in --modes (e.g. --modes w8a8), "
                          f"got {','.join(args.modes)}")
+    modes = list(dict.fromkeys([FLOAT_REFERENCE, *args.modes]))
+    calibration = _calibration_texts(args) if _need_calibration(modes) else None  # bad data fails before the load
     model, tokenizer, name = _load(args)
     config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
     progress = not args.quiet
-    modes = list(dict.fromkeys([FLOAT_REFERENCE, *args.modes]))
-    calibration = _calibration_texts(args) if _need_calibration(modes) else None
     graphs = qpass.build_modes(model, modes, calibration, tokenizer, config, progress)
     tokens = _validation_tokens(args, tokenizer, args.eval_tokens)
     probe = tokens[: args.context_len][None].to(model.device)
@@ -191,8 +191,11 @@ def run_quantize(args) -> dict:
 
 def _comparison_batches(args, tokenizer, device) -> list[torch.Tensor]:
     if args.text_file:
-        with open(args.text_file, encoding="utf-8") as f:
-            texts = [f.read()]
+        try:
+            with open(args.text_file, encoding="utf-8") as f:
+                texts = [f.read()]
+        except UnicodeDecodeError as err:
+            raise ValueError(f"--text-file {args.text_file} is not UTF-8 text ({err}): pass a text file") from err
     else:
         texts = data.lambada_texts(data.data_file(data.LAMBADA_FILE, args.data_dir))[: args.passages]
     stream: list[int] = []
@@ -200,18 +203,19 @@ def _comparison_batches(args, tokenizer, device) -> list[torch.Tensor]:
         stream += tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
     rows = torch.tensor(stream[: len(stream) // args.seq_len * args.seq_len]).view(-1, args.seq_len)
     if rows.numel() == 0:
-        raise ValueError(f"the comparison text holds fewer than --seq-len {args.seq_len} tokens")
+        source = f"--text-file {args.text_file}" if args.text_file else "the comparison text"
+        raise ValueError(f"{source} holds fewer than --seq-len {args.seq_len} tokens: pass a longer text or a smaller --seq-len")
     return [batch.to(device) for batch in rows.split(args.batch_size)]
 
 
 def run_compare(args):
     import mamba_qpass as qpass
 
+    modes = list(dict.fromkeys([*args.modes, args.reference]))
+    calibration = _calibration_texts(args) if _need_calibration(modes) else None  # bad data fails before the load
     model, tokenizer, _ = _load(args)
     config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
     batches = _comparison_batches(args, tokenizer, model.device)
-    modes = list(dict.fromkeys([*args.modes, args.reference]))
-    calibration = _calibration_texts(args) if _need_calibration(modes) else None
     return qpass.compare(model, modes, batches, calibration, tokenizer, config, args.reference, not args.quiet)
 
 
@@ -270,9 +274,9 @@ def run_eval(args) -> dict:
         return {"model": str(saved), "device": str(qmodel.device), **results}
 
     modes = args.modes or EVAL_MODES
+    calibration = _calibration_texts(args) if _need_calibration(modes) else None  # bad data fails before the load
     model, tokenizer, name = _load(args)
     quant_config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
-    calibration = _calibration_texts(args) if _need_calibration(modes) else None
     text_tokens = _validation_tokens(args, tokenizer, args.ppl_tokens) if args.ppl_tokens > 0 else None
     results = evaluate_modes(model, tokenizer, modes, calibration, config, quant_config, text_tokens, report_progress)
     return {"model": name, "device": str(model.device), **results}

@@ -1,9 +1,12 @@
 import json
+import lzma
+import re
 
 import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
+from mamba_qpass import data
 from mamba_qpass.cli import build_parser, main
 from models import random_mamba
 
@@ -108,3 +111,73 @@ def test_compare_command_on_lambada_passages(model_dir, tmp_path, capsys):
     assert report["reference"] == "w8a8"
     assert all(d["exact_match_pct"] == 100.0 for d in report["tensors"]["float_sim"].values())
     assert "float_sim vs w8a8" in capsys.readouterr().out
+
+
+def _progress_bars(stderr: str) -> list[str]:
+    """The progress-bar lines (tqdm's) of a captured stderr, each redraw its own line."""
+    lines = re.split(r"[\r\n]+", stderr)
+    return [line for line in lines if re.search(r"\d+%\||\|\s*\d+/\d+ \[|it/s\]|s/it\]|tok/s\]", line)]
+
+
+QUICK = {
+    "quantize": ["--modes", "w8a8", "--eval-tokens", "100", "--context-len", "64", "--stride", "32"],
+    "compare": ["--modes", "w8a8,float_sim", "--passages", "2", "--seq-len", "32"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(QUICK))
+def test_quiet_leaves_only_the_weight_loading_bar(command, model_dir, capfd):
+    argv = [command, "--model", str(model_dir), "--calib-samples", "2", "--calib-len", "32", *QUICK[command]]
+    assert main(argv) == 0
+    loud = _progress_bars(capfd.readouterr().err)
+    assert any(not bar.startswith("Loading weights") for bar in loud)  # the check sees our own bars
+    assert main([*argv, "--quiet"]) == 0
+    quiet = _progress_bars(capfd.readouterr().err)
+    assert quiet and all(bar.startswith("Loading weights") for bar in quiet), quiet
+
+
+def _data_dir_with_calibration_file(tmp_path, data_dir, content: bytes):
+    """A data folder like the shared one whose calibration file holds ``content``."""
+    folder = tmp_path / "data"
+    (folder / "gutenberg").mkdir(parents=True)
+    (folder / data.CALIBRATION_FILE).write_bytes(content)
+    (folder / data.VALIDATION_FILE).symlink_to(data_dir / data.VALIDATION_FILE)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (lzma.compress(b""), "holds no text"),
+        (bytes(range(256)) * 4, "is not xz-compressed JSON lines"),  # binary, not xz
+        (lzma.compress(bytes(range(128, 256)) * 4), "is not xz-compressed JSON lines"),  # xz of binary
+        (lzma.compress(b"plain words, not JSON\n"), "is not xz-compressed JSON lines"),
+    ],
+    ids=["empty", "xz-of-nothing", "binary", "xz-of-binary", "not-json"],
+)
+def test_a_bad_calibration_file_is_one_line_and_exit_2(content, message, model_dir, tmp_path, data_dir, capsys):
+    folder = _data_dir_with_calibration_file(tmp_path, data_dir, content)
+    argv = ["quantize", "--model", str(model_dir), "--data-dir", str(folder), "--calib-samples", "2", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err  # one line, before any weights load
+    assert err.startswith(f"mamba-qpass: error: {folder / data.CALIBRATION_FILE} {message}") and err.count("\n") == 1
+
+
+def test_a_missing_data_folder_is_one_line_and_exit_2(model_dir, tmp_path, capsys):
+    for command in ("quantize", "compare", "eval"):
+        assert main([command, "--model", str(model_dir), "--data-dir", str(tmp_path / "nodata"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"mamba-qpass: error: data folder {tmp_path / 'nodata'} does not exist\n"
+
+
+def test_a_binary_or_short_text_file_for_compare_is_refused(model_dir, tmp_path, capsys):
+    binary, short = tmp_path / "binary.bin", tmp_path / "short.txt"
+    binary.write_bytes(bytes(range(128, 256)))
+    short.write_text("too short")
+    for path, message in ((binary, "is not UTF-8 text"), (short, "holds fewer than --seq-len 32 tokens")):
+        argv = ["compare", "--model", str(model_dir), "--text-file", str(path), "--seq-len", "32", "--quiet"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.splitlines()  # the tokenizer counts the tokens: the model loads first
+        assert err[-1].startswith(f"mamba-qpass: error: --text-file {path} {message}")
+        assert not any(line.startswith("Traceback") for line in err)
