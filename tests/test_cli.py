@@ -122,11 +122,14 @@ def _progress_bars(stderr: str) -> list[str]:
 QUICK = {
     "quantize": ["--modes", "w8a8", "--eval-tokens", "100", "--context-len", "64", "--stride", "32"],
     "compare": ["--modes", "w8a8,float_sim", "--passages", "2", "--seq-len", "32"],
+    "eval": ["--modes", "fp,w8a8", "--limit", "2", "--ppl-tokens", "100", "--context-len", "64", "--stride", "32"],
 }
 
 
 @pytest.mark.parametrize("command", sorted(QUICK))
 def test_quiet_leaves_only_the_weight_loading_bar(command, model_dir, capfd):
+    if command == "eval":
+        pytest.importorskip("lm_eval")
     argv = [command, "--model", str(model_dir), "--calib-samples", "2", "--calib-len", "32", *QUICK[command]]
     assert main(argv) == 0
     loud = _progress_bars(capfd.readouterr().err)
