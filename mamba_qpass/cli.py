@@ -28,7 +28,8 @@ def _positive_int(text: str) -> int:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=None,
-        help="local folder or hub id (default: the embedded checkpoint); for eval also a folder qpass.save wrote",
+        help="local folder or hub id (default: the embedded checkpoint); for eval and compare also a folder "
+             "qpass.save wrote (eval: a saved model; compare: a saved calibration)",
     )
     parser.add_argument("--data-dir", default=None, help="the shared data folder (default: $MAMBA_QPASS_DATA or ../shared/data)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -208,9 +209,39 @@ def _comparison_batches(args, tokenizer, device) -> list[torch.Tensor]:
     return [batch.to(device) for batch in rows.split(args.batch_size)]
 
 
+def _compare_saved(folder: Path, args):
+    """compare of a folder ``qpass.save`` wrote: every quantised mode is built from a saved calibration
+    (``qpass.save(qpass.calibrate(...), DIR, tokenizer=...)``); a saved model of one mode is refused,
+    since the other modes need what it no longer holds (the float weights and the calibrated ranges)."""
+    import mamba_qpass as qpass
+    from mamba_qpass.comparison import compare_graphs
+
+    graph_or_model, tokenizer = _load_saved(folder, args)
+    mode = getattr(graph_or_model, "mode", None)
+    if mode is not None:
+        raise ValueError(
+            f"{folder} holds the {mode} model only: comparing modes needs them all built from one calibration. "
+            "Pass the float model's folder (and calibration data), or save the calibration instead: "
+            "qpass.save(qpass.calibrate(model, texts, tokenizer), DIR, tokenizer=tokenizer)"
+        )
+    modes = list(dict.fromkeys([*args.modes, args.reference]))
+    uncalibrated = [m for m in modes if not MODES[m].needs_calibration]
+    if uncalibrated:
+        raise ValueError(
+            f"{folder} holds a calibration, from which every quantised mode is built, but not {', '.join(uncalibrated)}, "
+            f"which is built from the float model: drop it from --modes (e.g. --modes w8a8,fp32_ssm,float_sim), "
+            "or pass the float model's folder"
+        )
+    graphs = {m: qpass.apply_mode(graph_or_model, m) for m in modes}
+    return compare_graphs(graphs, _comparison_batches(args, tokenizer, _device(args)), args.reference, not args.quiet)
+
+
 def run_compare(args):
     import mamba_qpass as qpass
 
+    saved = _saved_model_folder(args)
+    if saved is not None:
+        return _compare_saved(saved, args)
     modes = list(dict.fromkeys([*args.modes, args.reference]))
     calibration = _calibration_texts(args) if _need_calibration(modes) else None  # bad data fails before the load
     model, tokenizer, _ = _load(args)
@@ -228,11 +259,16 @@ def _saved_model_folder(args) -> Path | None:
 
 
 def _load_saved(folder: Path, args):
-    """(quantised model, tokenizer) of a folder ``qpass.save`` wrote, with its tokenizer."""
+    """(quantised model or graph, tokenizer) of a folder ``qpass.save`` wrote, with its tokenizer."""
     import mamba_qpass as qpass
     from transformers import AutoTokenizer
 
-    qmodel = qpass.load(folder, device=_device(args))
+    loaded = qpass.load(folder, device=_device(args))
+    if isinstance(loaded, torch.fx.GraphModule) and loaded.meta.get("mode") is not None:
+        from transformers import MambaConfig
+        from mamba_qpass.hf import QuantizedMambaForCausalLM
+
+        loaded = QuantizedMambaForCausalLM(loaded, MambaConfig.from_dict(loaded.meta["source"].config), loaded.meta["mode"])
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as err:
@@ -240,7 +276,7 @@ def _load_saved(folder: Path, args):
             f"{folder} holds no tokenizer: save the model with its tokenizer "
             "(qpass.save(model, dir, tokenizer=...) or mamba-qpass quantize --save)"
         ) from err
-    return qmodel, tokenizer
+    return loaded, tokenizer
 
 
 def run_eval(args) -> dict:
@@ -264,6 +300,11 @@ def run_eval(args) -> dict:
     saved = _saved_model_folder(args)
     if saved is not None:
         qmodel, tokenizer = _load_saved(saved, args)
+        if isinstance(qmodel, torch.fx.GraphModule):
+            raise ValueError(
+                f"{saved} holds a calibration, not a model: evaluate a model built from it "
+                "(qpass.apply_mode, then qpass.save), or compare its modes with mamba-qpass compare --model"
+            )
         if args.modes not in (None, [qmodel.mode]):
             raise ValueError(
                 f"{saved} holds the {qmodel.mode} model only; other modes need the float model and calibration: "

@@ -184,3 +184,34 @@ def test_a_binary_or_short_text_file_for_compare_is_refused(model_dir, tmp_path,
         err = capsys.readouterr().err.splitlines()  # the tokenizer counts the tokens: the model loads first
         assert err[-1].startswith(f"mamba-qpass: error: --text-file {path} {message}")
         assert not any(line.startswith("Traceback") for line in err)
+
+
+def test_compare_of_a_saved_calibration_reports_what_calibrating_again_reports(model_dir, tmp_path, data_dir, capsys):
+    import mamba_qpass as qpass
+    from mamba_qpass.loading import load_pretrained
+
+    common = ["--modes", "w8a8,fp32_ssm,float_sim", "--passages", "2", "--seq-len", "32", "--quiet"]
+    fresh, again = tmp_path / "fresh.json", tmp_path / "again.json"
+    argv = ["compare", "--model", str(model_dir), "--calib-samples", "4", "--calib-len", "32", *common]
+    assert main([*argv, "--output", str(fresh)]) == 0
+    model, tokenizer = load_pretrained(str(model_dir))
+    texts = list(data.gutenberg_texts(data.data_file(data.CALIBRATION_FILE, data_dir), max_chars=4 * 32 * 8))
+    calibrated = qpass.calibrate(model, texts, tokenizer, qpass.QuantConfig(num_samples=4, seq_len=32), progress=False)
+    saved = qpass.save(calibrated, tmp_path / "calibration", tokenizer=tokenizer)
+    assert main(["compare", "--model", str(saved), *common, "--output", str(again)]) == 0
+    assert json.loads(again.read_text()) == json.loads(fresh.read_text())
+    capsys.readouterr()
+    assert main(["compare", "--model", str(saved), "--modes", "fp,w8a8", "--quiet"]) == 2
+    assert "holds a calibration, from which every quantised mode is built, but not fp" in capsys.readouterr().err
+
+
+def test_compare_of_a_saved_one_mode_model_is_refused_with_the_reason(model_dir, tmp_path, capsys):
+    saved = tmp_path / "saved-w8a8"
+    assert main([
+        "quantize", "--model", str(model_dir), "--modes", "w8a8", "--calib-samples", "2", "--calib-len", "32",
+        "--eval-tokens", "100", "--context-len", "64", "--stride", "32", "--quiet", "--save", str(saved),
+    ]) == 0
+    capsys.readouterr()
+    assert main(["compare", "--model", str(saved), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mamba-qpass: error: {saved} holds the w8a8 model only") and "qpass.calibrate" in err
