@@ -159,6 +159,7 @@ def run_quantize(args) -> dict:
     import mamba_qpass as qpass
     from mamba_qpass.hf import QuantizedMambaForCausalLM
     from mamba_qpass.eval.perplexity import perplexity
+    from mamba_qpass.saturation import warn_on_saturation
 
     to_save = [mode for mode in args.modes if mode != FLOAT_REFERENCE]
     if args.save and len(to_save) != 1:
@@ -179,6 +180,8 @@ def run_quantize(args) -> dict:
         logits = qmodel(probe).logits.float()
         if mode == FLOAT_REFERENCE:
             fp_logits = logits
+        else:
+            warn_on_saturation(qpass.saturation(graph, probe), f"{mode} on the first {probe.shape[1]} validation tokens")
         error = (logits - fp_logits).pow(2).sum()
         results["modes"][mode] = {
             **ppl,
