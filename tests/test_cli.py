@@ -36,7 +36,15 @@ def test_quantize_command_reports_every_mode(model_dir, tmp_path, capsys):
     assert results["modes"]["fp"]["top1_agreement_vs_fp"] == 1.0
     assert results["modes"]["w8a8"]["tokens"] == results["modes"]["fp"]["tokens"] == 299
     assert 1.0 < results["modes"]["w8a8"]["perplexity"] < float("inf")
-    assert "w8a8" in capsys.readouterr().out
+    assert results["calibration"]["sequences"] == 4 and results["calibration"]["seq_len"] == 32
+    assert "calibrated on 4 sequences x 32 tokens (128 tokens; --calib-samples, --calib-len)" in capsys.readouterr().out
+
+
+def test_quantize_calibrates_on_fewer_sequences_by_default_and_says_so():
+    from mamba_qpass.cli import QUICK_CALIB_SAMPLES
+
+    assert build_parser().parse_args(["quantize"]).calib_samples == QUICK_CALIB_SAMPLES == 64
+    assert build_parser().parse_args(["eval"]).calib_samples == build_parser().parse_args(["compare"]).calib_samples == 512
 
 
 def test_quantize_saves_a_model_that_reloads_to_the_reported_perplexity(model_dir, tmp_path, data_dir, capsys):
