@@ -11,6 +11,7 @@ from mamba_qpass.comparison import ComparisonReport
 from mamba_qpass.errors import UnsupportedModelError
 from mamba_qpass.modes import mode_names
 from mamba_qpass.quant_config import QuantConfig
+from mamba_qpass.saturation import SaturationWarning, saturation
 from mamba_qpass.serialize import SavedModelError, load, save
 from mamba_qpass.version import __version__
 
@@ -30,5 +31,5 @@ except ModuleNotFoundError as err:
 __all__ = [
     "__version__",
     "apply", "apply_mode", "backend", "build_modes", "calibrate", "capture", "compare", "ComparisonReport", "mode_names",
-    "QuantConfig", "SavedModelError", "UnsupportedModelError", "load", "save",
+    "QuantConfig", "SaturationWarning", "SavedModelError", "UnsupportedModelError", "load", "save", "saturation",
 ]

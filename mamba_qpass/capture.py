@@ -96,7 +96,33 @@ def _check_model(model) -> tuple[torch.dtype, MambaDims]:
             f"parameter dtypes {sorted(map(str, dtypes))} are not supported: the model must be "
             f"entirely one of {[str(d) for d in SUPPORTED_DTYPES]} (e.g. model.float())."
         )
+    _check_one_device(model)
+    _check_finite_weights(model)
     return next(iter(dtypes)), _config_dims(model.config)
+
+
+def _check_one_device(model) -> None:
+    """Every op of the graph runs where its inputs are: a model split over devices would fail inside a
+    kernel (or copy silently in a fallback) instead of here."""
+    devices = {t.device for t in (*model.parameters(), *model.buffers())}
+    if len(devices) > 1:
+        raise UnsupportedModelError(
+            f"the model's weights are on several devices ({', '.join(sorted(map(str, devices)))}): mamba-qpass runs "
+            "a model on one device; move it there first, e.g. model.to('cuda') (no device_map)"
+        )
+
+
+def _check_finite_weights(model) -> None:
+    """NaN or inf in a weight would reach calibration as a NaN activation far from its cause; name the
+    weight instead. One reduction per tensor."""
+    for name, tensor in model.named_parameters():
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            nan = int(torch.isnan(tensor).sum())
+            raise ValueError(
+                f"weight {name} holds {nan} NaN and {bad - nan} infinite values (of {tensor.numel()}): the checkpoint "
+                "is damaged or its training diverged; load an intact checkpoint"
+            )
 
 
 class _GraphBuilder:

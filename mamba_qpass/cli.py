@@ -1,6 +1,7 @@
 """The ``mamba-qpass`` command line."""
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -28,11 +29,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# quantize, the first command a user runs, calibrates on fewer sequences than QuantConfig's 512 so that it
+# finishes in about 3 minutes on a 2-core CPU, where calibration runs through the PyTorch references;
+# its output says what it used. eval and compare keep 512, the recipe their published figures used.
+QUICK_CALIB_SAMPLES = 64
+
+
 def _add_common(parser: argparse.ArgumentParser, calib_samples: int = 512) -> None:
     parser.add_argument(
         "--model", default=None,
-        help="local folder or hub id (default: the embedded checkpoint); for eval and generate also a folder "
-             "qpass.save wrote",
+        help="local folder or hub id (default: the embedded checkpoint); for eval, generate and compare also a "
+             "folder qpass.save wrote (eval, generate: a saved model; compare: a saved calibration)",
     )
     parser.add_argument("--data-dir", default=None, help="the shared data folder (default: $MAMBA_QPASS_DATA or ../shared/data)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -81,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "quantize",
         help="calibrate a model once, apply precision modes, report perplexity and logit error vs fp",
     )
-    _add_common(quantize)
+    _add_common(quantize, calib_samples=QUICK_CALIB_SAMPLES)
     quantize.add_argument("--modes", type=_modes, default=["w8a8"], help="comma-separated (default: w8a8)")
     quantize.add_argument("--eval-tokens", type=int, default=16384, help="validation tokens for perplexity")
     quantize.add_argument("--context-len", type=_positive_int, default=512, help="perplexity window (default 512)")
@@ -180,16 +187,17 @@ def run_quantize(args) -> dict:
     import mamba_qpass as qpass
     from mamba_qpass.hf import QuantizedMambaForCausalLM
     from mamba_qpass.eval.perplexity import perplexity
+    from mamba_qpass.saturation import warn_on_saturation
 
     to_save = [mode for mode in args.modes if mode != FLOAT_REFERENCE]
     if args.save and len(to_save) != 1:
         raise ValueError(f"--save writes one model: give exactly one quantised mode in --modes (e.g. --modes w8a8), "
                          f"got {','.join(args.modes)}")
+    modes = list(dict.fromkeys([FLOAT_REFERENCE, *args.modes]))
+    calibration = _calibration_texts(args) if _need_calibration(modes) else None  # bad data fails before the load
     model, tokenizer, name = _load(args)
     config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
     progress = not args.quiet
-    modes = list(dict.fromkeys([FLOAT_REFERENCE, *args.modes]))
-    calibration = _calibration_texts(args) if _need_calibration(modes) else None
     graphs = qpass.build_modes(model, modes, calibration, tokenizer, config, progress)
     tokens = _validation_tokens(args, tokenizer, args.eval_tokens)
     probe = tokens[: args.context_len][None].to(model.device)
@@ -200,6 +208,9 @@ def run_quantize(args) -> dict:
         logits = qmodel(probe).logits.float()
         if mode == FLOAT_REFERENCE:
             fp_logits = logits
+        else:
+            warn_on_saturation(qpass.saturation(graph, probe), f"{mode} on the first {probe.shape[1]} validation tokens")
+            results.setdefault("calibration", dataclasses.asdict(graph.meta["calibration"]))
         error = (logits - fp_logits).pow(2).sum()
         results["modes"][mode] = {
             **ppl,
@@ -213,8 +224,11 @@ def run_quantize(args) -> dict:
 
 def _comparison_batches(args, tokenizer, device) -> list[torch.Tensor]:
     if args.text_file:
-        with open(args.text_file, encoding="utf-8") as f:
-            texts = [f.read()]
+        try:
+            with open(args.text_file, encoding="utf-8") as f:
+                texts = [f.read()]
+        except UnicodeDecodeError as err:
+            raise ValueError(f"--text-file {args.text_file} is not UTF-8 text ({err}): pass a text file") from err
     else:
         texts = data.lambada_texts(data.data_file(data.LAMBADA_FILE, args.data_dir))[: args.passages]
     stream: list[int] = []
@@ -222,18 +236,49 @@ def _comparison_batches(args, tokenizer, device) -> list[torch.Tensor]:
         stream += tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
     rows = torch.tensor(stream[: len(stream) // args.seq_len * args.seq_len]).view(-1, args.seq_len)
     if rows.numel() == 0:
-        raise ValueError(f"the comparison text holds fewer than --seq-len {args.seq_len} tokens")
+        source = f"--text-file {args.text_file}" if args.text_file else "the comparison text"
+        raise ValueError(f"{source} holds fewer than --seq-len {args.seq_len} tokens: pass a longer text or a smaller --seq-len")
     return [batch.to(device) for batch in rows.split(args.batch_size)]
+
+
+def _compare_saved(folder: Path, args):
+    """compare of a folder ``qpass.save`` wrote: every quantised mode is built from a saved calibration
+    (``qpass.save(qpass.calibrate(...), DIR, tokenizer=...)``); a saved model of one mode is refused,
+    since the other modes need what it no longer holds (the float weights and the calibrated ranges)."""
+    import mamba_qpass as qpass
+    from mamba_qpass.comparison import compare_graphs
+
+    graph_or_model, tokenizer = _load_saved(folder, args)
+    mode = getattr(graph_or_model, "mode", None)
+    if mode is not None:
+        raise ValueError(
+            f"{folder} holds the {mode} model only: comparing modes needs them all built from one calibration. "
+            "Pass the float model's folder (and calibration data), or save the calibration instead: "
+            "qpass.save(qpass.calibrate(model, texts, tokenizer), DIR, tokenizer=tokenizer)"
+        )
+    modes = list(dict.fromkeys([*args.modes, args.reference]))
+    uncalibrated = [m for m in modes if not MODES[m].needs_calibration]
+    if uncalibrated:
+        raise ValueError(
+            f"{folder} holds a calibration, from which every quantised mode is built, but not {', '.join(uncalibrated)}, "
+            f"which is built from the float model: drop it from --modes (e.g. --modes w8a8,fp32_ssm,float_sim), "
+            "or pass the float model's folder"
+        )
+    graphs = {m: qpass.apply_mode(graph_or_model, m) for m in modes}
+    return compare_graphs(graphs, _comparison_batches(args, tokenizer, _device(args)), args.reference, not args.quiet)
 
 
 def run_compare(args):
     import mamba_qpass as qpass
 
+    saved = _saved_model_folder(args)
+    if saved is not None:
+        return _compare_saved(saved, args)
+    modes = list(dict.fromkeys([*args.modes, args.reference]))
+    calibration = _calibration_texts(args) if _need_calibration(modes) else None  # bad data fails before the load
     model, tokenizer, _ = _load(args)
     config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
     batches = _comparison_batches(args, tokenizer, model.device)
-    modes = list(dict.fromkeys([*args.modes, args.reference]))
-    calibration = _calibration_texts(args) if _need_calibration(modes) else None
     return qpass.compare(model, modes, batches, calibration, tokenizer, config, args.reference, not args.quiet)
 
 
@@ -246,11 +291,16 @@ def _saved_model_folder(args) -> Path | None:
 
 
 def _load_saved(folder: Path, args):
-    """(quantised model, tokenizer) of a folder ``qpass.save`` wrote, with its tokenizer."""
+    """(quantised model or graph, tokenizer) of a folder ``qpass.save`` wrote, with its tokenizer."""
     import mamba_qpass as qpass
     from transformers import AutoTokenizer
 
-    qmodel = qpass.load(folder, device=_device(args))
+    loaded = qpass.load(folder, device=_device(args))
+    if isinstance(loaded, torch.fx.GraphModule) and loaded.meta.get("mode") is not None:
+        from transformers import MambaConfig
+        from mamba_qpass.hf import QuantizedMambaForCausalLM
+
+        loaded = QuantizedMambaForCausalLM(loaded, MambaConfig.from_dict(loaded.meta["source"].config), loaded.meta["mode"])
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as err:
@@ -258,7 +308,7 @@ def _load_saved(folder: Path, args):
             f"{folder} holds no tokenizer: save the model with its tokenizer "
             "(qpass.save(model, dir, tokenizer=...) or mamba-qpass quantize --save)"
         ) from err
-    return qmodel, tokenizer
+    return loaded, tokenizer
 
 
 def run_eval(args) -> dict:
@@ -282,6 +332,11 @@ def run_eval(args) -> dict:
     saved = _saved_model_folder(args)
     if saved is not None:
         qmodel, tokenizer = _load_saved(saved, args)
+        if isinstance(qmodel, torch.fx.GraphModule):
+            raise ValueError(
+                f"{saved} holds a calibration, not a model: evaluate a model built from it "
+                "(qpass.apply_mode, then qpass.save), or compare its modes with mamba-qpass compare --model"
+            )
         if args.modes not in (None, [qmodel.mode]):
             raise ValueError(
                 f"{saved} holds the {qmodel.mode} model only; other modes need the float model and calibration: "
@@ -292,9 +347,9 @@ def run_eval(args) -> dict:
         return {"model": str(saved), "device": str(qmodel.device), **results}
 
     modes = args.modes or EVAL_MODES
+    calibration = _calibration_texts(args) if _need_calibration(modes) else None  # bad data fails before the load
     model, tokenizer, name = _load(args)
     quant_config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
-    calibration = _calibration_texts(args) if _need_calibration(modes) else None
     text_tokens = _validation_tokens(args, tokenizer, args.ppl_tokens) if args.ppl_tokens > 0 else None
     results = evaluate_modes(model, tokenizer, modes, calibration, config, quant_config, text_tokens, report_progress)
     return {"model": name, "device": str(model.device), **results}
@@ -370,6 +425,10 @@ def _generation_report(results: dict) -> str:
 def _table(results: dict) -> str:
     lines = [
         f"model {results['model']} on {results['device']}",
+        *([] if "calibration" not in results else [
+            "calibrated on {sequences} sequences x {seq_len} tokens ({tokens} tokens; --calib-samples, --calib-len)"
+            .format(**results["calibration"])
+        ]),
         f"{'mode':<10} {'perplexity':>11} {'tokens':>8} {'SQNR dB':>8} {'top-1 vs fp':>12}",
     ]
     for mode, r in results["modes"].items():

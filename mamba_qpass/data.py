@@ -72,19 +72,41 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+class DataFileError(ValueError):
+    """A data file that is empty or not in its expected format; the message names the file."""
+
+
 def gutenberg_texts(path: Path, max_chars: int | None = None) -> Iterator[str]:
     """Book texts of a ``{"title","author","text"}`` jsonl.xz file, in file order; stops after
-    ``max_chars`` characters in all (the last text cut short)."""
+    ``max_chars`` characters in all (the last text cut short). A file that is not xz-compressed JSON
+    lines with a "text" field, or that holds no text, raises DataFileError."""
+    if path.stat().st_size == 0:
+        raise DataFileError(f"{path} is empty: point --data-dir at the shared data folder, or restore the file")
     remaining = max_chars
-    with lzma.open(path, "rt", encoding="utf-8") as lines:
-        for line in lines:
-            text = json.loads(line)["text"]
-            if remaining is not None:
-                text = text[:remaining]
-                remaining -= len(text)
-            yield text
-            if remaining is not None and remaining <= 0:
-                return
+    chars = 0
+    try:
+        with lzma.open(path, "rt", encoding="utf-8") as lines:
+            for line in lines:
+                if not line.strip():
+                    continue
+                text = json.loads(line)["text"]
+                if not isinstance(text, str):
+                    raise TypeError(f'"text" holds a {type(text).__name__}, not a string')
+                if remaining is not None:
+                    text = text[:remaining]
+                    remaining -= len(text)
+                chars += len(text)
+                yield text
+                if remaining is not None and remaining <= 0:
+                    return
+    except (lzma.LZMAError, EOFError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        reason = f"no {err} field" if isinstance(err, KeyError) else str(err)
+        raise DataFileError(
+            f'{path} is not xz-compressed JSON lines of {{"text": ...}} records ({reason}): '
+            "point --data-dir at the shared data folder, or restore the file"
+        ) from err
+    if not chars:
+        raise DataFileError(f"{path} holds no text: point --data-dir at the shared data folder, or restore the file")
 
 
 def lambada_texts(path: Path) -> list[str]:

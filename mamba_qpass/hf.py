@@ -112,11 +112,11 @@ class QuantizedMambaForCausalLM(nn.Module):
                 f"forward does not take {unsupported}: the quantised model computes logits from input_ids "
                 "(and a right-padded attention_mask) only"
             )
-        _check_input_ids(input_ids, self.config.vocab_size)
-        if input_ids.device != self.device:
+        if isinstance(input_ids, torch.Tensor) and input_ids.device != self.device:  # before reading the ids
             raise ValueError(
                 f"input_ids are on {input_ids.device} but the model is on {self.device}: move them with .to(model.device)"
             )
+        _check_input_ids(input_ids, self.config.vocab_size)
         if attention_mask is not None:
             _check_right_padded(attention_mask)
         return CausalLMOutput(logits=self.gm(input_ids))

@@ -20,9 +20,15 @@ def _abs_max_checked(name: str, x: torch.Tensor) -> torch.Tensor:
     amax = x.detach().abs().max().float()
     if not torch.isfinite(amax):
         bad = "NaN" if torch.isnan(x).any() else "inf"
+        if x.dtype == torch.float16:
+            raise NonFiniteActivationError(
+                f"{bad} in {name} during calibration: the float16 model overflows here (float16 holds at most "
+                "65504). Calibrate it in float32: quantise model.float() (load_pretrained loads float32 by default); "
+                "the int8 datapath is the same, only the float embedding is kept in float32"
+            )
         raise NonFiniteActivationError(
-            f"{bad} in {name} during calibration: check the model's weights and the calibration data "
-            "(an fp16 model may overflow; calibrate in float32)"
+            f"{bad} in {name} during calibration, from finite weights (capture checks them): the activations "
+            "overflow their dtype; check the calibration data and the weights' scale"
         )
     return amax
 

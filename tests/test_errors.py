@@ -79,3 +79,57 @@ def test_calibration_texts_that_are_all_empty_are_refused():
 
     with pytest.raises(CalibrationDataError, match="calibration texts hold no tokens \\(3 texts"):
         qpass.apply(random_mamba(), "w8a8", calibration=["", " ", "\n"], tokenizer=Whitespace(), progress=False)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_non_finite_weights_are_refused_naming_the_weight(bad):
+    model = random_mamba()
+    with torch.no_grad():
+        model.backbone.layers[1].mixer.x_proj.weight[2, 3] = bad
+    expected = "1 NaN and 0 infinite" if bad != bad else "0 NaN and 1 infinite"
+    with pytest.raises(ValueError, match=f"weight backbone.layers.1.mixer.x_proj.weight holds {expected} values"):
+        qpass.calibrate(model, [torch.randint(0, 97, (2, 16))], progress=False)
+    with pytest.raises(ValueError, match="holds .* values"):
+        qpass.apply(model, "fp")
+
+
+def test_a_model_on_several_devices_is_refused():
+    model = random_mamba()
+    model.backbone.norm_f.weight = torch.nn.Parameter(model.backbone.norm_f.weight.to("meta"))
+    with pytest.raises(qpass.UnsupportedModelError, match=r"on several devices \(cpu, meta\).*model.to\('cuda'\)"):
+        qpass.capture(model)
+
+
+def test_input_on_another_device_than_the_model_is_refused(w8a8_model):
+    with pytest.raises(ValueError, match="input_ids are on meta but the model is on cpu: move them"):
+        w8a8_model(torch.zeros(1, 3, dtype=torch.long, device="meta"))
+
+
+def test_saturation_beyond_the_calibrated_ranges_warns_naming_the_tensor():
+    from mamba_qpass.saturation import SATURATION_WARNING_PCT, warn_on_saturation
+
+    model = random_mamba()
+    g = torch.Generator().manual_seed(0)
+    broad = torch.randint(0, 97, (8, 64), generator=g)
+    own = qpass.saturation(qpass.apply_mode(qpass.calibrate(model, [broad], progress=False), "w8a8"), broad)
+    assert 0 < max(own.values()) < 0.2  # on its calibration data: about the percentile's designed 0.05%
+    narrow = qpass.apply_mode(qpass.calibrate(model, [broad[:1, :4]], progress=False), "w8a8")  # 4 tokens
+    shares = qpass.saturation(narrow, torch.randint(0, 97, (2, 64), generator=g))
+    worst = max(shares, key=shares.get)
+    assert shares[worst] > SATURATION_WARNING_PCT
+    with pytest.warns(qpass.SaturationWarning, match=rf"random text: int8 saturation above 1.0% .*{worst} {shares[worst]:.2f}%"):
+        warn_on_saturation(shares, "random text")
+    assert qpass.saturation(qpass.apply(model, "fp").gm, broad) == {}
+
+
+def test_the_saturation_share_counts_codes_at_the_int8_limits(w8a8_model):
+    ids = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(1))
+    shares = qpass.saturation(w8a8_model.gm, ids)
+    from mamba_qpass.taps import tapped_nodes, with_tap_outputs
+
+    tapped, names = with_tap_outputs(w8a8_model.gm)
+    outputs = dict(zip(names, tapped(ids)[1:]))
+    assert shares and set(shares) <= set(names)
+    for name, share in shares.items():
+        codes = outputs[name]
+        assert share == 100.0 * int(((codes == -128) | (codes == 127)).sum()) / codes.numel()

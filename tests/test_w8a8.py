@@ -157,9 +157,18 @@ def test_missing_or_empty_calibration_is_refused(tiny):
 def test_non_finite_activation_names_layer_and_tensor():
     model = random_mamba(initializer_range=0.02)
     with torch.no_grad():
-        model.backbone.layers[1].mixer.x_proj.weight[0, 0] = float("nan")
-    with pytest.raises(NonFiniteActivationError, match="NaN in layer 1 x_proj output dt_low"):
+        model.backbone.layers[1].mixer.in_proj.weight[0] = 3e38  # finite, but its products overflow float32
+    with pytest.raises(NonFiniteActivationError, match="(inf|NaN) in layer 1 in_proj output x.*from finite weights"):
         qpass.calibrate(model, token_batches(97), progress=False)
+
+
+def test_a_float16_model_that_overflows_in_calibration_is_told_to_calibrate_in_float32():
+    model = random_mamba(initializer_range=0.02).half()
+    with torch.no_grad():
+        model.backbone.layers[0].mixer.in_proj.weight.mul_(1e4)  # finite in float16, products beyond 65504
+    with pytest.raises(NonFiniteActivationError, match=r"layer 0 .*float16 model overflows.*model\.float\(\)"):
+        qpass.calibrate(model, token_batches(97), progress=False)
+    qpass.calibrate(model.float(), token_batches(97), progress=False)  # the advice works
 
 
 def test_zero_scale_is_refused_naming_the_tensor():

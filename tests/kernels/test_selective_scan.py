@@ -234,3 +234,32 @@ def test_a_row_scans_to_the_same_bits_alone_and_in_a_batch():
     out_alone, state_alone = selective_scan(**alone, scales=SCALES)
     assert torch.equal(out[2:3], out_alone)
     assert torch.equal(state[2:3], state_alone)
+
+
+def _scan_step_by_step(u, delta, A, B, C, D, z, delta_bias):
+    """The recurrence as its definition reads, one time step at a time: the rounding the reference's
+    chunked loop (precomputed factors, one matmul per chunk) must keep."""
+    dt = torch.nn.functional.softplus(delta.float() + delta_bias.float())
+    state = u.new_zeros(u.shape[0], u.shape[2], A.shape[1], dtype=torch.float32)
+    ys = []
+    for t in range(u.shape[1]):
+        decay = torch.exp(dt[:, t, :, None] * A)
+        drive = (dt[:, t, :, None] * B[:, t, None, :].float()) * u[:, t, :, None].float()
+        state = decay * state + drive
+        ys.append(torch.matmul(state, C[:, t, :, None].float())[..., 0])
+    y = (torch.stack(ys, dim=1) + u.float() * D) * torch.nn.functional.silu(z.float())
+    return y, state
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("length", [1, 15, 16, 17, 50])
+def test_reference_rounds_as_the_step_by_step_definition(batch, length):
+    g = torch.Generator().manual_seed(batch * 100 + length)
+    channels, state_size = 24, 16
+    u, delta, z = (torch.randn(batch, length, channels, generator=g) for _ in range(3))
+    B, C = (torch.randn(batch, length, state_size, generator=g) for _ in range(2))
+    A = -torch.rand(channels, state_size, generator=g) * 4
+    D, delta_bias = torch.randn(channels, generator=g), torch.randn(channels, generator=g)
+    out, final = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias)
+    expected_out, expected_final = _scan_step_by_step(u, delta, A, B, C, D, z, delta_bias)
+    assert torch.equal(out, expected_out) and torch.equal(final, expected_final)
