@@ -19,6 +19,24 @@ import torch
 WARMUP_CALLS = 2  # the first call compiles and autotunes the Triton kernels, which a capture cannot hold
 
 
+def capture_cuda_graph(run: Callable, device: torch.device, pool=None):
+    """``(graph, output)``: ``run()`` called WARMUP_CALLS times on a side stream, then captured as a
+    ``torch.cuda.CUDAGraph`` (in memory ``pool`` when given) whose output tensors are ``output``."""
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(WARMUP_CALLS):
+            run()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph, pool=pool):
+            output = run()
+    except RuntimeError as e:
+        raise RuntimeError(f"capturing a CUDA graph failed ({e}); run it without CUDA graphs") from e
+    return graph, output
+
+
 def _clone(out):
     if isinstance(out, torch.Tensor):
         return out.clone()
@@ -69,18 +87,5 @@ class CudaGraphReplay:
     @torch.no_grad()
     def _capture(self, inputs):
         static_inputs = [t.clone() for t in inputs]
-        side = torch.cuda.Stream(device=static_inputs[0].device)
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_CALLS):
-                self.forward(*static_inputs)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                static_out = self.forward(*static_inputs)
-        except RuntimeError as e:
-            raise RuntimeError(
-                f"capturing the forward as a CUDA graph failed ({e}); run it without CUDA graphs"
-            ) from e
+        graph, static_out = capture_cuda_graph(lambda: self.forward(*static_inputs), static_inputs[0].device)
         return static_inputs, graph, static_out

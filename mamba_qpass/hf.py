@@ -8,6 +8,7 @@ from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
 
 from mamba_qpass.capture import with_state
+from mamba_qpass.graph_replay import CudaGraphReplay
 from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep, EagerDecodeStep
 from mamba_qpass.runtime.generate import generate
 from mamba_qpass.runtime.sampling import Sampling
@@ -91,6 +92,20 @@ class QuantizedMambaForCausalLM(nn.Module):
         self.mode = mode
         # generate's step graph and CUDA graphs, built on first use for the device the model is then on
         self._runtime: dict = {}
+        self._prefill_replay: CudaGraphReplay | None = None
+
+    def enable_cuda_graphs(self, max_graphs: int = 4) -> None:
+        """Run ``forward`` as a CUDA graph captured per input shape (the ``max_graphs`` most recently used
+        kept): the same kernels and outputs bit for bit, without the host's cost of launching about ten
+        kernels a layer. Pays when one shape recurs (a server's fixed batch, a benchmark); each new shape
+        costs three forwards to capture and holds its own activations. Call again after moving the model;
+        ``disable_cuda_graphs()`` drops the graphs."""
+        if self.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need the model on CUDA, it is on {self.device}: move it with .cuda() first")
+        self._prefill_replay = CudaGraphReplay(self.gm, max_graphs)
+
+    def disable_cuda_graphs(self) -> None:
+        self._prefill_replay = None
 
     @property
     def device(self) -> torch.device:
@@ -119,6 +134,8 @@ class QuantizedMambaForCausalLM(nn.Module):
         _check_input_ids(input_ids, self.config.vocab_size)
         if attention_mask is not None:
             _check_right_padded(attention_mask)
+        if self._prefill_replay is not None:
+            return CausalLMOutput(logits=self._prefill_replay(input_ids))
         return CausalLMOutput(logits=self.gm(input_ids))
 
     def _generation_runtime(self) -> dict:

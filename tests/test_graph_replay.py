@@ -37,3 +37,25 @@ def test_replayed_graph_equals_eager_forward(mode):
     kept = first.clone()
     replay(torch.randint(0, 97, ids.shape, generator=g).cuda())
     assert torch.equal(first, kept), "a result must stay valid after the next call (outputs are copies)"
+
+
+def test_the_model_refuses_cuda_graphs_off_cuda():
+    model = random_mamba(hidden_size=64, num_hidden_layers=1)
+    qmodel = qpass.apply(model, mode="w8a8", calibration=[torch.randint(0, 97, (1, 16))], progress=False)
+    with pytest.raises(ValueError, match="CUDA graphs need the model on CUDA, it is on cpu"):
+        qmodel.enable_cuda_graphs()
+
+
+@pytest.mark.gpu
+def test_the_model_with_cuda_graphs_gives_its_eager_logits():
+    model = random_mamba(initializer_range=0.02, hidden_size=64, num_hidden_layers=2).cuda()
+    g = torch.Generator().manual_seed(1)
+    qmodel = qpass.apply(model, mode="w8a8", calibration=[torch.randint(0, 97, (2, 32), generator=g).cuda()],
+                         progress=False)
+    ids = torch.randint(0, 97, (2, 24), generator=g).cuda()
+    eager = qmodel(ids).logits
+    qmodel.enable_cuda_graphs()
+    assert torch.equal(qmodel(ids).logits, eager)
+    assert torch.equal(qmodel(ids).logits, eager)  # replayed
+    qmodel.disable_cuda_graphs()
+    assert torch.equal(qmodel(ids).logits, eager)

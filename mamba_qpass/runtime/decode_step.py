@@ -6,6 +6,8 @@ updates, so a step costs one launch instead of one per kernel."""
 import torch
 import torch.fx as fx
 
+from mamba_qpass.graph_replay import capture_cuda_graph
+
 
 class EagerDecodeStep:
     def __init__(self, step_graph: fx.GraphModule):
@@ -28,8 +30,6 @@ class CudaGraphDecodeStep:
     The returned logits are the graph's static output buffer: read (or copy) them before the next call.
     Sampling runs after the graph, on those logits."""
 
-    WARMUP_STEPS = 2  # Triton compiles and autotunes on the first calls, which a capture cannot contain
-
     def __init__(self, step_graph: fx.GraphModule, example_states: tuple[torch.Tensor, ...], pool=None):
         device = example_states[0].device
         if device.type != "cuda":
@@ -37,15 +37,7 @@ class CudaGraphDecodeStep:
         batch = example_states[0].shape[0]
         self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.states = tuple(s.clone() for s in example_states)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(self.WARMUP_STEPS):
-                self._advance(step_graph)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
-            self.logits = self._advance(step_graph)
+        self.graph, self.logits = capture_cuda_graph(lambda: self._advance(step_graph), device, pool)
 
     def _advance(self, step_graph: fx.GraphModule) -> torch.Tensor:
         logits, new_states = step_graph(self.tokens, *self.states)
