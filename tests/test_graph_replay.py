@@ -20,7 +20,7 @@ def test_refuses_an_empty_cache():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("mode", ["w8a8", "fp32_ssm", "fp"])
+@pytest.mark.parametrize("mode", ["w8a8", "float_sim", "fp"])
 def test_replayed_graph_equals_eager_forward(mode):
     model = random_mamba(initializer_range=0.02, hidden_size=64, num_hidden_layers=2).cuda()
     g = torch.Generator().manual_seed(0)
