@@ -10,6 +10,10 @@ mamba-ssm's logits (same weights; SQNR >= 20 dB), w8a8's logits are finite and a
 top-1 on at least half the tokens (a random model is a hard case for int8), and w8a8, fp32_ssm and
 float_sim give bit-identical logits. Times are medians of CUDA-event timings (``triton.testing.do_bench``).
 
+Each shape is timed twice: eager, as a forward runs from Python (both models launch their kernels one by
+one, so on a slow host short prefills wait on the host), and replayed as CUDA graphs (``CudaGraphReplay``,
+both models alike), which leaves the GPU time; a replay must first reproduce its eager logits bit for bit.
+
     python benchmarks/bench_prefill.py [--configs 130m,1.4b,2.8b] [--json out.json] [--profile]
 """
 
@@ -21,6 +25,7 @@ from transformers import MambaConfig, MambaForCausalLM
 from triton.testing import do_bench
 
 import mamba_qpass as qpass
+from mamba_qpass.graph_replay import CudaGraphReplay
 
 CONFIGS = {"130m": (768, 24), "1.4b": (2048, 48), "2.8b": (2560, 64)}  # d_model, layers (state 16, expand 2)
 VOCAB = 50280
@@ -87,7 +92,7 @@ def print_profile(name: str, layers: int, forward) -> int:
     return len(kernels)
 
 
-def bench_config(name: str, g: torch.Generator, profile: bool) -> list[dict]:
+def bench_config(name: str, g: torch.Generator, profile: bool, shapes: list[tuple[int, int]]) -> list[dict]:
     d_model, layers = CONFIGS[name]
     torch.manual_seed(0)
     ssm = mamba_ssm_model(d_model, layers)
@@ -117,12 +122,21 @@ def bench_config(name: str, g: torch.Generator, profile: bool) -> list[dict]:
 
     weight_bytes = {"w8a8": tensor_bytes(graphs["w8a8"]), "mamba_ssm_fp16": tensor_bytes(ssm)}
     rows = []
-    for batch, length in SHAPES:
+    for batch, length in shapes:
         x = torch.randint(0, VOCAB, (batch, length), generator=g, device="cuda")
         base_ms, base_peak = timed_peak(lambda: ssm(x).logits)
         ours_ms, ours_peak = timed_peak(lambda: graphs["w8a8"](x))
+        replayed = {"w8a8": CudaGraphReplay(graphs["w8a8"], max_graphs=1),
+                    "mamba_ssm": CudaGraphReplay(lambda ids: ssm(ids).logits, max_graphs=1)}
+        with torch.no_grad():
+            replay_ok = (torch.equal(replayed["w8a8"](x), graphs["w8a8"](x))
+                         and torch.equal(replayed["mamba_ssm"](x), ssm(x).logits))
+        replay_ms = {k: timed_peak(lambda: r(x))[0] for k, r in replayed.items()}
+        del replayed
         row = dict(config=name, batch=batch, length=length, check=ok, mamba_ssm_fp16_ms=base_ms, w8a8_ms=ours_ms,
-                   mamba_ssm_working_gib=base_peak, w8a8_working_gib=ours_peak, weight_bytes=weight_bytes, checks=checks)
+                   mamba_ssm_working_gib=base_peak, w8a8_working_gib=ours_peak, weight_bytes=weight_bytes, checks=checks,
+                   replay_equals_eager=replay_ok, w8a8_cuda_graph_ms=replay_ms["w8a8"],
+                   mamba_ssm_fp16_cuda_graph_ms=replay_ms["mamba_ssm"])
         if (batch, length) == (1, 2048):
             row["fp32_ssm_ms"], _ = timed_peak(lambda: graphs["fp32_ssm"](x))
             if profile:
@@ -131,6 +145,10 @@ def bench_config(name: str, g: torch.Generator, profile: bool) -> list[dict]:
         print(f"{name} B={batch} L={length}: mamba-ssm fp16 {base_ms:.2f} ms (+{base_peak:.2f} GiB working), "
               f"w8a8 {ours_ms:.2f} ms (+{ours_peak:.2f} GiB working) -> {speedup}"
               + (f"; fp32_ssm {row['fp32_ssm_ms']:.2f} ms" if "fp32_ssm_ms" in row else ""), flush=True)
+        replay_speedup = f"{replay_ms['mamba_ssm'] / replay_ms['w8a8']:.2f}x" if ok and replay_ok else "REFUSED"
+        print(f"{name} B={batch} L={length} as CUDA graphs (replay == eager: {replay_ok}): mamba-ssm fp16 "
+              f"{replay_ms['mamba_ssm']:.2f} ms, w8a8 {replay_ms['w8a8']:.2f} ms -> {replay_speedup}; "
+              f"w8a8 graph against mamba-ssm eager {base_ms / replay_ms['w8a8']:.2f}x", flush=True)
         rows.append(row)
     print(f"{name}: weights + buffers w8a8 {weight_bytes['w8a8'] / 2**30:.3f} GiB, mamba-ssm fp16 "
           f"{weight_bytes['mamba_ssm_fp16'] / 2**30:.3f} GiB ({weight_bytes['w8a8'] / weight_bytes['mamba_ssm_fp16']:.2f}x)",
@@ -143,14 +161,17 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ",".join(CONFIGS))
     parser.add_argument("--json", default=None, help="also write every row and check here")
     parser.add_argument("--profile", action="store_true", help="print the w8a8 kernels of one B=1, L=2048 forward")
+    parser.add_argument("--shapes", default=",".join(f"{b}x{n}" for b, n in SHAPES),
+                        help="comma-separated BATCHxLENGTH shapes to time (default: %(default)s)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA device")
+    shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")]
     g = torch.Generator(device="cuda").manual_seed(0)
     print(f"device: {torch.cuda.get_device_name()}", flush=True)
     rows = []
     for name in args.configs.split(","):
-        rows += bench_config(name, g, args.profile)
+        rows += bench_config(name, g, args.profile, shapes)
         torch.cuda.empty_cache()
     if args.json:
         with open(args.json, "w") as f:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from mamba_qpass.passes.float_sim import float_sim
 from mamba_qpass.passes.fp32_conv import fp32_conv
 from mamba_qpass.passes.fp32_ssm import fp32_ssm
+from mamba_qpass.passes.fuse_residual import fuse_residual_add
 from mamba_qpass.passes.lower_int8 import lower_int8
 from mamba_qpass.passes.manager import Pass
 from mamba_qpass.quant_config import QuantConfig
@@ -28,10 +29,10 @@ MODES: dict[str, Mode] = {
     for mode in (
         Mode("fp", lambda config: [], needs_calibration=False),
         Mode("qdq", lambda config: [], needs_calibration=True),
-        Mode("w8a8", lambda config: [lower_int8(config)], needs_calibration=True),
-        Mode("fp32_ssm", lambda config: [lower_int8(config), fp32_ssm], needs_calibration=True),
-        Mode("float_sim", lambda config: [lower_int8(config), float_sim], needs_calibration=True),
-        Mode("fp32_conv", lambda config: [lower_int8(config), fp32_conv], needs_calibration=True),
+        Mode("w8a8", lambda config: [lower_int8(config), fuse_residual_add], needs_calibration=True),
+        Mode("fp32_ssm", lambda config: [lower_int8(config), fuse_residual_add, fp32_ssm], needs_calibration=True),
+        Mode("float_sim", lambda config: [lower_int8(config), fuse_residual_add, float_sim], needs_calibration=True),
+        Mode("fp32_conv", lambda config: [lower_int8(config), fuse_residual_add, fp32_conv], needs_calibration=True),
     )
 }
 

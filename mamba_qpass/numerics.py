@@ -91,4 +91,9 @@ def hadamard_output_scale(out_inv_scale: torch.Tensor, order: int) -> torch.Tens
     1 / sqrt(order) is a Python float, so c is the same IEEE product on every device; dividing the tensor
     by sqrt(order) instead would not be (CUDA divides a tensor by a scalar as a multiply by its reciprocal).
     """
-    return out_inv_scale.to(torch.float64).reshape(()) * (1.0 / math.sqrt(order))
+    return out_inv_scale.to(torch.float64).reshape(()) * hadamard_norm(order)
+
+
+def hadamard_norm(order: int) -> float:
+    """1 / sqrt(order), the factor that makes ``hadamard_matrix(order)`` a rotation (a float64 number)."""
+    return 1.0 / math.sqrt(order)

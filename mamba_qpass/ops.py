@@ -112,12 +112,13 @@ def int8_linear(
     bias: torch.Tensor | None,
     out_inv_scale: torch.Tensor | None,
     out_dtype: torch.dtype,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    return int8_linear_ref(a, weight, dequant_scale, bias, out_inv_scale, out_dtype)
+    return int8_linear_ref(a, weight, dequant_scale, bias, out_inv_scale, out_dtype, residual)
 
 
 @int8_linear.register_fake
-def _(a, weight, dequant_scale, bias, out_inv_scale, out_dtype):
+def _(a, weight, dequant_scale, bias, out_inv_scale, out_dtype, residual=None):
     dtype = torch.int8 if out_inv_scale is not None else out_dtype
     return a.new_empty((*a.shape[:-1], weight.shape[0]), dtype=dtype)
 
@@ -218,3 +219,8 @@ def float_arithmetic(op: torch._ops.OpOverload) -> Callable:
         )
     module, name = _FLOAT_ARITHMETIC[op._opname]
     return getattr(module, name)
+
+
+def residual_arithmetic() -> Callable:
+    """The reference function adding ``int8_linear``'s optional residual to its float32 output."""
+    return int8_linear_reference.add_residual

@@ -37,6 +37,12 @@ def _u_doubled(original):
     return perturbed
 
 
+def _residual_halved(original):
+    def perturbed(out, residual):
+        return original(out, residual * 0.5)
+    return perturbed
+
+
 # (reference module, function, perturbation, config whose w8a8 graph has the op)
 PERTURBATIONS = {
     "rms_norm_quant": (rms_norm_quant_reference, "rms_norm_quant_epilogue", _codes_plus_one, ROTATED),
@@ -45,6 +51,7 @@ PERTURBATIONS = {
     "hadamard_quant": (hadamard_quant_reference, "hadamard_quant_epilogue", _codes_plus_one, ROTATED),
     "quantize": (quantize_reference, "quantize_epilogue", _codes_plus_one, UNROTATED),
     "int8_selective_scan": (selective_scan_reference, "dequantize_scan_inputs", _u_doubled, ROTATED),
+    "int8_linear-residual": (int8_linear_reference, "add_residual", _residual_halved, ROTATED),
 }
 
 

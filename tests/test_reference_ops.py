@@ -88,6 +88,8 @@ def _opcheck_samples() -> dict[str, tuple]:
                               _f64(5, seed=14), _f64(5, seed=15).abs(), torch.float32),
         "int8_linear-float": (_codes(2, 7, 6, seed=11), _codes(5, 6, seed=12), _f64(5, seed=13), None, None,
                               torch.float32),  # the one float output the CUDA kernel writes exactly
+        "int8_linear-residual": (_codes(2, 7, 6, seed=11), _codes(5, 6, seed=12), _f64(5, seed=13), None, None,
+                                 torch.float32, _rand(2, 7, 5, seed=29)),
         "int8_causal_conv1d": (_codes(2, 7, 6, seed=16), _codes(6, 4, seed=17), _f64(6, seed=18).abs() * 0.01,
                                _f64(6, seed=19), inv, True),
         "rms_norm_quant": (x, _rand(6, seed=20), 1e-5, inv),

@@ -25,7 +25,7 @@ import torch.fx as fx
 
 from mamba_qpass.graph_utils import attr_of, is_call, replace_outputs
 from mamba_qpass.numerics import hadamard_output_scale
-from mamba_qpass.ops import float_arithmetic
+from mamba_qpass.ops import float_arithmetic, residual_arithmetic
 from mamba_qpass.passes.emit import Emitter, Input
 from mamba_qpass.passes.float_scan import SCAN_CODE_INPUTS
 from mamba_qpass.taps import move_tap
@@ -62,15 +62,23 @@ def _rms_norm_quant(emit: Emitter, node: fx.Node) -> fx.Node:
 
 
 def _int8_linear(emit: Emitter, node: fx.Node) -> fx.Node:
-    a, weight, dequant, bias, inv, out_dtype = node.args
+    a, weight, dequant, bias, inv, out_dtype, *fused = node.args
+    residual = fused[0] if fused else None
     a64 = emit.cast(a, F64)
+    outputs = attr_of(emit.gm, weight).shape[0]
     acc = emit(aten.linear.default, a64, emit.cast(_float_codes_attr(emit, weight), F64))
     out = emit.recorded(
         float_arithmetic(node.target),
-        acc=_activation(emit, acc, F64, attr_of(emit.gm, weight).shape[0]),
+        acc=_activation(emit, acc, F64, outputs),
         dequant_scale=_buffer(emit, dequant), bias=_buffer(emit, bias), out_inv_scale=_buffer(emit, inv),
     )
-    return emit.cast(out, out_dtype if inv is None else F32)
+    out = emit.cast(out, out_dtype if inv is None else F32)
+    if residual is None:
+        return out
+    return emit.recorded(
+        residual_arithmetic(), out=_activation(emit, out, F32, outputs),
+        residual=_activation(emit, residual, F32, outputs),
+    )
 
 
 def _int8_causal_conv1d(emit: Emitter, node: fx.Node) -> list[fx.Node]:

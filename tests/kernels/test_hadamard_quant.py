@@ -1,4 +1,4 @@
-"""hadamard_quant (Triton, int8 digit planes on tensor cores) against its reference: identical codes."""
+"""hadamard_quant (Triton, float64 row mixing and butterflies) against its reference: identical codes."""
 
 import math
 
@@ -97,9 +97,9 @@ def test_hadamard_quant_saturates(device):
 
 @pytest.mark.parametrize("order", [64, 5120, 8192], ids=lambda d: f"D{d}")
 def test_hadamard_quant_exact_at_the_largest_magnitudes(order, device):
-    """Rows of ±65504 (float16's largest) reach the biggest sums the digit planes must carry: every
-    accumulator at its bound and the rotated value near 2**53 in units of 2**-24. The scale keeps the
-    result off saturation, so every digit plane shows in the codes."""
+    """Rows of ±65504 (float16's largest) reach the biggest sums the kernel must carry: the rotated value
+    near 2**53 in units of 2**-24. The scale keeps the result off saturation, so every bit shows in the
+    codes."""
     g = torch.Generator().manual_seed(order)
     signs = torch.randint(0, 2, (3, order), generator=g) * 2 - 1
     y = torch.cat([torch.full((1, order), 65504.0), signs * 65504.0]).half().to(device)
@@ -112,29 +112,29 @@ def test_hadamard_quant_exact_at_the_largest_magnitudes(order, device):
 
 @pytest.mark.parametrize("order", [768, 1536, 2048, 5120], ids=lambda d: f"D{d}")
 def test_hadamard_quant_with_the_gpu_tiling(order, device, monkeypatch):
-    """The GPU picks other Kronecker splits and stacks several tokens per program (e.g. 40 x 128 at
-    D = 5120, 4 tokens of 24 x 64 at D = 1536); run those tilings here too, on whatever device this is."""
+    """The GPU picks other Kronecker splits and program sizes (e.g. 20 x 256 at D = 5120, 1 token and 4
+    rows a program); run those tilings here too, on whatever device this is."""
     gpu_tiling = hadamard_triton._hadamard_tiling
     monkeypatch.setattr(
         hadamard_triton, "_hadamard_tiling", lambda rows, order, _: gpu_tiling(rows, order, torch.device("cuda"))
     )
-    assert gpu_tiling(5, 5120, torch.device("cuda"))[:2] == (40, 128)
+    assert gpu_tiling(5, 5120, torch.device("cuda"))[:2] == (20, 256)
     y = make_y(5, order, device)
     h = hadamard_matrix(order).to(device)
     inv = f64(127 / 12, device)
     assert_same_codes(hadamard_quant(y, h, inv), hadamard_quant_ref(y, h, inv))
 
 
-def test_hadamard_quant_exact_on_every_digit_plane(device):
-    """Values of one power of two each, from 2**-24 (one unit) to 2**15, so that each base-128 digit plane
-    of y * 2**24 is the only one set in some column; small enough sums that no code saturates."""
+def test_hadamard_quant_exact_at_every_power_of_two(device):
+    """Values of one power of two each, from 2**-24 (one unit) to 2**15, so that every bit of y * 2**24
+    is the only one set in some column; small enough sums that no code saturates."""
     order = 64
     exponents = torch.arange(-24, 16)
     g = torch.Generator().manual_seed(5)
     y = (2.0 ** exponents[torch.randint(0, len(exponents), (8, order), generator=g)]).half()
     y = y * (torch.randint(0, 2, (8, order), generator=g) * 2 - 1)
     h = hadamard_matrix(order)
-    for scale in (2.0**24, 2.0**10, 1.0, 2.0**-10):  # puts a different digit plane at the rounding point
+    for scale in (2.0**24, 2.0**10, 1.0, 2.0**-10):  # puts a different bit at the rounding point
         inv = f64(scale * math.sqrt(order) / 64, "cpu")
         ref = hadamard_quant_ref(y, h, inv)
         assert_same_codes(hadamard_quant(y.to(device), h.to(device), inv.to(device)), ref.to(device))

@@ -147,3 +147,28 @@ def test_real_shapes_on_gpu(shape, epilogue):
     else:
         kwargs = dict(out_dtype=torch.float32)
     assert_same(int8_linear(a, w, dequant, **kwargs), int8_linear_ref(a, w, dequant, **kwargs))
+
+
+@pytest.mark.parametrize("residual_dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_residual_added_as_aten_add_does(residual_dtype, device):
+    """out_proj with the block's residual add fused: equal bit for bit to the unfused linear followed by
+    aten.add, for a 3D input and a float16 / bfloat16 / float32 residual."""
+    a, w, dequant, bias, _ = make_inputs(2 * 9, 24, 40, device, scale=0.5)
+    a = a.reshape(2, 9, 40)
+    g = torch.Generator().manual_seed(4)
+    residual = (torch.randn(2, 9, 24, generator=g) * 3).to(residual_dtype).to(device)
+    out = int8_linear(a, w, dequant, bias, residual=residual)
+    unfused = torch.add(residual, int8_linear_ref(a, w, dequant, bias))
+    assert_same(out, unfused)
+    assert_same(int8_linear_ref(a, w, dequant, bias, residual=residual), unfused)
+    assert not torch.equal(out, int8_linear_ref(a, w, dequant, bias)), "the residual must change the output"
+
+
+def test_residual_refused_with_codes_or_a_wrong_shape(device):
+    a, w, dequant, bias, inv = make_inputs(5, 24, 40, device)
+    with pytest.raises(ValueError, match="only to float32 output"):
+        int8_linear(a, w, dequant, bias, inv, residual=torch.zeros(5, 24, device=device))
+    with pytest.raises(ValueError, match=r"residual must have shape \(5, 24\)"):
+        int8_linear(a, w, dequant, bias, residual=torch.zeros(5, 23, device=device))
+    with pytest.raises(ValueError, match="only to float32 output"):
+        int8_linear_ref(a, w, dequant, bias, inv, residual=torch.zeros(5, 24, device=device))

@@ -4,19 +4,20 @@ import torch
 import triton
 import triton.language as tl
 
-from mamba_qpass.kernels.checks import check_f64_vector, check_tensor, check_unit_last_stride
+from mamba_qpass.kernels.checks import check_f64_vector, check_shape, check_tensor, check_unit_last_stride
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 
 # float32 only: on the GPU a float64 -> float16 store rounds twice (through float32), which a direct
 # conversion in the reference would not, so float16 output could not be bit-exact.
 FLOAT_OUT_DTYPES = (torch.float32,)
+RESIDUAL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
 def _int8_linear_kernel(
-    a_ptr, w_ptr, dequant_scale_ptr, bias_ptr, out_inv_scale_ptr, out_ptr,
-    M, N, K, stride_am, stride_wn, stride_om, M_BUCKET,
-    HAS_BIAS: tl.constexpr, QUANTIZE_OUT: tl.constexpr, EVEN_K: tl.constexpr,
+    a_ptr, w_ptr, dequant_scale_ptr, bias_ptr, out_inv_scale_ptr, residual_ptr, out_ptr,
+    M, N, K, stride_am, stride_wn, stride_rm, stride_om, M_BUCKET,
+    HAS_BIAS: tl.constexpr, QUANTIZE_OUT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     # Grouped ordering: GROUP_M row tiles share each column tile's weights while they are in L2.
@@ -61,6 +62,9 @@ def _int8_linear_kernel(
     if QUANTIZE_OUT:
         v = v * tl.load(out_inv_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
         tl.store(out_ptrs, tl_round_half_even_clamp_int8(v), mask=mask)
+    elif HAS_RESIDUAL:  # rounded to float32 first, then one float32 addition, as the reference
+        residual = tl.load(residual_ptr + offs_m[:, None] * stride_rm + offs_n[None, :], mask=mask, other=0.0)
+        tl.store(out_ptrs, residual.to(tl.float32) + v.to(tl.float32), mask=mask)
     else:
         tl.store(out_ptrs, v.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -102,7 +106,7 @@ def _fitting_configs(configs, named_args, **_):
 _int8_linear_fixed = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})(_int8_linear_kernel)
 # Keyed on M's power-of-two bucket, not M itself: a new sequence length must not trigger a new search.
 _int8_linear_tuned = triton.autotune(
-    GPU_CONFIGS, key=["M_BUCKET", "N", "K", "HAS_BIAS", "QUANTIZE_OUT"],
+    GPU_CONFIGS, key=["M_BUCKET", "N", "K", "HAS_BIAS", "QUANTIZE_OUT", "HAS_RESIDUAL"],
     prune_configs_by={"early_config_prune": _fitting_configs},
 )(_int8_linear_fixed)
 
@@ -126,11 +130,12 @@ def int8_linear(
     bias: torch.Tensor | None = None,
     out_inv_scale: torch.Tensor | None = None,
     out_dtype: torch.dtype = torch.float32,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Triton ``int8_linear_ref``: a int8 (..., K) (2D or 3D, last dim contiguous, rows may be strided),
-    weight int8 (N, K), float64 (N,) dequant_scale / bias / out_inv_scale. Returns int8 (..., N) codes
-    when ``out_inv_scale`` is given, else (..., N) in ``out_dtype`` (float32); bit-identical
-    to the reference in both cases."""
+    weight int8 (N, K), float64 (N,) dequant_scale / bias / out_inv_scale, residual float (..., N)
+    added to float32 output. Returns int8 (..., N) codes when ``out_inv_scale`` is given, else
+    (..., N) in ``out_dtype`` (float32); bit-identical to the reference in every case."""
     check_tensor("a", a, (torch.int8,), (2, 3))
     device = a.device
     check_unit_last_stride("a", a)
@@ -146,8 +151,15 @@ def int8_linear(
         check_f64_vector("out_inv_scale", out_inv_scale, n, device)
     elif out_dtype not in FLOAT_OUT_DTYPES:
         raise ValueError(f"out_dtype must be one of {FLOAT_OUT_DTYPES}, got {out_dtype}")
+    if residual is not None:
+        if out_inv_scale is not None:
+            raise ValueError("a residual is added only to float32 output, not to int8 codes (out_inv_scale given)")
+        check_tensor("residual", residual, RESIDUAL_DTYPES, (a.dim(),), device)
+        check_shape("residual", residual, (*a.shape[:-1], n))
+        check_unit_last_stride("residual", residual)
 
     rows = a.reshape(-1, k)  # a view whenever the leading dims can be merged (e.g. a column slice)
+    residual_rows = residual.reshape(-1, n) if residual is not None else dequant_scale  # unread without HAS_RESIDUAL
     m = rows.shape[0]
     out = torch.empty(m, n, dtype=torch.int8 if out_inv_scale is not None else out_dtype, device=device)
     if m > 0:
@@ -155,10 +167,11 @@ def int8_linear(
             rows, weight, dequant_scale,
             bias if bias is not None else dequant_scale,
             out_inv_scale if out_inv_scale is not None else dequant_scale,
+            residual_rows,
             out,
-            m, n, k, rows.stride(0), weight.stride(0), out.stride(0), triton.next_power_of_2(m),
+            m, n, k, rows.stride(0), weight.stride(0), residual_rows.stride(0), out.stride(0), triton.next_power_of_2(m),
         )
-        flags = dict(HAS_BIAS=bias is not None, QUANTIZE_OUT=out_inv_scale is not None)
+        flags = dict(HAS_BIAS=bias is not None, QUANTIZE_OUT=out_inv_scale is not None, HAS_RESIDUAL=residual is not None)
         if device.type == "cuda":
             def grid(meta):
                 return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
