@@ -1,6 +1,7 @@
 """A quantised graph as a HF-style causal LM: ``model(input_ids).logits``, ``.config``, ``.device``."""
 
 import itertools
+import warnings
 
 import torch
 import torch.fx as fx
@@ -9,7 +10,7 @@ from transformers.modeling_outputs import CausalLMOutput
 
 from mamba_qpass.capture import with_state
 from mamba_qpass.graph_replay import CudaGraphReplay
-from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep, EagerDecodeStep
+from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep, EagerDecodeStep, cuda_graph_blockers
 from mamba_qpass.runtime.generate import generate
 from mamba_qpass.runtime.sampling import Sampling
 
@@ -163,6 +164,28 @@ class QuantizedMambaForCausalLM(nn.Module):
         step.start(states)
         return step
 
+    def _use_cuda_graph(self, asked: bool | None) -> bool:
+        """Whether decode steps replay a CUDA graph: by default on CUDA when the mode's graph can be captured;
+        a mode that cannot be (its per-tensor dequantise nodes read their scale on the host) runs its
+        steps eagerly, with a warning saying why."""
+        if asked and self.device.type != "cuda":
+            raise ValueError(f"use_cuda_graph needs the model on CUDA, it is on {self.device}")
+        if asked is False or self.device.type != "cuda":
+            return False
+        blockers = cuda_graph_blockers(self.gm)
+        if blockers and asked:
+            raise ValueError(
+                f"the {self.mode} graph cannot be captured as a CUDA graph: {', '.join(blockers)} read their scale "
+                "on the host; pass use_cuda_graph=False"
+            )
+        if blockers:
+            warnings.warn(
+                f"{self.mode}: decode steps run eagerly, not as a CUDA graph, since {', '.join(blockers)} read their "
+                "scale on the host (pass use_cuda_graph=False to silence this)",
+                stacklevel=3,
+            )
+        return not blockers
+
     @torch.no_grad()
     def generate(
         self,
@@ -193,7 +216,8 @@ class QuantizedMambaForCausalLM(nn.Module):
         (transformers' StoppingCriteriaList) says so, and is padded with ``pad_token_id`` (default: the
         config's, else the first eos) after. ``streamer`` (e.g. transformers' TextStreamer, batch 1) gets
         the prompt, then each new token. On CUDA each decode step replays a CUDA graph captured once per
-        batch size (``use_cuda_graph=False`` runs it eagerly); sampling runs after the graph.
+        batch size (``use_cuda_graph=False`` runs it eagerly; qdq, fp32_ssm and fp32_conv, whose dequantise
+        nodes read their scale on the host, always do, with a warning); sampling runs after the graph.
         """
         unsupported = sorted(k for k, v in kwargs.items() if k not in IGNORED_GENERATE_ARGS and v is not None)
         if unsupported:
@@ -216,10 +240,7 @@ class QuantizedMambaForCausalLM(nn.Module):
         eos = _token_ids(self.config.eos_token_id if eos_token_id is None else eos_token_id, "eos_token_id")
         if pad_token_id is None:
             pad_token_id = self.config.pad_token_id if self.config.pad_token_id is not None else (eos[0] if eos else None)
-        if use_cuda_graph is None:
-            use_cuda_graph = self.device.type == "cuda"
-        elif use_cuda_graph and self.device.type != "cuda":
-            raise ValueError(f"use_cuda_graph needs the model on CUDA, it is on {self.device}")
+        use_cuda_graph = self._use_cuda_graph(use_cuda_graph)
         return generate(
             self._generation_runtime()["step_graph"],
             lambda states: self._decode_step(states, use_cuda_graph),

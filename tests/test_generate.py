@@ -181,15 +181,38 @@ def test_bad_arguments_are_refused(kwargs, match, models):
         models["w8a8"].generate(torch.tensor([[5, 6, 7]]), max_new_tokens=2, **kwargs)
 
 
+def test_modes_that_read_scales_on_the_host_are_not_captured(models):
+    from mamba_qpass.runtime.decode_step import cuda_graph_blockers
+
+    blocked = {mode for mode, model in models.items() if cuda_graph_blockers(model.gm)}
+    assert blocked == {"qdq", "fp32_ssm", "fp32_conv"}
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("mode", ["w8a8", "fp32_ssm", "float_sim"])
+def test_a_mode_that_cannot_be_captured_decodes_eagerly_on_gpu_and_says_so():
+    model = random_mamba(**UNTIED).cuda()
+    calibrated = qpass.calibrate(model, [b.cuda() for b in token_batches(97)], progress=False)
+    qmodel = QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, "fp32_ssm"), model.config, "fp32_ssm")
+    ids = torch.randint(1, 97, (2, 5), device="cuda")
+    with pytest.warns(UserWarning, match="decode steps run eagerly"):
+        out = qmodel.generate(ids, max_new_tokens=4, eos_token_id=[])
+    assert torch.equal(out, qmodel.generate(ids, max_new_tokens=4, eos_token_id=[], use_cuda_graph=False))
+    with pytest.raises(ValueError, match="cannot be captured as a CUDA graph"):
+        qmodel.generate(ids, max_new_tokens=4, use_cuda_graph=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["w8a8", "float_sim", "fp"])
 @pytest.mark.parametrize("batch", [1, 16, 64])
 def test_cuda_graph_decode_equals_eager_decode(mode, batch):
     """The captured step replays the eager step's kernels on the same buffers: identical logits and states
     every step; and generate() gives the same tokens either way."""
     model = random_mamba(**UNTIED).cuda()
-    calibrated = qpass.calibrate(model, [b.cuda() for b in token_batches(97)], progress=False)
-    qmodel = QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, mode), model.config, mode)
+    if mode == "fp":
+        graph = qpass.capture(model)
+    else:
+        graph = qpass.apply_mode(qpass.calibrate(model, [b.cuda() for b in token_batches(97)], progress=False), mode)
+    qmodel = QuantizedMambaForCausalLM(graph, model.config, mode)
     step_graph = qmodel._generation_runtime()["step_graph"]
     prompts = torch.randint(1, 97, (batch, 11), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
     _, states = prefill(step_graph, list(prompts))

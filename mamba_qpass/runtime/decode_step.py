@@ -4,9 +4,22 @@ captured once per batch size, with the token and every state in static buffers t
 updates, so a step costs one launch instead of one per kernel."""
 
 import torch
+import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
 import torch.fx as fx
 
 from mamba_qpass.graph_replay import capture_cuda_graph
+
+qd = torch.ops.quantized_decomposed
+# Ops whose implementation reads a tensor argument on the host: quantized_decomposed's per-tensor quantize and
+# dequantize with tensor scales call scale.item(), which a CUDA graph cannot capture (qdq, fp32_ssm and
+# fp32_conv hold them).
+HOST_READING_OPS = (qd.quantize_per_tensor.tensor, qd.dequantize_per_tensor.tensor)
+
+
+def cuda_graph_blockers(graph: fx.GraphModule) -> list[str]:
+    """The ops of a mode's graph that keep its steps from being captured as a CUDA graph (none in w8a8,
+    float_sim and fp)."""
+    return sorted({str(n.target) for n in graph.graph.nodes if n.op == "call_function" and n.target in HOST_READING_OPS})
 
 
 class EagerDecodeStep:
