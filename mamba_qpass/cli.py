@@ -177,6 +177,15 @@ def _calibration_texts(args) -> list[str]:
     return list(data.gutenberg_texts(path, max_chars=args.calib_samples * args.calib_len * 8))
 
 
+def _calibration_before_load(args, modes) -> list[str] | None:
+    """The calibration texts ``modes`` need (None if none does), read before the float model loads so
+    that bad data fails fast; a wrong --model is still named first."""
+    from mamba_qpass.loading import check_model_source
+
+    check_model_source(args.model or data.default_model())
+    return _calibration_texts(args) if _need_calibration(modes) else None
+
+
 def _validation_tokens(args, tokenizer, num_tokens: int) -> torch.Tensor:
     path = data.data_file(data.VALIDATION_FILE, args.data_dir)
     text = "".join(data.gutenberg_texts(path, max_chars=num_tokens * 8))
@@ -194,7 +203,7 @@ def run_quantize(args) -> dict:
         raise ValueError(f"--save writes one model: give exactly one quantised mode in --modes (e.g. --modes w8a8), "
                          f"got {','.join(args.modes)}")
     modes = list(dict.fromkeys([FLOAT_REFERENCE, *args.modes]))
-    calibration = _calibration_texts(args) if _need_calibration(modes) else None  # bad data fails before the load
+    calibration = _calibration_before_load(args, modes)
     model, tokenizer, name = _load(args)
     config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
     progress = not args.quiet
@@ -275,7 +284,7 @@ def run_compare(args):
     if saved is not None:
         return _compare_saved(saved, args)
     modes = list(dict.fromkeys([*args.modes, args.reference]))
-    calibration = _calibration_texts(args) if _need_calibration(modes) else None  # bad data fails before the load
+    calibration = _calibration_before_load(args, modes)
     model, tokenizer, _ = _load(args)
     config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
     batches = _comparison_batches(args, tokenizer, model.device)
@@ -347,7 +356,7 @@ def run_eval(args) -> dict:
         return {"model": str(saved), "device": str(qmodel.device), **results}
 
     modes = args.modes or EVAL_MODES
-    calibration = _calibration_texts(args) if _need_calibration(modes) else None  # bad data fails before the load
+    calibration = _calibration_before_load(args, modes)
     model, tokenizer, name = _load(args)
     quant_config = qpass.QuantConfig(num_samples=args.calib_samples, seq_len=args.calib_len)
     text_tokens = _validation_tokens(args, tokenizer, args.ppl_tokens) if args.ppl_tokens > 0 else None

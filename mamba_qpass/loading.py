@@ -38,6 +38,14 @@ def _check_local_folder(folder: Path) -> None:
         )
 
 
+def check_model_source(name_or_path: str) -> None:
+    """What ``load_pretrained`` refuses before loading (a missing folder, another architecture, a saved
+    quantised model), on its own: the command line checks it before reading any data file."""
+    local = Path(name_or_path).expanduser()
+    if local.exists() or _looks_like_a_path(str(name_or_path)):
+        _check_local_folder(local)
+
+
 def load_pretrained(name_or_path: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
     """``(model, tokenizer)`` through ``from_pretrained``: a local folder (config.json, safetensors,
     tokenizer files) works offline; a hub id works where a network exists. The model is in eval mode.
@@ -45,9 +53,7 @@ def load_pretrained(name_or_path: str, dtype: torch.dtype = torch.float32, devic
     fix named, before any weights load."""
     from transformers import AutoTokenizer, MambaForCausalLM
 
-    local = Path(name_or_path).expanduser()
-    if local.exists() or _looks_like_a_path(str(name_or_path)):
-        _check_local_folder(local)
+    check_model_source(name_or_path)
     model = MambaForCausalLM.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     return model, tokenizer
