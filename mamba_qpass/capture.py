@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
+# Imported here, not inside _check_model: under torch 2.11 Dynamo cannot trace an import from transformers'
+# lazy module inside the routed forward (seen on the GPU machine as "Bad import result").
+from transformers import MambaForCausalLM
 
 from mamba_qpass import ops  # noqa: F401  (registers torch.ops.mamba_qpass)
 from mamba_qpass.errors import UnsupportedModelError
@@ -80,8 +83,6 @@ def _config_dims(config) -> MambaDims:
 
 
 def _check_model(model) -> tuple[torch.dtype, MambaDims]:
-    from transformers import MambaForCausalLM
-
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) == "mamba2":
         _config_dims(config)  # raises the Mamba-2 message
