@@ -44,6 +44,7 @@ def test_quantize_calibrates_on_fewer_sequences_by_default_and_says_so():
     from mamba_qpass.cli import QUICK_CALIB_SAMPLES
 
     assert build_parser().parse_args(["quantize"]).calib_samples == QUICK_CALIB_SAMPLES == 64
+    assert build_parser().parse_args(["quantize"]).eval_tokens == 8192
     assert build_parser().parse_args(["eval"]).calib_samples == build_parser().parse_args(["compare"]).calib_samples == 512
 
 

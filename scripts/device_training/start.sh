@@ -15,7 +15,7 @@ python3 -c "import torch, transformers, triton; print('torch', torch.__version__
 mkdir -p /tmp/run /tmp/data/lambada_openai /tmp/code
 cp -r .gpu-train/gutenberg .gpu-train/tok* /tmp/data/
 cp .gpu-train/*.py .gpu-train/*.sh /tmp/code/
-cp -r mamba_qpass /tmp/code/  # lambada_quick_eval.py scores through mamba-qpass and lm-eval, which must be staged as wheels there
+cp -r mamba_qpass /tmp/code/  # lambada_quick_eval.py scores through mamba-qpass and lm-eval: install lm-eval first with scripts/install_eval_wheels.sh (wheels in .whl/)
 xz -dc .gpu-train/lambada_openai/lambada_test.jsonl.xz > /tmp/data/lambada_openai/lambada_test.jsonl
 bash .gpu-sdists/build-mamba-ssm-sm90.sh start
 for tok in $(printf '%s\n' "$@" | sed 's/^[^=]*=//' | sort -u); do
