@@ -11,11 +11,11 @@ compile, run) and median CUDA-event times (``triton.testing.do_bench``).
 
     python benchmarks/bench_compile.py [--configs 130m,1.4b] [--modes w8a8,float_sim] [--json out.json]
 
-Decode is not measured: the one-token decode path with state caches does not exist yet.
+Decode is not measured here: generation runs through the model qpass.apply returns (its decode step a
+CUDA graph), not yet through a compiled model; see bench_decode.py.
 """
 
 import argparse
-import json
 import time
 
 import torch
@@ -23,7 +23,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from transformers import MambaConfig, MambaForCausalLM
 
 import mamba_qpass as qpass
-from bench_prefill import CONFIGS, SHAPES, VOCAB, timed_peak
+from bench_prefill import CONFIGS, SHAPES, VOCAB, run_benchmark, timed_peak
 
 VARIANTS = {"graph": False, "inductor": True, "inductor_reduce_overhead": "reduce-overhead"}
 
@@ -80,22 +80,13 @@ def main() -> None:
     parser.add_argument("--modes", default="w8a8", help="comma-separated modes (qpass.mode_names())")
     parser.add_argument("--json", default=None, help="also write every row here")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("needs a CUDA device")
-    g = torch.Generator(device="cuda").manual_seed(0)
-    print(f"device: {torch.cuda.get_device_name()}", flush=True)
-    rows = []
-    for name in args.configs.split(","):
+    def bench_config(name: str, g: torch.Generator) -> list[dict]:
         model = transformers_model(*CONFIGS[name])
         calibration = [torch.randint(0, VOCAB, (1, 512), generator=g, device="cuda") for _ in range(4)]
         calibrated = qpass.calibrate(model, calibration, progress=False)
-        for mode in args.modes.split(","):
-            rows += bench_mode(name, model, calibrated, mode, g)
-        del model, calibrated
-        torch.cuda.empty_cache()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "rows": rows}, f, indent=2)
+        return [row for mode in args.modes.split(",") for row in bench_mode(name, model, calibrated, mode, g)]
+
+    run_benchmark(args.configs, bench_config, args.json)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ import time
 import torch
 
 import mamba_qpass as qpass
-from bench_prefill import CONFIGS, VOCAB, mamba_ssm_model, same_weights_in_transformers, sqnr_db, tensor_bytes
+from bench_prefill import (
+    CONFIGS, VOCAB, mamba_ssm_model, run_benchmark, same_weights_in_transformers, sqnr_db, tensor_bytes,
+)
 from mamba_qpass.hf import QuantizedMambaForCausalLM
 from mamba_qpass.runtime.generate import prefill
 
@@ -160,17 +162,8 @@ def main() -> None:
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
     parser.add_argument("--json", default=None, help="also write every row and check here")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("needs a CUDA device")
-    g = torch.Generator(device="cuda").manual_seed(0)
-    print(f"device: {torch.cuda.get_device_name()}", flush=True)
-    rows = []
-    for name in args.configs.split(","):
-        rows += bench_config(name, [int(b) for b in args.batches.split(",")], g)
-        torch.cuda.empty_cache()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "rows": rows}, f, indent=2)
+    batches = [int(b) for b in args.batches.split(",")]
+    run_benchmark(args.configs, lambda name, g: bench_config(name, batches, g), args.json)
 
 
 if __name__ == "__main__":

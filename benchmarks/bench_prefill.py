@@ -19,6 +19,7 @@ both models alike), which leaves the GPU time; a replay must first reproduce its
 
 import argparse
 import json
+from collections.abc import Callable
 
 import torch
 from transformers import MambaConfig, MambaForCausalLM
@@ -156,6 +157,22 @@ def bench_config(name: str, g: torch.Generator, profile: bool, shapes: list[tupl
     return rows
 
 
+def run_benchmark(configs: str, bench: Callable[[str, torch.Generator], list[dict]], json_path: str | None) -> None:
+    """Each of the comma-separated ``configs`` through ``bench(name, generator)`` on the GPU (one seeded
+    generator for the run), its rows written to ``json_path`` with the device's name when given."""
+    if not torch.cuda.is_available():
+        raise SystemExit("needs a CUDA device")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    print(f"device: {torch.cuda.get_device_name()}", flush=True)
+    rows = []
+    for name in configs.split(","):
+        rows += bench(name, g)
+        torch.cuda.empty_cache()
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "rows": rows}, f, indent=2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ",".join(CONFIGS))
@@ -164,18 +181,8 @@ def main() -> None:
     parser.add_argument("--shapes", default=",".join(f"{b}x{n}" for b, n in SHAPES),
                         help="comma-separated BATCHxLENGTH shapes to time (default: %(default)s)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("needs a CUDA device")
     shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")]
-    g = torch.Generator(device="cuda").manual_seed(0)
-    print(f"device: {torch.cuda.get_device_name()}", flush=True)
-    rows = []
-    for name in args.configs.split(","):
-        rows += bench_config(name, g, args.profile, shapes)
-        torch.cuda.empty_cache()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "rows": rows}, f, indent=2)
+    run_benchmark(args.configs, lambda name, g: bench_config(name, g, args.profile, shapes), args.json)
 
 
 if __name__ == "__main__":
