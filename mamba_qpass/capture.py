@@ -131,7 +131,7 @@ class _GraphBuilder:
     """Appends named nodes to an fx.Graph and collects the tensors its get_attr nodes refer to.
 
     The layer code below speaks only to this interface (attr, call, tap), so another builder can run
-    the same code: backend_routing.py runs it on tensors while Dynamo traces, which records the same
+    the same code: dynamo_routing.py runs it on tensors while Dynamo traces, which records the same
     ops as Dynamo's graph."""
 
     def __init__(self):

@@ -21,9 +21,7 @@ import torch.fx as fx
 from torch import nn
 
 from mamba_qpass.dynamo_routing import ATTR_NAME, NODE_NAME, TAP_NAME
-from mamba_qpass.taps import set_tap
-
-aten = torch.ops.aten
+from mamba_qpass.taps import TAP, set_tap
 
 
 class NotRoutedGraphError(ValueError):
@@ -82,7 +80,7 @@ def canonical_graph(dynamo_gm: fx.GraphModule, example_inputs: list) -> Canonica
         raise NotRoutedGraphError(f"Dynamo's graph has {len(placeholders)} inputs for {len(example_inputs)} values")
     graph = fx.Graph()
     tensors: dict[str, torch.Tensor] = {}
-    constants: dict[fx.Node, torch.Tensor] = {}  # Dynamo node -> its value, for nodes of tensors alone
+    constants: dict = {}  # Dynamo node -> its value (a tensor or a number), for nodes of weights alone
     env: dict[fx.Node, fx.Node] = {}  # Dynamo node -> canonical node
     token_input = None
     for position, (node, value) in enumerate(zip(placeholders, example_inputs)):
@@ -144,6 +142,8 @@ def canonical_graph(dynamo_gm: fx.GraphModule, example_inputs: list) -> Canonica
         raise NotRoutedGraphError(f"Dynamo's graph returns {len(results)} values, the canonical graph only logits")
     graph.output(env[results[0]])
     graph.lint()
+    if "logits" not in {node.meta.get(TAP) for node in graph.nodes}:
+        raise NotRoutedGraphError(f"Dynamo's graph lost the tensor names the passes need: {NOT_ROUTED}")
     gm = fx.GraphModule(tensors, graph, class_name="MambaGraph")
     gm.meta["dtype"] = tensors["backbone.embeddings.weight"].dtype
     return CanonicalGraph(gm, token_input, len(results))
