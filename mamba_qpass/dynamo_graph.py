@@ -23,6 +23,8 @@ from torch import nn
 from mamba_qpass.dynamo_routing import ATTR_NAME, NODE_NAME, TAP_NAME
 from mamba_qpass.taps import TAP, set_tap
 
+aten = torch.ops.aten
+
 
 class NotRoutedGraphError(ValueError):
     """Dynamo's graph is not the routed Mamba forward, so the passes cannot run on it."""
