@@ -6,7 +6,9 @@ import torch
 import triton
 import triton.language as tl
 
-from mamba_qpass.kernels.checks import check_shape, check_tensor, check_unit_last_stride
+from mamba_qpass.kernels.checks import (
+    check_f64_scalar, check_f64_vector, check_shape, check_tensor, check_unit_last_stride,
+)
 from mamba_qpass.kernels.quant_math import tl_round_half_even_clamp_int8
 
 MAX_WIDTH = 4
@@ -86,3 +88,19 @@ def check_conv_inputs(x: torch.Tensor, weight: torch.Tensor, dtypes: tuple[torch
             f"weight must have shape (D={channels}, W) with 1 <= W <= {MAX_WIDTH}, got {tuple(weight.shape)}"
         )
     return batch, seq_len, channels
+
+
+def check_int8_conv_inputs(
+    x: torch.Tensor, weight: torch.Tensor, dequant_scale: torch.Tensor, bias: torch.Tensor | None,
+    out_inv_scale: torch.Tensor, state: torch.Tensor | None,
+) -> tuple[int, int, int, int]:
+    """The int8 conv's inputs: codes x and weight, the state it continues from, float64 (D,) dequant_scale
+    and bias, float64 scalar out_inv_scale. Returns (B, L, D, W)."""
+    batch, seq_len, channels = check_conv_inputs(x, weight, (torch.int8,))
+    width = weight.shape[1]
+    check_conv_state(state, x, width)
+    check_f64_vector("dequant_scale", dequant_scale, channels, x.device)
+    if bias is not None:
+        check_f64_vector("bias", bias, channels, x.device)
+    check_f64_scalar("out_inv_scale", out_inv_scale, x.device)
+    return batch, seq_len, channels, width

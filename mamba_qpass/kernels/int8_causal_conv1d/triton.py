@@ -8,9 +8,8 @@ import torch
 import triton
 import triton.language as tl
 
-from mamba_qpass.kernels.checks import check_f64_scalar, check_f64_vector
 from mamba_qpass.kernels.conv_window import (
-    add_causal_window, check_conv_inputs, check_conv_state, conv_blocks, int8_conv_epilogue, last_conv_inputs,
+    add_causal_window, check_int8_conv_inputs, conv_blocks, int8_conv_epilogue, last_conv_inputs,
 )
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 
@@ -52,14 +51,10 @@ def int8_causal_conv1d(
     strides are free), weight int8 (D, W) with W <= 4, float64 (D,) dequant_scale and bias, float64
     scalar out_inv_scale, initial_state int8 (B, W-1, D) or None. Returns ``(out, final_state)``: int8
     (B, L, D) contiguous, and the codes of the last W-1 inputs."""
-    batch, seq_len, channels = check_conv_inputs(x, weight, (torch.int8,))
-    width = weight.shape[1]
-    check_conv_state(initial_state, x, width)
+    batch, seq_len, channels, width = check_int8_conv_inputs(
+        x, weight, dequant_scale, bias, out_inv_scale, initial_state
+    )
     device = x.device
-    check_f64_vector("dequant_scale", dequant_scale, channels, device)
-    if bias is not None:
-        check_f64_vector("bias", bias, channels, device)
-    check_f64_scalar("out_inv_scale", out_inv_scale, device)
 
     out = torch.empty(batch, seq_len, channels, dtype=torch.int8, device=device)
     final_state = last_conv_inputs(x, width, initial_state)

@@ -10,8 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from mamba_qpass.kernels.checks import check_f64_scalar, check_f64_vector
-from mamba_qpass.kernels.conv_window import check_conv_inputs, check_conv_state, int8_conv_epilogue
+from mamba_qpass.kernels.conv_window import check_int8_conv_inputs, int8_conv_epilogue
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 
 
@@ -53,16 +52,10 @@ def int8_conv_state_update(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton ``int8_conv_state_update_ref``: x int8 (B, 1, D) with a contiguous last dim, state int8
     (B, W-1, D); the rest as ``int8_causal_conv1d``. Returns ``(out int8 (B, 1, D), new state (B, W-1, D))``."""
-    batch, seq_len, channels = check_conv_inputs(x, weight, (torch.int8,))
+    batch, seq_len, channels, width = check_int8_conv_inputs(x, weight, dequant_scale, bias, out_inv_scale, state)
     if seq_len != 1:
         raise ValueError(f"a conv state update takes one token, x of shape (batch, 1, channels), got {tuple(x.shape)}")
-    width = weight.shape[1]
-    check_conv_state(state, x, width)
     device = x.device
-    check_f64_vector("dequant_scale", dequant_scale, channels, device)
-    if bias is not None:
-        check_f64_vector("bias", bias, channels, device)
-    check_f64_scalar("out_inv_scale", out_inv_scale, device)
     out = torch.empty(batch, 1, channels, dtype=torch.int8, device=device)
     state_out = torch.empty(batch, width - 1, channels, dtype=torch.int8, device=device)
     if out.numel() == 0:
