@@ -27,9 +27,7 @@ import time
 import torch
 
 import mamba_qpass as qpass
-from bench_prefill import (
-    CONFIGS, VOCAB, mamba_ssm_model, run_benchmark, same_weights_in_transformers, sqnr_db, tensor_bytes,
-)
+from bench_prefill import CONFIGS, VOCAB, calibrated_pair, run_benchmark, sqnr_db, tensor_bytes
 from mamba_qpass.hf import QuantizedMambaForCausalLM
 from mamba_qpass.runtime.generate import prefill
 
@@ -110,12 +108,7 @@ def checks(name, ssm, calibrated, qmodel, g) -> tuple[dict, bool]:
 
 @torch.no_grad()
 def bench_config(name: str, batches, g: torch.Generator) -> list[dict]:
-    d_model, layers = CONFIGS[name]
-    torch.manual_seed(0)
-    ssm = mamba_ssm_model(d_model, layers)
-    hf = same_weights_in_transformers(ssm, d_model, layers)
-    calibration = [torch.randint(0, VOCAB, (1, 512), generator=g, device="cuda") for _ in range(4)]
-    calibrated = qpass.calibrate(hf, calibration, progress=False)
+    ssm, hf, calibrated = calibrated_pair(name, g)
     qmodel = QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, "w8a8"), hf.config, "w8a8")
     del hf
     check, ok = checks(name, ssm, calibrated, qmodel, g)

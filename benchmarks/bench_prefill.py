@@ -93,13 +93,20 @@ def print_profile(name: str, layers: int, forward) -> int:
     return len(kernels)
 
 
-def bench_config(name: str, g: torch.Generator, profile: bool, shapes: list[tuple[int, int]]) -> list[dict]:
+def calibrated_pair(name: str, g: torch.Generator):
+    """``(mamba-ssm fp16 model, the transformers model holding its weights, that model calibrated on 4 x 512
+    random tokens)`` for config ``name``."""
     d_model, layers = CONFIGS[name]
     torch.manual_seed(0)
     ssm = mamba_ssm_model(d_model, layers)
     hf = same_weights_in_transformers(ssm, d_model, layers)
     calibration = [torch.randint(0, VOCAB, (1, 512), generator=g, device="cuda") for _ in range(4)]
-    calibrated = qpass.calibrate(hf, calibration, progress=False)
+    return ssm, hf, qpass.calibrate(hf, calibration, progress=False)
+
+
+def bench_config(name: str, g: torch.Generator, profile: bool, shapes: list[tuple[int, int]]) -> list[dict]:
+    layers = CONFIGS[name][1]
+    ssm, hf, calibrated = calibrated_pair(name, g)
     graphs = {mode: qpass.apply_mode(calibrated, mode) for mode in ("w8a8", "fp32_ssm", "float_sim")}
     fp_graph = qpass.capture(hf)
 
