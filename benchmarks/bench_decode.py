@@ -16,7 +16,7 @@ alone; decode ms/token = (generate - prefill) / 255 steps, tokens/s = batch * 10
 weights + decode states (mamba-ssm's inference cache: fp16 conv and SSM states), and the peak a generate
 call allocates beyond what was resident.
 
-    python benchmarks/bench_decode.py [--configs 130m,1.4b,2.8b] [--batches 1,16,64] [--json out.json]
+    python benchmarks/bench_decode.py [--configs 130m,1.4b,2.8b] [--batches 1,16,64] [--json out.json] [--profile]
 """
 
 import argparse
@@ -27,7 +27,7 @@ import time
 import torch
 
 import mamba_qpass as qpass
-from bench_prefill import CONFIGS, VOCAB, calibrated_pair, run_benchmark, sqnr_db, tensor_bytes
+from bench_prefill import CONFIGS, VOCAB, calibrated_pair, print_profile, run_benchmark, sqnr_db, tensor_bytes
 from mamba_qpass.hf import QuantizedMambaForCausalLM
 from mamba_qpass.runtime.generate import prefill
 
@@ -107,7 +107,7 @@ def checks(name, ssm, calibrated, qmodel, g) -> tuple[dict, bool]:
 
 
 @torch.no_grad()
-def bench_config(name: str, batches, g: torch.Generator) -> list[dict]:
+def bench_config(name: str, batches, g: torch.Generator, profile: bool) -> list[dict]:
     ssm, hf, calibrated = calibrated_pair(name, g)
     qmodel = QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, "w8a8"), hf.config, "w8a8")
     del hf
@@ -144,6 +144,9 @@ def bench_config(name: str, batches, g: torch.Generator) -> list[dict]:
             f"({row['w8a8']['tokens_per_s']:.0f} tok/s) -> {ratio}; weights + states {row['memory_ratio']:.2f}x of fp16",
             flush=True,
         )
+        if profile:
+            step = qmodel._decode_step(states, use_cuda_graph=False)
+            row["kernels_per_step"] = print_profile(f"{name} w8a8 decode step B={batch}", CONFIGS[name][1], lambda: step(ids[:, :1]))
         rows.append(row)
         torch.cuda.empty_cache()
     return rows
@@ -154,9 +157,10 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ",".join(CONFIGS))
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
     parser.add_argument("--json", default=None, help="also write every row and check here")
+    parser.add_argument("--profile", action="store_true", help="print the kernels of one w8a8 decode step per batch size")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
-    run_benchmark(args.configs, lambda name, g: bench_config(name, batches, g), args.json)
+    run_benchmark(args.configs, lambda name, g: bench_config(name, batches, g, args.profile), args.json)
 
 
 if __name__ == "__main__":

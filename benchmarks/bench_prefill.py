@@ -79,8 +79,8 @@ def tensor_bytes(module: torch.nn.Module) -> int:
     return sum(seen.values())
 
 
-def print_profile(name: str, layers: int, forward) -> int:
-    """The w8a8 forward's GPU kernels by total time; returns how many kernels one forward launches."""
+def print_profile(label: str, layers: int, forward) -> int:
+    """The GPU kernels of one ``forward()`` by total time; returns how many it launches."""
     from torch.profiler import ProfilerActivity, profile
 
     with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -88,7 +88,7 @@ def print_profile(name: str, layers: int, forward) -> int:
         torch.cuda.synchronize()
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     busy_ms = sum(e.device_time for e in kernels) / 1000
-    print(f"{name} w8a8 B=1 L=2048: {len(kernels)} kernels ({len(kernels) / layers:.1f} per layer), GPU busy {busy_ms:.1f} ms")
+    print(f"{label}: {len(kernels)} kernels ({len(kernels) / layers:.1f} per layer), GPU busy {busy_ms:.1f} ms")
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=50), flush=True)
     return len(kernels)
 
@@ -148,7 +148,7 @@ def bench_config(name: str, g: torch.Generator, profile: bool, shapes: list[tupl
         if (batch, length) == (1, 2048):
             row["fp32_ssm_ms"], _ = timed_peak(lambda: graphs["fp32_ssm"](x))
             if profile:
-                row["kernels_per_forward"] = print_profile(name, layers, lambda: graphs["w8a8"](x))
+                row["kernels_per_forward"] = print_profile(f"{name} w8a8 B=1 L=2048", layers, lambda: graphs["w8a8"](x))
         speedup = f"{base_ms / ours_ms:.2f}x" if ok else "REFUSED"
         print(f"{name} B={batch} L={length}: mamba-ssm fp16 {base_ms:.2f} ms (+{base_peak:.2f} GiB working), "
               f"w8a8 {ours_ms:.2f} ms (+{ours_peak:.2f} GiB working) -> {speedup}"

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mamba_qpass.kernels.int8_linear.reference import int8_linear_ref
+from mamba_qpass.kernels.int8_linear import triton as linear
 from mamba_qpass.kernels.int8_linear.triton import int8_linear
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -132,6 +133,9 @@ REAL_SHAPES = {
     "2.8b-dt_proj": (1024, 5120, 160),
     "2.8b-out_proj": (1024, 2560, 5120),
     "2.8b-decode-in_proj": (1, 2 * 5120, 2560),
+    "2.8b-decode-x_proj": (1, 160 + 2 * 16, 5120),
+    "2.8b-decode-dt_proj-B16": (16, 5120, 160),
+    "2.8b-decode-out_proj-B16": (16, 2560, 5120),
 }
 
 
@@ -172,3 +176,17 @@ def test_residual_refused_with_codes_or_a_wrong_shape(device):
         int8_linear(a, w, dequant, bias, residual=torch.zeros(5, 23, device=device))
     with pytest.raises(ValueError, match="only to float32 output"):
         int8_linear_ref(a, w, dequant, bias, inv, residual=torch.zeros(5, 24, device=device))
+
+
+@pytest.mark.parametrize("index", range(len(linear.GPU_CONFIGS)))
+@pytest.mark.parametrize("m", [1, 16, 200])
+def test_every_gpu_tile_is_exact(index, m, device):
+    """The autotuner may pick any of GPU_CONFIGS for a shape, so each must be exact on its own: odd K
+    (masked K steps) and N not a multiple of the tile, codes with bias and float32 with a residual."""
+    config = linear.GPU_CONFIGS[index]
+    n, k = 200, 2 * config.kwargs["BLOCK_K"] + 40
+    a, w, dequant, bias, inv = make_inputs(m, n, k, device)
+    residual = torch.randn(m, n, device=device)
+    for kwargs in (dict(bias=bias, out_inv_scale=inv), dict(bias=bias, residual=residual)):
+        out = linear.int8_linear(a, w, dequant, **kwargs, config=config)
+        assert_same(out, int8_linear_ref(a, w, dequant, **kwargs))

@@ -87,6 +87,12 @@ GPU_CONFIGS = [
     _config(64, 128, 32, 4, 4),
     _config(64, 64, 128, 4, 5),
     _config(32, 64, 128, 4, 5),
+    # Decode (M = batch rows, up to 16): weight streaming, so narrow column tiles that spread the weights
+    # over every SM, with long K steps.
+    _config(16, 32, 256, 4, 4),
+    _config(16, 64, 256, 4, 4),
+    _config(16, 128, 128, 4, 4),
+    _config(16, 16, 512, 2, 4),
 ]
 
 
@@ -96,7 +102,7 @@ def _fitting_configs(configs, named_args, **_):
     m, n, k = named_args["M_BUCKET"], named_args["N"], named_args["K"]
     fitting = [
         c for c in configs
-        if c.kwargs["BLOCK_M"] <= max(32, m) and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(n))
+        if c.kwargs["BLOCK_M"] <= max(16, m) and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(n))
         and c.kwargs["BLOCK_K"] <= max(32, triton.next_power_of_2(k))
     ]
     return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
@@ -131,11 +137,15 @@ def int8_linear(
     out_inv_scale: torch.Tensor | None = None,
     out_dtype: torch.dtype = torch.float32,
     residual: torch.Tensor | None = None,
+    config: triton.Config | None = None,
 ) -> torch.Tensor:
     """Triton ``int8_linear_ref``: a int8 (..., K) (2D or 3D, last dim contiguous, rows may be strided),
     weight int8 (N, K), float64 (N,) dequant_scale / bias / out_inv_scale, residual float (..., N)
     added to float32 output. Returns int8 (..., N) codes when ``out_inv_scale`` is given, else
-    (..., N) in ``out_dtype`` (float32); bit-identical to the reference in every case."""
+    (..., N) in ``out_dtype`` (float32); bit-identical to the reference in every case.
+
+    On CUDA the tile is autotuned per (M's power-of-two bucket, N, K) unless ``config`` (one of GPU_CONFIGS)
+    fixes it, as the tests do to show every candidate exact; the interpreter uses one fixed tile."""
     check_tensor("a", a, (torch.int8,), (2, 3))
     device = a.device
     check_unit_last_stride("a", a)
@@ -172,13 +182,14 @@ def int8_linear(
             m, n, k, rows.stride(0), weight.stride(0), residual_rows.stride(0), out.stride(0), triton.next_power_of_2(m),
         )
         flags = dict(HAS_BIAS=bias is not None, QUANTIZE_OUT=out_inv_scale is not None, HAS_RESIDUAL=residual is not None)
-        if device.type == "cuda":
-            def grid(meta):
-                return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+        def grid(meta):
+            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
 
+        if config is not None:
+            launch = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+            _int8_linear_fixed[grid](*args, **flags, **launch, **EXACT_FP_LAUNCH)
+        elif device.type == "cuda":
             _int8_linear_tuned[grid](*args, **flags, **EXACT_FP_LAUNCH)
         else:
-            config = _interpreter_launch_config(m, n, k)
-            grid = (triton.cdiv(m, config["BLOCK_M"]) * triton.cdiv(n, config["BLOCK_N"]),)
-            _int8_linear_fixed[grid](*args, **flags, **config, **EXACT_FP_LAUNCH)
+            _int8_linear_fixed[grid](*args, **flags, **_interpreter_launch_config(m, n, k), **EXACT_FP_LAUNCH)
     return out.reshape(*a.shape[:-1], n)
