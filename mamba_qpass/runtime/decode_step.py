@@ -1,13 +1,15 @@
 """One decode step of a batch: a token per row in, the last position's logits out, the layers' states kept
 between steps. ``EagerDecodeStep`` runs the step graph; ``CudaGraphDecodeStep`` replays it as a CUDA graph
 captured once per batch size, with the token and every state in static buffers that the graph itself
-updates, so a step costs one launch instead of one per kernel."""
+updates (in place where a one-token kernel can, ``in_place_states``), so a step costs one launch instead
+of one per kernel."""
 
 import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
 import torch.fx as fx
 
 from mamba_qpass.graph_replay import capture_cuda_graph
+from mamba_qpass.runtime.in_place_states import update_states_in_place
 
 qd = torch.ops.quantized_decomposed
 # Ops whose implementation reads a tensor argument on the host: quantized_decomposed's per-tensor quantize and
@@ -50,12 +52,14 @@ class CudaGraphDecodeStep:
         batch = example_states[0].shape[0]
         self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.states = tuple(s.clone() for s in example_states)
-        self.graph, self.logits = capture_cuda_graph(lambda: self._advance(step_graph), device, pool)
+        in_place = update_states_in_place(step_graph)
+        self.graph, self.logits = capture_cuda_graph(lambda: self._advance(in_place), device, pool)
 
     def _advance(self, step_graph: fx.GraphModule) -> torch.Tensor:
         logits, new_states = step_graph(self.tokens, *self.states)
         for buffer, new in zip(self.states, new_states):
-            buffer.copy_(new)
+            if new is not buffer:  # a state its kernel did not update in place
+                buffer.copy_(new)
         return logits[:, -1]
 
     def start(self, states: tuple[torch.Tensor, ...]) -> None:

@@ -84,8 +84,8 @@ def rms_norm_quant(hidden):
 
 
 def hadamard_quant(order):
-    _, right, config = hadamard._hadamard_tiling(2048, order, CUDA)
-    blocks = {key: config.pop(key) for key in ("BLOCK_T", "ROWS")} | dict(C=right, LOG2_C=right.bit_length() - 1)
+    left, right, config = hadamard._hadamard_tiling(2048, order, CUDA)
+    blocks = {key: config.pop(key) for key in ("BLOCK_T", "ROWS")} | dict(R=left, C=right, LOG2_C=right.bit_length() - 1)
     return compile_sm90(
         hadamard._hadamard_quant_kernel, {"y_ptr": "*fp16", "h_ptr": "*i8", "out_ptr": "*i8"}, blocks,
         config | EXACT_FP_LAUNCH,

@@ -172,8 +172,10 @@ def test_hadamard_quant_rejects_bad_inputs(case, match, device):
 
 # --- real shapes -------------------------------------------------------------------------------------
 
-# (tokens, inner size): mamba-130m (1536 = 12 * 128) and mamba-2.8b (5120 = 20 * 256).
-REAL_SHAPES = {"130m-L2048": (2048, 1536), "2.8b-L512": (512, 5120)}
+# (tokens, inner size): mamba-130m (1536 = 12 * 128) and mamba-2.8b (5120 = 20 * 256); prefill, and the
+# decode tiling (fewer than DECODE_ROWS tokens).
+REAL_SHAPES = {"130m-L2048": (2048, 1536), "2.8b-L512": (512, 5120), "2.8b-decode-B1": (1, 5120),
+               "2.8b-decode-B64": (64, 5120), "130m-decode-B16": (16, 1536)}
 
 
 @pytest.mark.gpu

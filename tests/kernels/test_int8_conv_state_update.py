@@ -53,6 +53,20 @@ def test_steps_continue_the_prefill(device):
     assert_same_codes(state, whole_state)
 
 
+def test_updates_in_place(device):
+    """state_out=state: the steps write each new state over the old one, code for code as the prefill."""
+    x, w, dequant, bias, inv = make_inputs(2, 9, 24, 4, device)
+    whole, whole_state = int8_causal_conv1d_ref(x, w, dequant, bias, inv)
+    _, state = int8_causal_conv1d_ref(x[:, :3], w, dequant, bias, inv)
+    for t in range(3, 9):
+        out, returned = int8_conv_state_update(x[:, t : t + 1], w, dequant, bias, inv, True, state, state_out=state)
+        assert returned is state
+        assert_same_codes(out, whole[:, t : t + 1])
+    assert_same_codes(state, whole_state)
+    with pytest.raises(ValueError, match="state_out must be an int8 tensor"):
+        int8_conv_state_update(x[:, :1], w, dequant, bias, inv, True, state, state_out=state.float())
+
+
 def test_rejects_more_than_one_token(device):
     x, w, dequant, bias, inv = make_inputs(2, 2, 24, 4, device)
     with pytest.raises(ValueError, match="takes one token"):

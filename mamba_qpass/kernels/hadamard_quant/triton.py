@@ -31,8 +31,8 @@ from mamba_qpass.numerics import MAX_EXACT_HADAMARD_ORDER, hadamard_norm
 @triton.jit
 def _hadamard_quant_kernel(
     y_ptr, h_ptr, scale_ptr, norm_ptr, out_ptr,
-    M, R, stride_ym, stride_h, stride_om,
-    C: tl.constexpr, LOG2_C: tl.constexpr, BLOCK_T: tl.constexpr, ROWS: tl.constexpr,
+    M, stride_ym, stride_h, stride_om,
+    R: tl.constexpr, C: tl.constexpr, LOG2_C: tl.constexpr, BLOCK_T: tl.constexpr, ROWS: tl.constexpr,
 ):
     tokens = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     rows = tl.program_id(1) * ROWS + tl.arange(0, ROWS)
@@ -42,9 +42,10 @@ def _hadamard_quant_kernel(
     y_ptrs = y_ptr + tokens[:, None] * stride_ym + cols[None, :]
     left_ptrs = h_ptr + rows * (C * stride_h)  # column k of H_R is H[rows * C, k * C]
 
-    # W = H_R[rows] @ Y: one row of Y added into every row of W with the sign H_R[row, k].
+    # W = H_R[rows] @ Y: one row of Y added into every row of W with the sign H_R[row, k]. Unrolled (R is
+    # at most 32 for D <= 8192), so the R independent loads are in flight together rather than one by one.
     w = tl.zeros((BLOCK_T, ROWS, C), dtype=tl.float64)
-    for k in range(R):
+    for k in tl.static_range(R):
         y = tl.load(y_ptrs + k * C, mask=mask_t[:, None], other=0.0).to(tl.float64)
         sign = tl.load(left_ptrs + k * C, mask=mask_r, other=0).to(tl.float64)
         w += sign[None, :, None] * y[:, None, :]
@@ -61,6 +62,7 @@ def _hadamard_quant_kernel(
 
 
 MAX_RIGHT = 256  # longest butterfly row: 256 float64s over 2 warps, BLOCK_T * ROWS of them per program
+DECODE_ROWS = 256  # below this many tokens (decode steps, short prompts) the tiling spreads each token wider
 
 
 def _hadamard_tiling(rows: int, order: int, device: torch.device) -> tuple[int, int, dict]:
@@ -74,6 +76,8 @@ def _hadamard_tiling(rows: int, order: int, device: torch.device) -> tuple[int, 
     config = dict(ROWS=min(left & -left, 8))
     if device.type == "cuda":
         config.update(BLOCK_T=1, num_warps=2)
+        if rows < DECODE_ROWS:  # a few tokens: one row of W per program, so R programs per token share the work
+            config.update(ROWS=1)
     else:
         config.update(BLOCK_T=min(64, triton.next_power_of_2(rows)))
     return left, right, config
@@ -110,7 +114,7 @@ def hadamard_quant(y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch
         grid = (triton.cdiv(m, config["BLOCK_T"]), triton.cdiv(left, config["ROWS"]))
         _hadamard_quant_kernel[grid](
             rows, hadamard, out_inv_scale, _norm_tensor(order, device), out,
-            m, left, rows.stride(0), hadamard.stride(0), out.stride(0),
-            C=right, LOG2_C=right.bit_length() - 1, **config, **EXACT_FP_LAUNCH,
+            m, rows.stride(0), hadamard.stride(0), out.stride(0),
+            R=left, C=right, LOG2_C=right.bit_length() - 1, **config, **EXACT_FP_LAUNCH,
         )
     return out.reshape(y.shape)

@@ -24,7 +24,8 @@ def _int8_conv_state_update_kernel(
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
     acc = tl.zeros((BLOCK_D,), dtype=tl.int32)
-    # the window oldest first: state steps 0 .. W-2, then x; the new state drops step 0 and appends x
+    # the window oldest first: state steps 0 .. W-2, then x; the new state drops step 0 and appends x. Each
+    # step is read before it is written one slot down, so state_out may be state itself.
     for k in tl.static_range(WIDTH - 1):
         past = tl.load(state_ptr + batch * stride_sb + k * stride_sl + offs_d, mask=mask_d, other=0)
         acc += past.to(tl.int32) * tl.load(w_ptr + offs_d * stride_wd + k, mask=mask_d, other=0).to(tl.int32)
@@ -49,15 +50,21 @@ def int8_conv_state_update(
     out_inv_scale: torch.Tensor,
     silu: bool,
     state: torch.Tensor,
+    state_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton ``int8_conv_state_update_ref``: x int8 (B, 1, D) with a contiguous last dim, state int8
-    (B, W-1, D); the rest as ``int8_causal_conv1d``. Returns ``(out int8 (B, 1, D), new state (B, W-1, D))``."""
+    (B, W-1, D); the rest as ``int8_causal_conv1d``. Returns ``(out int8 (B, 1, D), new state (B, W-1, D))``;
+    the new state is written to ``state_out`` (which may be ``state`` itself, for an update in place) or to
+    a new tensor."""
     batch, seq_len, channels, width = check_int8_conv_inputs(x, weight, dequant_scale, bias, out_inv_scale, state)
     if seq_len != 1:
         raise ValueError(f"a conv state update takes one token, x of shape (batch, 1, channels), got {tuple(x.shape)}")
     device = x.device
     out = torch.empty(batch, 1, channels, dtype=torch.int8, device=device)
-    state_out = torch.empty(batch, width - 1, channels, dtype=torch.int8, device=device)
+    if state_out is None:
+        state_out = torch.empty(batch, width - 1, channels, dtype=torch.int8, device=device)
+    elif state_out.shape != state.shape or state_out.dtype != torch.int8 or state_out.stride(-1) != 1:
+        raise ValueError("state_out must be an int8 tensor of state's shape with a contiguous last dim")
     if out.numel() == 0:
         return out, state_out
     block_d = 1024 if device.type == "cuda" else min(256, triton.next_power_of_2(channels))

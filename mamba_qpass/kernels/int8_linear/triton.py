@@ -3,6 +3,7 @@
 import torch
 import triton
 import triton.language as tl
+from triton.testing import do_bench_cudagraph
 
 from mamba_qpass.kernels.checks import check_f64_vector, check_shape, check_tensor, check_unit_last_stride
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
@@ -76,32 +77,41 @@ def _config(block_m, block_n, block_k, warps, stages, group_m=8) -> triton.Confi
     )
 
 
-# Hopper candidates: the tiles that won at some Mamba shape among 11 timed on an H200 (64 x 128 for most
-# prefill projections, 128 x 256 from M = 4096 rows, smaller ones for x_proj's few outputs and dt_proj's
-# K = 160); fewer candidates keep the first call of a new shape short. Every tiling gives the same int32 accumulator and the same per-element epilogue,
-# so the choice changes speed only, never a bit of the output: autotuning is safe for exactness here.
-GPU_CONFIGS = [
+# Hopper candidates: the tiles that won at some Mamba shape when timed on an H200. Prefill (11 tilings timed
+# at M = 2048 to 32768): 64 x 128 for most projections, 128 x 256 from M = 4096 rows, smaller ones for
+# x_proj's few outputs and dt_proj's K = 160. Decode (38 tilings timed at M = 1, 16 and 64 in CUDA graphs):
+# the weights are streamed once, so 16-row tiles with narrow columns and long K steps that spread the
+# weights over every SM. Fewer candidates keep the first call of a new shape short. Every tiling gives the
+# same int32 accumulator and the same per-element epilogue, so the choice changes speed only, never a bit
+# of the output: autotuning is safe for exactness here (and every tile is tested on its own).
+PREFILL_CONFIGS = [
     _config(128, 256, 128, 8, 3),
     _config(128, 128, 128, 8, 4),
     _config(64, 128, 128, 4, 4),
     _config(64, 128, 32, 4, 4),
     _config(64, 64, 128, 4, 5),
     _config(32, 64, 128, 4, 5),
-    # Decode (M = batch rows, up to 16): weight streaming, so narrow column tiles that spread the weights
-    # over every SM, with long K steps.
-    _config(16, 32, 256, 4, 4),
-    _config(16, 64, 256, 4, 4),
-    _config(16, 128, 128, 4, 4),
-    _config(16, 16, 512, 2, 4),
 ]
+DECODE_CONFIGS = [
+    _config(16, 128, 256, 4, 4),  # in_proj, M = 1
+    _config(16, 64, 512, 4, 4),  # out_proj, M = 1
+    _config(16, 32, 512, 2, 4),  # x_proj, M = 1; out_proj, M = 16
+    _config(16, 16, 512, 2, 4),  # x_proj, M = 16 and 64
+    _config(16, 32, 128, 2, 4),  # in_proj, M = 16
+    _config(16, 64, 128, 4, 4),  # dt_proj
+    _config(64, 64, 128, 4, 4),  # in_proj and dt_proj, M = 64
+    _config(64, 32, 256, 4, 4),  # out_proj, M = 64
+]
+GPU_CONFIGS = PREFILL_CONFIGS + DECODE_CONFIGS
+DECODE_MAX_ROWS = 64  # M up to this many rows picks among DECODE_CONFIGS, above it among PREFILL_CONFIGS
 
 
 def _fitting_configs(configs, named_args, **_):
-    """Drop tiles far larger than the problem (a 256-wide tile for x_proj's 192 outputs) so a new shape
-    times fewer candidates; keeps the smallest tile when none fits."""
+    """The decode or prefill candidates by M, less tiles far larger than the problem (a 256-wide tile for
+    x_proj's 192 outputs) so a new shape times fewer candidates; keeps the smallest tile when none fits."""
     m, n, k = named_args["M_BUCKET"], named_args["N"], named_args["K"]
     fitting = [
-        c for c in configs
+        c for c in (DECODE_CONFIGS if m <= DECODE_MAX_ROWS else PREFILL_CONFIGS)
         if c.kwargs["BLOCK_M"] <= max(16, m) and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(n))
         and c.kwargs["BLOCK_K"] <= max(32, triton.next_power_of_2(k))
     ]
@@ -114,6 +124,9 @@ _int8_linear_fixed = triton.heuristics({"EVEN_K": lambda args: args["K"] % args[
 _int8_linear_tuned = triton.autotune(
     GPU_CONFIGS, key=["M_BUCKET", "N", "K", "HAS_BIAS", "QUANTIZE_OUT", "HAS_RESIDUAL"],
     prune_configs_by={"early_config_prune": _fitting_configs},
+    # Decode kernels last a few microseconds, less than a launch from the host: timed in a CUDA graph, as
+    # the decode step runs them, the launch cost does not decide the race.
+    do_bench=lambda kernel_call, quantiles: do_bench_cudagraph(kernel_call, quantiles=quantiles),
 )(_int8_linear_fixed)
 
 

@@ -1,0 +1,72 @@
+"""update_states_in_place: the CUDA decode step's convs and scans write the new state over the old one.
+Each step's state outputs must be its state inputs, updated; the logits and states must be those of the
+functional step graph (bit for bit on the GPU, where both run the same kernels; on the CPU the in-place
+graph runs the Triton step kernels in the interpreter and the functional one the references, so there the
+int8 codes agree exactly and the float values to float32 rounding)."""
+
+import pytest
+import torch
+
+import mamba_qpass as qpass
+from mamba_qpass.capture import with_state
+from mamba_qpass.runtime.in_place_states import IN_PLACE, update_states_in_place
+from models import random_mamba
+from test_w8a8 import token_batches
+
+MODES = ["w8a8", "float_sim"]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    model = random_mamba(initializer_range=0.02)
+    calibrated = qpass.calibrate(model, token_batches(97), progress=False)
+    return {mode: qpass.apply_mode(calibrated, mode) for mode in MODES}
+
+
+def _decode(step, ids, states, steps):
+    logits = []
+    for t in range(steps):
+        out, new_states = step(ids[:, t : t + 1], *states)
+        logits.append(out)
+        states = new_states
+    return torch.cat(logits, 1), states
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES)
+@torch.no_grad()
+def test_in_place_steps_equal_functional_steps(mode, device, graphs):
+    step = with_state(graphs[mode], last_logits_only=True).to(device)
+    in_place = update_states_in_place(step)
+    replaced = [n for n in in_place.graph.nodes if n.op == "call_function" and n.target in IN_PLACE.values()]
+    assert len(replaced) >= 2, "both layers' scans (and w8a8's int8 convs) should update in place"
+    ids = torch.randint(0, 97, (3, 9), generator=torch.Generator().manual_seed(2)).to(device)
+    _, states = step(ids[:, :4])
+    buffers = tuple(s.clone() for s in states)
+    expected, expected_states = _decode(step, ids[:, 4:], states, 5)
+
+    logits = []
+    for t in range(4, 9):
+        out, returned = in_place(ids[:, t : t + 1], *buffers)
+        logits.append(out)
+        updated = [r is b for r, b in zip(returned, buffers)]
+        assert sum(updated) == len(replaced), "each in-place op's state output must be its state input"
+        buffers = tuple(returned)
+    logits = torch.cat(logits, 1)
+    for got, want in zip(buffers, expected_states):
+        if want.dtype == torch.int8 or device == "cuda":
+            assert torch.equal(got, want)
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    if device == "cuda":
+        assert torch.equal(logits, expected)
+    else:
+        torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+        assert torch.equal(logits.argmax(-1), expected.argmax(-1))
+
+
+def test_in_place_step_refuses_a_prompt(graphs):
+    in_place = update_states_in_place(with_state(graphs["w8a8"], last_logits_only=True))
+    with pytest.raises(ValueError, match="updates a given state by one token"):
+        in_place(torch.zeros(1, 3, dtype=torch.long))
