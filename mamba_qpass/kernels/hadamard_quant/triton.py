@@ -12,7 +12,7 @@ Every partial sum is a ±1 sum of at most D float16 values, which the reference'
 is exact in float64 in any order, so the only rounding is the epilogue's multiply by c, as in the reference.
 A row of W gains H_R[row, k] * y, a product by ±1 (or 0 for a padding row): exact, and one float64
 multiply-add per element, where int64 sums need a negate, a select and a two-word add. On an H200 this
-takes 83 us at 2048 x 5120 (int64 sums: 103 us; the int8 digit-plane tensor-core kernel it replaced:
+takes 67 us at 2048 x 5120 (int64 sums: 103 us; the int8 digit-plane tensor-core kernel it replaced:
 279 us); the float64 units are what it needs, so GPUs with few of them would prefer the int64 form.
 """
 
@@ -62,25 +62,24 @@ def _hadamard_quant_kernel(
 
 
 MAX_RIGHT = 256  # longest butterfly row: 256 float64s over 2 warps, BLOCK_T * ROWS of them per program
-DECODE_ROWS = 256  # below this many tokens (decode steps, short prompts) the tiling spreads each token wider
+DECODE_ROWS = 256  # below this many tokens (decode steps, short prompts) the GPU tiling spreads each token wider
 
 
 def _hadamard_tiling(rows: int, order: int, device: torch.device) -> tuple[int, int, dict]:
-    """(R, C, launch options). C is the power-of-two part of D up to MAX_RIGHT; ROWS is the largest power
-    of two dividing R (at most 8), so no program computes padding rows. GPU: 1 token a program, 2 warps,
-    the fastest of 36 tilings (C 128 or 256, 1 to 4 tokens, 2 to 8 warps, float64 or int64 sums) timed
-    on an H200 at D = 5120 (M = 2048: 83 us; M = 32768) and within 1 % of the fastest at D = 1536.
+    """(R, C, launch options). C is the power-of-two part of D up to MAX_RIGHT. GPU, timed on an H200 in
+    CUDA graphs over 24 tilings (ROWS 1 to 8, 1 or 2 tokens, 1 to 4 warps) at D = 5120 and 1536:
+    - from DECODE_ROWS tokens up, ROWS is the largest power of two dividing R (at most 8), 1 token and 1
+      warp a program (2048 x 5120: 67 us; 2048 x 1536: 14 us, against 69 and 20 us with 2 warps);
+    - below it (decode steps), one row of W a program, so R programs share each token, with 4 warps
+      (1 x 5120: 2.5 us, against 8.4 us with 4 rows and 2 warps).
     CPU (the interpreter): up to 64 tokens a program, since there each op costs the same whatever its
     size."""
     left, right = kronecker_split(order, min(MAX_RIGHT, order & -order))
-    config = dict(ROWS=min(left & -left, 8))
-    if device.type == "cuda":
-        config.update(BLOCK_T=1, num_warps=2)
-        if rows < DECODE_ROWS:  # a few tokens: one row of W per program, so R programs per token share the work
-            config.update(ROWS=1)
-    else:
-        config.update(BLOCK_T=min(64, triton.next_power_of_2(rows)))
-    return left, right, config
+    if device.type != "cuda":
+        return left, right, dict(ROWS=min(left & -left, 8), BLOCK_T=min(64, triton.next_power_of_2(rows)))
+    if rows < DECODE_ROWS:
+        return left, right, dict(ROWS=1, BLOCK_T=1, num_warps=4)
+    return left, right, dict(ROWS=min(left & -left, 8), BLOCK_T=1, num_warps=1)
 
 
 @functools.lru_cache(maxsize=16)

@@ -118,15 +118,23 @@ def _fitting_configs(configs, named_args, **_):
     return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
 
+def _time_in_cuda_graph(kernel_call, quantiles):
+    """The autotuner's timer. Decode kernels last a few microseconds, less than a launch from the host:
+    timed in a CUDA graph, as the decode step runs them, the launch cost does not decide the race. The
+    timer runs the kernel on a stream of its own, so the work queued before must finish first: the output
+    tensor may reuse memory that queued kernels still read (the allocator orders reuse by stream), and
+    the inputs may not be written yet. Without this wait a first call's neighbours read clobbered data."""
+    torch.cuda.synchronize()
+    return do_bench_cudagraph(kernel_call, quantiles=quantiles)
+
+
 # The interpreter launches this with a fixed tile; CUDA through the autotuner below.
 _int8_linear_fixed = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})(_int8_linear_kernel)
 # Keyed on M's power-of-two bucket, not M itself: a new sequence length must not trigger a new search.
 _int8_linear_tuned = triton.autotune(
     GPU_CONFIGS, key=["M_BUCKET", "N", "K", "HAS_BIAS", "QUANTIZE_OUT", "HAS_RESIDUAL"],
     prune_configs_by={"early_config_prune": _fitting_configs},
-    # Decode kernels last a few microseconds, less than a launch from the host: timed in a CUDA graph, as
-    # the decode step runs them, the launch cost does not decide the race.
-    do_bench=lambda kernel_call, quantiles: do_bench_cudagraph(kernel_call, quantiles=quantiles),
+    do_bench=_time_in_cuda_graph,
 )(_int8_linear_fixed)
 
 
