@@ -16,7 +16,7 @@ from mamba_qpass.kernels.int8_linear.triton import int8_linear
 from mamba_qpass.kernels.quantize.triton import quantize
 from mamba_qpass.kernels.rms_norm_quant.triton import rms_norm_quant
 from mamba_qpass.kernels.selective_scan.triton import selective_scan as selective_scan_triton
-from mamba_qpass.kernels.selective_state_update.triton import selective_state_update
+from mamba_qpass.kernels.selective_state_update.triton import DtProjection, selective_state_update
 
 
 ops.causal_conv1d.register_kernel("cuda")(causal_conv1d_triton)
@@ -57,3 +57,46 @@ ops.int8_linear.register_kernel("cuda")(int8_linear)
 ops.rms_norm_quant.register_kernel("cuda")(rms_norm_quant)
 ops.hadamard_quant.register_kernel("cuda")(hadamard_quant)
 ops.quantize.register_kernel("cuda")(quantize)
+
+
+# The CUDA decode step's variants of the one-token calls (``runtime/in_place_states.py``,
+# ``runtime/fuse_dt_proj.py``): the same kernels, writing the new state over the given one, and the
+# scan computing dt_proj itself. Plain functions called from the step graph that owns the states, not ops.
+def _check_step(name: str, x, state) -> None:
+    if state is None or x.shape[1] != 1:
+        raise ValueError(
+            f"an in-place {name} updates a given state by one token; got {x.shape[1]} tokens and "
+            f"{'no' if state is None else 'a'} state (run prompts through the functional step graph)"
+        )
+
+
+def selective_scan_in_place(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None):
+    _check_step("selective_scan", u, initial_state)
+    return selective_state_update(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, None, initial_state, state_out=initial_state
+    )
+
+
+def int8_selective_scan_in_place(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype,
+                                 initial_state=None):
+    _check_step("int8_selective_scan", u, initial_state)
+    return selective_state_update(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state, scales=scales,
+        state_out=initial_state,
+    )
+
+
+def int8_causal_conv1d_in_place(x, weight, dequant_scale, bias, out_inv_scale, silu, initial_state=None):
+    _check_step("int8_causal_conv1d", x, initial_state)
+    return int8_conv_state_update(
+        x, weight, dequant_scale, bias, out_inv_scale, silu, initial_state, state_out=initial_state
+    )
+
+
+def int8_selective_scan_dt_proj_in_place(u, low_rank, dt_weight, dt_dequant_scale, dt_out_inv_scale, A, B, C, D, z,
+                                         delta_bias, delta_softplus, scales, out_dtype, initial_state=None):
+    _check_step("int8_selective_scan", u, initial_state)
+    return selective_state_update(
+        u, low_rank, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state, scales=scales,
+        state_out=initial_state, dt_proj=DtProjection(dt_weight, dt_dequant_scale, dt_out_inv_scale),
+    )

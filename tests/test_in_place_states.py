@@ -1,6 +1,7 @@
-"""update_states_in_place: the CUDA decode step's convs and scans write the new state over the old one.
-Each step's state outputs must be its state inputs, updated; the logits and states must be those of the
-functional step graph (bit for bit on the GPU, where both run the same kernels; on the CPU the in-place
+"""The CUDA decode step's rewrites of the step graph. update_states_in_place: the convs and scans write the
+new state over the old one, so each step's state outputs must be its state inputs, updated. fuse_dt_proj:
+the state update computes dt_proj, one int8_linear a layer fewer. Either way the logits and states must be
+those of the functional step graph (bit for bit on the GPU, where both run the same kernels; on the CPU the in-place
 graph runs the Triton step kernels in the interpreter and the functional one the references, so there the
 int8 codes agree exactly and the float values to float32 rounding)."""
 
@@ -9,6 +10,7 @@ import torch
 
 import mamba_qpass as qpass
 from mamba_qpass.capture import with_state
+from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj, int8_selective_scan_dt_proj_in_place
 from mamba_qpass.runtime.in_place_states import IN_PLACE, update_states_in_place
 from models import random_mamba
 from test_w8a8 import token_batches
@@ -35,13 +37,25 @@ def _decode(step, ids, states, steps):
     return torch.cat(logits, 1), states
 
 
+def _count(gm, *targets):
+    return sum(n.op == "call_function" and n.target in targets for n in gm.graph.nodes)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["in_place", "in_place+fuse_dt_proj"])
 @pytest.mark.parametrize("mode", MODES)
 @torch.no_grad()
-def test_in_place_steps_equal_functional_steps(mode, graphs):
+def test_rewritten_steps_equal_functional_steps(mode, fused, graphs):
     device = DEVICE
     step = with_state(graphs[mode], last_logits_only=True).to(device)
     in_place = update_states_in_place(step)
-    replaced = [n for n in in_place.graph.nodes if n.op == "call_function" and n.target in IN_PLACE.values()]
+    linears = _count(in_place, torch.ops.mamba_qpass.int8_linear.default)
+    if fused:
+        in_place = fuse_dt_proj(in_place)
+        fused_scans = _count(in_place, int8_selective_scan_dt_proj_in_place)
+        assert fused_scans == (2 if mode == "w8a8" else 0), "w8a8's two dt_projs fuse; float_sim has no int8 scan"
+        assert _count(in_place, torch.ops.mamba_qpass.int8_linear.default) == linears - fused_scans
+    targets = (*IN_PLACE.values(), int8_selective_scan_dt_proj_in_place)
+    replaced = [n for n in in_place.graph.nodes if n.op == "call_function" and n.target in targets]
     assert len(replaced) >= 2, "both layers' scans (and w8a8's int8 convs) should update in place"
     ids = torch.randint(0, 97, (3, 9), generator=torch.Generator().manual_seed(2)).to(device)
     _, states = step(ids[:, :4])

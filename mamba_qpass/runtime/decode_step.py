@@ -1,21 +1,23 @@
 """One decode step of a batch: a token per row in, the last position's logits out, the layers' states kept
 between steps. ``EagerDecodeStep`` runs the step graph; ``CudaGraphDecodeStep`` replays it as a CUDA graph
 captured once per batch size, with the token and every state in static buffers that the graph itself
-updates (in place where a one-token kernel can, ``in_place_states``), so a step costs one launch instead
-of one per kernel."""
+updates (in place where a one-token kernel can, ``in_place_states``; dt_proj computed by the state update,
+``fuse_dt_proj``), so a step costs one launch instead of one per kernel."""
 
 import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
 import torch.fx as fx
 
 from mamba_qpass.graph_replay import capture_cuda_graph
-from mamba_qpass.runtime.in_place_states import update_states_in_place
 
 qd = torch.ops.quantized_decomposed
 # Ops whose implementation reads a tensor argument on the host: quantized_decomposed's per-tensor quantize and
 # dequantize with tensor scales call scale.item(), which a CUDA graph cannot capture (qdq, fp32_ssm and
 # fp32_conv hold them).
 HOST_READING_OPS = (qd.quantize_per_tensor.tensor, qd.dequantize_per_tensor.tensor)
+# The fused state update re-reads dt_proj's weight rows for every batch row (from L2), where the GEMM reads
+# them once: it saves a launch at small batches, and is not used above this one.
+FUSE_DT_PROJ_MAX_BATCH = 16
 
 
 def cuda_graph_blockers(graph: fx.GraphModule) -> list[str]:
@@ -52,8 +54,14 @@ class CudaGraphDecodeStep:
         batch = example_states[0].shape[0]
         self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.states = tuple(s.clone() for s in example_states)
-        in_place = update_states_in_place(step_graph)
-        self.graph, self.logits = capture_cuda_graph(lambda: self._advance(in_place), device, pool)
+        # the rewrites call the Triton kernels, which only a CUDA step needs (the package imports without Triton)
+        from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
+        from mamba_qpass.runtime.in_place_states import update_states_in_place
+
+        step = update_states_in_place(step_graph)
+        if batch <= FUSE_DT_PROJ_MAX_BATCH:
+            step = fuse_dt_proj(step)
+        self.graph, self.logits = capture_cuda_graph(lambda: self._advance(step), device, pool)
 
     def _advance(self, step_graph: fx.GraphModule) -> torch.Tensor:
         logits, new_states = step_graph(self.tokens, *self.states)

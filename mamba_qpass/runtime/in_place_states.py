@@ -14,41 +14,9 @@ Only for a graph that runs decode steps on buffers it owns: the states passed in
 import torch
 import torch.fx as fx
 
-from mamba_qpass.kernels.int8_conv_state_update.triton import int8_conv_state_update
-from mamba_qpass.kernels.selective_state_update.triton import selective_state_update
+from mamba_qpass.cuda_kernels import int8_causal_conv1d_in_place, int8_selective_scan_in_place, selective_scan_in_place
 
 qops = torch.ops.mamba_qpass
-
-
-def _check_step(name: str, x: torch.Tensor, state: torch.Tensor | None) -> None:
-    if state is None or x.shape[1] != 1:
-        raise ValueError(
-            f"an in-place {name} updates a given state by one token; got {x.shape[1]} tokens and "
-            f"{'no' if state is None else 'a'} state (run prompts through the functional step graph)"
-        )
-
-
-def selective_scan_in_place(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None):
-    _check_step("selective_scan", u, initial_state)
-    return selective_state_update(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, None, initial_state, state_out=initial_state
-    )
-
-
-def int8_selective_scan_in_place(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype,
-                                 initial_state=None):
-    _check_step("int8_selective_scan", u, initial_state)
-    return selective_state_update(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state, scales=scales,
-        state_out=initial_state,
-    )
-
-
-def int8_causal_conv1d_in_place(x, weight, dequant_scale, bias, out_inv_scale, silu, initial_state=None):
-    _check_step("int8_causal_conv1d", x, initial_state)
-    return int8_conv_state_update(
-        x, weight, dequant_scale, bias, out_inv_scale, silu, initial_state, state_out=initial_state
-    )
 
 
 IN_PLACE = {

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, dequantize_scan_inputs, selective_scan_ref
-from mamba_qpass.kernels.selective_state_update.reference import selective_state_update_ref
-from mamba_qpass.kernels.selective_state_update.triton import selective_state_update
+from mamba_qpass.kernels.int8_linear.triton import int8_linear
+from mamba_qpass.kernels.selective_state_update.reference import selective_state_update_dt_proj_ref, selective_state_update_ref
+from mamba_qpass.kernels.selective_state_update.triton import DtProjection, selective_state_update
 from test_selective_scan import assert_close_to_ref, make_inputs
 
 SCALES = ScanInputScales(u=0.02, delta=0.01, B=0.03, C=0.03, z=0.025)
@@ -89,3 +90,60 @@ def test_real_shapes_on_gpu(batch):
     values = dequantize_scan_inputs(SCALES, *(args[k] for k in SEQUENCES))
     float_out, float_state = _call(selective_state_update, args | dict(zip(SEQUENCES, values)), out_dtype=torch.float16)
     assert torch.equal(float_out, out) and torch.equal(float_state, new_state)
+
+
+def _dt_projection(batch, channels, rank, device, seed=7):
+    """dt_proj's int8 input as a column slice of a wider x_proj output (as in the graph), and its weight,
+    scaled so the delta codes spread over the int8 range and some saturate."""
+    g = torch.Generator().manual_seed(seed)
+    x_proj_out = torch.randint(-128, 128, (batch, 1, rank + 32), dtype=torch.int8, generator=g)
+    weight = torch.randint(-128, 128, (channels, rank), dtype=torch.int8, generator=g)
+    dequant = torch.rand(channels, dtype=torch.float64, generator=g) * 8e-4 / rank**0.5
+    inv = 20.0 + 40.0 * torch.rand(channels, dtype=torch.float64, generator=g)
+    projection = DtProjection(weight.to(device), dequant.to(device), inv.to(device))
+    return x_proj_out.to(device)[..., :rank], projection
+
+
+def _fused_and_unfused(batch, channels, rank, device):
+    args = _step_args(batch, channels, 16, device, int8=True)
+    low_rank, projection = _dt_projection(batch, channels, rank, device)
+    fused = _call(selective_state_update, args | {"delta": low_rank}, scales=SCALES, dt_proj=projection)
+    delta = int8_linear(low_rank, projection.weight, projection.dequant_scale, None, projection.out_inv_scale)
+    unfused = _call(selective_state_update, args | {"delta": delta}, scales=SCALES)
+    ref = selective_state_update_dt_proj_ref(
+        args["u"], low_rank, projection.weight, projection.dequant_scale, projection.out_inv_scale, args["A"],
+        args["B"], args["C"], args["D"], args["z"], args["delta_bias"], True, None, args["state"], SCALES,
+    )
+    return fused, unfused, ref, delta
+
+
+@pytest.mark.parametrize("batch,channels,rank", [(2, 40, 5), (1, 300, 70), (3, 24, 64)], ids=["R5", "R70", "R64"])
+def test_fused_dt_proj_equals_the_two_kernels(batch, channels, rank, device):
+    """dt_proj computed in the step kernel: out and state bit for bit those of the int8_linear kernel
+    followed by the unfused step kernel, and within float32 rounding of the composed references."""
+    (out, state), (out2, state2), (ref, ref_state), delta = _fused_and_unfused(batch, channels, rank, device)
+    assert torch.equal(out, out2) and torch.equal(state, state2)
+    assert_close_to_ref(out, ref, device)
+    assert_close_to_ref(state, ref_state, device)
+    assert delta.float().std() > 20 and (delta.abs() >= 127).any(), "test data should spread over the codes"
+
+
+def test_fused_dt_proj_rejects_bad_inputs(device):
+    args = _step_args(2, 40, 16, device, int8=True)
+    low_rank, projection = _dt_projection(2, 40, 5, device)
+    with pytest.raises(ValueError, match="only into the int8 state update"):
+        _call(selective_state_update, args | {"delta": low_rank}, dt_proj=projection)
+    with pytest.raises(ValueError, match=r"dt_proj's int8 input\] must have shape \(2, 1, 5\)"):
+        _call(selective_state_update, args | {"delta": low_rank[..., :4]}, scales=SCALES, dt_proj=projection)
+    with pytest.raises(ValueError, match="dt_proj weight must have 40 rows"):
+        short = DtProjection(projection.weight[:39], projection.dequant_scale, projection.out_inv_scale)
+        _call(selective_state_update, args | {"delta": low_rank}, scales=SCALES, dt_proj=short)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [1, 16, 64])
+def test_fused_dt_proj_real_shapes_on_gpu(batch):
+    """The 2.8b config: d_inner 5120, dt_rank 160."""
+    (out, state), (out2, state2), (ref, ref_state), _ = _fused_and_unfused(batch, 5120, 160, "cuda")
+    assert torch.equal(out, out2) and torch.equal(state, state2)
+    assert_close_to_ref(out, ref, "cuda")

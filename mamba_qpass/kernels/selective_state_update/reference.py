@@ -10,6 +10,7 @@ exactly as the rest of the prefill would have.
 
 import torch
 
+from mamba_qpass.kernels.int8_linear.reference import int8_linear_ref
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, selective_scan_int8_ref, selective_scan_ref
 
 
@@ -35,3 +36,27 @@ def selective_state_update_ref(
     if scales is None:
         return selective_scan_ref(*args)
     return selective_scan_int8_ref(*args, scales=scales)
+
+
+def selective_state_update_dt_proj_ref(
+    u: torch.Tensor,
+    low_rank: torch.Tensor,
+    dt_weight: torch.Tensor,
+    dt_dequant_scale: torch.Tensor,
+    dt_out_inv_scale: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    out_dtype: torch.dtype | None,
+    state: torch.Tensor,
+    scales: "ScanInputScales | torch.Tensor",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The int8 state update with dt_proj fused: delta's codes are dt_proj's int8 GEMM of the low-rank dt
+    codes (B, 1, dt_rank), then the state update as above. The decode step's fused kernel is tested
+    against this."""
+    delta = int8_linear_ref(low_rank, dt_weight, dt_dequant_scale, None, dt_out_inv_scale)
+    return selective_state_update_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, state, scales)

@@ -6,28 +6,41 @@ operations and their order are the chunked scan kernel's for one step (``selecti
 ``exp2(delta * A * log2 e)`` decay, ``(delta * B) * u`` drive, ``decay * h + drive``, the C reduction, then
 ``+ u * D`` and ``* silu(z)``; int8 inputs are dequantised in-kernel as ``code.to(fp32) * scale``.
 
+With ``dt_proj`` given, the program also computes its channels' delta codes from the low-rank dt codes
+(x_proj's first dt_rank outputs) and dt_proj's int8 weight rows: the exact int32 dot product and
+``int8_linear``'s float64 epilogue, so the codes are the dt_proj GEMM's, and a decode step saves that
+launch (``selective_state_update_dt_proj_ref`` is the composition).
+
 Outputs match the reference to float32 rounding (exp is approximate on GPU). The int8 and float variants
 run the same operations on the same float32 values and are launched without FMA contraction, so they agree
 bit for bit with each other: w8a8 and fp32_ssm decode identically.
 """
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
-from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
+from mamba_qpass.kernels.checks import check_f64_vector, check_shape, check_tensor, check_unit_last_stride
+from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_scales_tensor
 from mamba_qpass.kernels.selective_scan.triton import FLOAT_DTYPES, _softplus, check_scan_inputs
+
+
+DT_CHUNK = 64  # dt_rank columns of dt_proj's weight loaded at a time
 
 
 @triton.jit
 def _selective_state_update_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, state_ptr, scales_ptr,
-    out_ptr, state_out_ptr,
-    DIM, N,
+    out_ptr, state_out_ptr, dt_w_ptr, dt_dequant_ptr, dt_inv_ptr,
+    DIM, N, DT_RANK,
     stride_ub, stride_db, stride_Bb, stride_Cb, stride_zb, stride_Ad, stride_sb, stride_sd, stride_ob, stride_tb, stride_td,
+    stride_wd,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
-    INT8_INPUTS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    INT8_INPUTS: tl.constexpr, DT_PROJ: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_R: tl.constexpr, DT_CHUNK: tl.constexpr,
 ):
     batch = tl.program_id(0)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -37,7 +50,19 @@ def _selective_state_update_kernel(
     mask_dn = mask_d[:, None] & mask_n[None, :]
 
     u = tl.load(u_ptr + batch * stride_ub + offs_d, mask=mask_d, other=0).to(tl.float32)
-    dt = tl.load(delta_ptr + batch * stride_db + offs_d, mask=mask_d, other=0).to(tl.float32)
+    if DT_PROJ:  # delta_ptr holds the dt_rank low-rank codes: delta's codes are dt_proj's, computed here
+        acc = tl.zeros((BLOCK_D,), dtype=tl.int32)
+        for r0 in tl.static_range(0, BLOCK_R, DT_CHUNK):
+            offs_r = r0 + tl.arange(0, DT_CHUNK)
+            mask_r = offs_r < DT_RANK
+            low = tl.load(delta_ptr + batch * stride_db + offs_r, mask=mask_r, other=0).to(tl.int32)
+            w = tl.load(dt_w_ptr + offs_d[:, None] * stride_wd + offs_r[None, :], mask=mask_d[:, None] & mask_r[None, :],
+                        other=0).to(tl.int32)
+            acc += tl.sum(w * low[None, :], axis=1)
+        v = acc.to(tl.float64) * tl.load(dt_dequant_ptr + offs_d, mask=mask_d, other=0.0)
+        dt = tl_round_half_even_clamp_int8(v * tl.load(dt_inv_ptr + offs_d, mask=mask_d, other=0.0)).to(tl.float32)
+    else:
+        dt = tl.load(delta_ptr + batch * stride_db + offs_d, mask=mask_d, other=0).to(tl.float32)
     B_t = tl.load(B_ptr + batch * stride_Bb + offs_n, mask=mask_n, other=0).to(tl.float32)
     C_t = tl.load(C_ptr + batch * stride_Cb + offs_n, mask=mask_n, other=0).to(tl.float32)
     if INT8_INPUTS:
@@ -69,6 +94,28 @@ def _selective_state_update_kernel(
     tl.store(state_out_ptr + batch * stride_tb + offs_d[:, None] * stride_td + offs_n[None, :], h, mask=mask_dn)
 
 
+@dataclass(frozen=True)
+class DtProjection:
+    """dt_proj as ``int8_linear`` holds it after lowering, without a bias (lowering moves dt_proj's bias
+    into the scan's delta_bias): weight int8 (D, dt_rank), dequant_scale and out_inv_scale float64 (D,)."""
+
+    weight: torch.Tensor
+    dequant_scale: torch.Tensor
+    out_inv_scale: torch.Tensor
+
+    def check(self, low_rank: torch.Tensor, u: torch.Tensor) -> None:
+        batch, _, channels = u.shape
+        check_tensor("dt_proj weight", self.weight, (torch.int8,), (2,), u.device)
+        check_unit_last_stride("dt_proj weight", self.weight)
+        check_tensor("delta [dt_proj's int8 input]", low_rank, (torch.int8,), (3,), u.device)
+        check_shape("delta [dt_proj's int8 input]", low_rank, (batch, 1, self.weight.shape[1]))
+        check_unit_last_stride("delta [dt_proj's int8 input]", low_rank)
+        if self.weight.shape[0] != channels:
+            raise ValueError(f"dt_proj weight must have {channels} rows (one per channel), got {tuple(self.weight.shape)}")
+        check_f64_vector("dt_proj dequant_scale", self.dequant_scale, channels, u.device)
+        check_f64_vector("dt_proj out_inv_scale", self.out_inv_scale, channels, u.device)
+
+
 def state_update_tiling(device: torch.device) -> dict:
     """GPU: 32 channels by the whole state per program, so the 2.8b config (5120 channels) runs 160 programs
     per batch row (not tuned on a GPU yet). CPU (the interpreter): few, large programs."""
@@ -91,14 +138,25 @@ def selective_state_update(
     state: torch.Tensor,
     scales: ScanInputScales | torch.Tensor | None = None,
     state_out: torch.Tensor | None = None,
+    dt_proj: DtProjection | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton ``selective_state_update_ref``: u, delta, z (B, 1, D), B, C (B, 1, N), float or (with scales)
     int8 codes, contiguous last dim; state float32 (B, D, N). Returns ``(out (B, 1, D), new state)``; the new
     state is written to ``state_out`` (which may be ``state`` itself, for an update in place) or to a new
-    tensor."""
+    tensor.
+
+    With ``dt_proj`` (int8 codes only), ``delta`` is dt_proj's int8 input (B, 1, dt_rank), and the delta
+    codes are ``int8_linear_ref(delta, *dt_proj)``'s, computed in the kernel
+    (``selective_state_update_dt_proj_ref``)."""
     if u.dim() != 3 or u.shape[1] != 1:
         raise ValueError(f"a state update takes one token, u of shape (batch, 1, channels), got {tuple(u.shape)}")
-    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, state, scales)
+    if dt_proj is not None:
+        if scales is None:
+            raise ValueError("dt_proj is fused only into the int8 state update (scales given)")
+        dt_proj.check(delta, u)
+        check_scan_inputs(u, u, A, B, C, D, z, delta_bias, state, scales)  # delta's shape is dt_rank's, checked above
+    else:
+        check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, state, scales)
     if out_dtype is None:
         out_dtype = u.dtype if u.dtype.is_floating_point else torch.float32
     if out_dtype not in FLOAT_DTYPES:
@@ -114,15 +172,21 @@ def selective_state_update(
         return out, state_out
     scales_arg = scan_scales_tensor(scales, u.device) if scales is not None else A  # unread without INT8_INPUTS
     z_arg = z if z is not None else u
+    if dt_proj is not None:
+        dt_args, dt_rank = (dt_proj.weight, dt_proj.dequant_scale, dt_proj.out_inv_scale), delta.shape[-1]
+    else:  # unread without DT_PROJ
+        dt_args, dt_rank = (A, A, A), 0
     tiling = state_update_tiling(u.device)
     _selective_state_update_kernel[(batch, triton.cdiv(channels, tiling["BLOCK_D"]))](
         u, delta, A, B, C, D if D is not None else A, z_arg, delta_bias if delta_bias is not None else A,
-        state, scales_arg, out, state_out,
-        channels, state_size,
+        state, scales_arg, out, state_out, *dt_args,
+        channels, state_size, dt_rank,
         u.stride(0), delta.stride(0), B.stride(0), C.stride(0), z_arg.stride(0), A.stride(0),
         state.stride(0), state.stride(1), out.stride(0), state_out.stride(0), state_out.stride(1),
+        dt_args[0].stride(0),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
-        DELTA_SOFTPLUS=delta_softplus, INT8_INPUTS=scales is not None,
-        BLOCK_N=triton.next_power_of_2(state_size), **tiling, **EXACT_FP_LAUNCH,
+        DELTA_SOFTPLUS=delta_softplus, INT8_INPUTS=scales is not None, DT_PROJ=dt_proj is not None,
+        BLOCK_N=triton.next_power_of_2(state_size), BLOCK_R=max(DT_CHUNK, triton.next_power_of_2(dt_rank)), DT_CHUNK=DT_CHUNK,
+        **tiling, **EXACT_FP_LAUNCH,
     )
     return out, state_out
