@@ -59,6 +59,18 @@ def test_one_graph_for_every_length_with_the_logits_and_graph_of_apply(model, ca
     assert graph_to_text(graph) == graph_to_text(expected.gm)
 
 
+def test_batch_size_one_first_takes_a_graph_of_its_own(model, calibration):
+    """torch specialises a size of 1: compiled first at batch 1, three lengths share that graph and the
+    larger batch sizes share one more (two in all, as the README says); the logits stay apply's."""
+    expected = qpass.apply(model, mode="w8a8", calibration=calibration, progress=False)
+    compiled, counter = _compile(model, qpass.backend(mode="w8a8", calibration=calibration))
+    g = torch.Generator().manual_seed(3)
+    for batch, length in [(1, 8), (1, 12), (1, 17), (3, 10), (4, 16)]:
+        ids = torch.randint(0, VOCAB, (batch, length), generator=g)
+        assert torch.equal(compiled(ids).logits, expected(ids).logits)
+        assert counter.frame_count == (1 if batch == 1 else 2), (batch, length)
+
+
 def test_calibration_runs_once_across_recompiles(model, calibration, monkeypatch):
     calls = []
 
