@@ -12,8 +12,8 @@ compile, run) and median CUDA-event times (``triton.testing.do_bench``).
 
     python benchmarks/bench_compile.py [--configs 130m,1.4b] [--modes w8a8,float_sim] [--json out.json]
 
-Decode is not measured here: generation runs through the model qpass.apply returns (its decode step a
-CUDA graph), not yet through a compiled model; see bench_decode.py.
+Decode is not measured here: a compiled model's ``generate`` runs the decode path of the model
+qpass.apply returns (its decode step a CUDA graph; dynamo_generate.py), which bench_decode.py times.
 """
 
 import argparse

@@ -20,6 +20,7 @@ import torch.fx as fx
 
 from mamba_qpass.api import _calibrated_config, finish
 from mamba_qpass.calibrate import calibration_batches, convert, prepare, run_calibration
+from mamba_qpass.dynamo_generate import record_compiled, route_mamba_generate
 from mamba_qpass.dynamo_graph import CanonicalGraph, canonical_graph
 from mamba_qpass.dynamo_routing import route_mamba_forward
 from mamba_qpass.modes import resolve_modes
@@ -32,6 +33,7 @@ OPTIONS = ("mode", "calibration", "tokenizer", "config", "inductor", "progress")
 SCALES = "scales."
 
 route_mamba_forward()
+route_mamba_generate()
 
 
 class CalibrationMismatchError(ValueError):
@@ -136,6 +138,7 @@ class Backend:
         canonical = canonical_graph(gm, example_inputs)
         finished = self.finished_graph(canonical)
         self.graphs.append(finished)
+        record_compiled(canonical.graph, finished, self.mode.name)
         token_input, extra = canonical.token_input, (None,) * (canonical.output_arity - 1)
         if self.inductor:
             # A compile of its own, not compile_fx inside this one: Dynamo's tracing context here

@@ -1,0 +1,76 @@
+"""Generation through a model compiled with the backend.
+
+``cmodel = torch.compile(model, backend="mamba_qpass", ...)`` compiles ``cmodel(input_ids)``; but
+``cmodel.generate`` is transformers' ``generate`` of the model inside, whose steps call the model's own
+forward with a cache: transformers' float forward, run eagerly, and the compiled graph is never used. So
+that a compiled model does not silently generate in float, the backend records, for each model it
+compiles, its finished graph (keyed by the model's embedding weight, which the graph holds), and
+``MambaForCausalLM.generate`` of a recorded model generates with that graph: the decode path of the model
+``qpass.apply`` returns (prefill, then one-token steps from the layers' states; CUDA graphs on CUDA), whose
+tokens equal re-running the compiled forward on the whole prefix. Models never compiled with the backend
+generate as before.
+
+The record is the model's, not the compiled wrapper's: after ``torch.compile(model, backend="mamba_qpass")``
+the model itself generates quantized too (``model(input_ids)`` called eagerly stays float).
+"""
+
+import functools
+import logging
+from dataclasses import dataclass, field
+
+import torch.fx as fx
+from torch.utils.weak import WeakIdKeyDictionary
+
+from mamba_qpass.hf import QuantizedMambaForCausalLM
+
+LOG = logging.getLogger("mamba_qpass")
+EMBEDDING = "backbone.embeddings.weight"
+
+
+@dataclass
+class CompiledGeneration:
+    graph: fx.GraphModule  # the backend's finished graph of the model (the latest, if it compiled several)
+    mode: str
+    _models: dict = field(default_factory=dict)
+
+    def model(self, config) -> QuantizedMambaForCausalLM:
+        """The quantized model holding ``graph``, made once (it keeps its CUDA graphs between calls)."""
+        if "model" not in self._models:
+            self._models["model"] = QuantizedMambaForCausalLM(self.graph, config, self.mode)
+        return self._models["model"]
+
+
+_COMPILED: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def record_compiled(canonical: fx.GraphModule, finished: fx.GraphModule, mode: str) -> None:
+    """Called by the backend for each graph it finishes: ``canonical`` holds the model's own parameters."""
+    embedding = dict(canonical.named_parameters()).get(EMBEDDING)
+    if embedding is not None:
+        _COMPILED[embedding] = CompiledGeneration(finished, mode)
+
+
+def compiled_generation(model) -> CompiledGeneration | None:
+    """What the backend recorded for ``model`` (a transformers MambaForCausalLM), or None."""
+    return _COMPILED.get(model.get_input_embeddings().weight)
+
+
+def route_mamba_generate() -> None:
+    """Installs the routing on ``MambaForCausalLM.generate`` (once; models the backend never compiled
+    generate as before)."""
+    from transformers import MambaForCausalLM
+
+    original = MambaForCausalLM.generate
+    if getattr(original, "routes_to_mamba_qpass", False):
+        return
+
+    @functools.wraps(original)
+    def generate(self, *args, **kwargs):
+        compiled = compiled_generation(self)
+        if compiled is None:
+            return original(self, *args, **kwargs)
+        LOG.info("generating with the mamba_qpass backend's %s graph of this model (it was compiled with it)", compiled.mode)
+        return compiled.model(self.config).generate(*args, **kwargs)
+
+    generate.routes_to_mamba_qpass = True
+    MambaForCausalLM.generate = generate
