@@ -106,16 +106,18 @@ def selective_scan(int8_inputs):
     )
 
 
-def selective_state_update(int8_inputs):
+def selective_state_update(int8_inputs, dt_proj=False):
     tiling = scan_step.state_update_tiling(CUDA)
     options = dict(num_warps=tiling.pop("num_warps"))
     seq = "*i8" if int8_inputs else "*fp32"
     pointers = {n: seq for n in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr")}
     pointers.update({n: "*fp32" for n in ("A_ptr", "D_ptr", "delta_bias_ptr", "state_ptr", "scales_ptr", "state_out_ptr")})
-    pointers["out_ptr"] = "*fp16"
-    flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True, INT8_INPUTS=int8_inputs)
+    pointers.update(out_ptr="*fp16", dt_w_ptr="*i8")  # dt_dequant_ptr, dt_inv_ptr: float64 by default
+    flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True, INT8_INPUTS=int8_inputs, DT_PROJ=dt_proj)
+    dt_blocks = dict(BLOCK_R=256, DT_CHUNK=scan_step.DT_CHUNK)  # the 2.8b config's dt_rank of 160
     return compile_sm90(
-        scan_step._selective_state_update_kernel, pointers, dict(**flags, BLOCK_N=16, **tiling), options | EXACT_FP_LAUNCH,
+        scan_step._selective_state_update_kernel, pointers, dict(**flags, BLOCK_N=16, **dt_blocks, **tiling),
+        options | EXACT_FP_LAUNCH,
     )
 
 
@@ -153,6 +155,7 @@ results = {
     "selective_scan-fp16": selective_scan(False),
     "selective_state_update-int8": selective_state_update(True),
     "selective_state_update-fp32": selective_state_update(False),
+    "selective_state_update-int8-dt_proj": selective_state_update(True, dt_proj=True),
     "int8_conv_state_update-linear": int8_conv_state_update(),
     "causal_conv1d-bf16": causal_conv1d(),
 }
@@ -171,6 +174,7 @@ NO_FMA = (
     "hadamard_quant-5120",
     "quantize",
     "int8_conv_state_update-linear",
+    "selective_state_update-int8-dt_proj",  # dt_proj's float64 epilogue, as int8_linear's
 )
 
 
@@ -188,6 +192,6 @@ def test_gpu_launch_configurations_compile_for_sm90():
         assert results[name]["fma_f64"] == 0, f"{name} contracts float64 a * b + c into an FMA"
     for name in ("int8_linear-codes-128x256", "int8_linear-codes-64x64-k_masked", "int8_linear-f32-128x128"):
         assert results[name]["wgmma_s8"] > 0, f"{name} does not use Hopper's int8 wgmma"
-    for name in ("selective_state_update-int8", "selective_state_update-fp32"):
+    for name in ("selective_state_update-int8", "selective_state_update-fp32", "selective_state_update-int8-dt_proj"):
         # the int8 variant's in-kernel code * scale must round as fp32_ssm's dequantised input does
         assert results[name]["fma_f32"] == 0, f"{name} fuses float32 a * b + c: w8a8 and fp32_ssm could differ"
