@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One GPU-machine call that checks, then measures: the gpu-marked tests, the torch.compile benchmark, then
+# (once mamba-ssm is built there for the baselines) decode and prefill against mamba-ssm fp16.
+#
+#   bash scripts/gpu_benchmarks.sh [SECONDS]     # SECONDS: the call's time limit (default 560)
+#
+# Needs the mamba-ssm / causal-conv1d sources staged in .gpu-sdists/ (see .gpu-sdists/build-mamba-ssm-sm90.sh,
+# copied from ../shared/tools). Everything is written under $OUT (or ./gpu-results): gpu_benchmarks.log,
+# the tests' log and each benchmark's JSON. The build takes about 4 minutes alone and about 8 beside the
+# tests, so the baselines cannot start before then; each step gets what is left of SECONDS, in this order
+# of priority, and one that would get less than a minute is skipped with a line saying so.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LIMIT=${1:-560}
+OUT=${OUT:-$PWD/gpu-results}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+LOG=$OUT/gpu_benchmarks.log
+START=$(date +%s)
+RESERVE=15  # seconds kept for the last lines of the log
+
+elapsed() { echo $(( $(date +%s) - START )); }
+step() { echo "=== $* (t=$(elapsed)s)" >> "$LOG"; }
+# seconds a step may take: at most $1, and no more than is left before the limit
+allowed() { local left=$(( LIMIT - RESERVE - $(elapsed) )); echo $(( left < $1 ? left : $1 )); }
+# run "$@" for at most $1 seconds, or skip it when less than a minute is left
+bounded() {
+  local seconds; seconds=$(allowed "$1"); shift
+  if (( seconds < 60 )); then echo "skipped (${seconds}s left): $*" >> "$LOG"; return 0; fi
+  timeout "$seconds" "$@" 2>&1 | grep -v -E "Warning|warn\(|_warn_once" >> "$LOG"
+  local rc=${PIPESTATUS[0]}
+  (( rc == 124 )) && echo "stopped after ${seconds}s: $*" >> "$LOG"
+  return 0
+}
+
+step device
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$LOG"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >> "$LOG"
+bash .gpu-sdists/build-mamba-ssm-sm90.sh start >> "$LOG" 2>&1
+
+step gpu-marked tests
+bounded 200 python3 -m pytest -q -p no:cacheprovider -n 6 -m gpu tests -rfE
+step "torch.compile backend (130m)"
+bounded 120 python3 benchmarks/bench_compile.py --configs 130m --json "$OUT/compile.json"
+step "mamba-ssm build"
+bash .gpu-sdists/build-mamba-ssm-sm90.sh wait >> "$LOG" 2>&1 || echo "the baselines did not build" >> "$LOG"
+step "decode (2.8b, 130m)"
+bounded 220 python3 benchmarks/bench_decode.py --configs 2.8b,130m --batches 1,16,64 --profile --json "$OUT/decode.json"
+step "prefill (2.8b, B=1 L=2048)"
+bounded 150 python3 benchmarks/bench_prefill.py --configs 2.8b --shapes 1x2048 --profile --json "$OUT/prefill.json"
+step done
