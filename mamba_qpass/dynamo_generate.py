@@ -16,7 +16,7 @@ the model itself generates quantized too (``model(input_ids)`` called eagerly st
 
 import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch.fx as fx
 from torch.utils.weak import WeakIdKeyDictionary
@@ -31,13 +31,13 @@ EMBEDDING = "backbone.embeddings.weight"
 class CompiledGeneration:
     graph: fx.GraphModule  # the backend's finished graph of the model (the latest, if it compiled several)
     mode: str
-    _models: dict = field(default_factory=dict)
+    quantized: QuantizedMambaForCausalLM | None = None
 
     def model(self, config) -> QuantizedMambaForCausalLM:
         """The quantized model holding ``graph``, made once (it keeps its CUDA graphs between calls)."""
-        if "model" not in self._models:
-            self._models["model"] = QuantizedMambaForCausalLM(self.graph, config, self.mode)
-        return self._models["model"]
+        if self.quantized is None:
+            self.quantized = QuantizedMambaForCausalLM(self.graph, config, self.mode)
+        return self.quantized
 
 
 _COMPILED: WeakIdKeyDictionary = WeakIdKeyDictionary()
