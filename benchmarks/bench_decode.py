@@ -16,7 +16,11 @@ alone; decode ms/token = (generate - prefill) / 255 steps, tokens/s = batch * 10
 weights + decode states (mamba-ssm's inference cache: fp16 conv and SSM states), and the peak a generate
 call allocates beyond what was resident.
 
-    python benchmarks/bench_decode.py [--configs 130m,1.4b,2.8b] [--batches 1,16,64] [--json out.json] [--profile]
+With ``--rewrites``, one CUDA-graph decode step is also timed alone (100 replays) without the step-graph
+rewrites of ``runtime/`` and with each added in turn, from the same states, after checking that every
+variant's logits equal the functional step's bit for bit: what each rewrite buys, in one run.
+
+    python benchmarks/bench_decode.py [--configs 130m,1.4b,2.8b] [--batches 1,16,64] [--json out.json] [--profile] [--rewrites]
 """
 
 import argparse
@@ -29,12 +33,22 @@ import torch
 import mamba_qpass as qpass
 from bench_prefill import CONFIGS, VOCAB, calibrated_pair, print_profile, run_benchmark, sqnr_db, tensor_bytes
 from mamba_qpass.hf import QuantizedMambaForCausalLM
+from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep
+from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
 from mamba_qpass.runtime.generate import prefill
+from mamba_qpass.runtime.in_place_states import update_states_in_place
 
 PROMPT, NEW = 512, 256
 BATCHES = (1, 16, 64)
 CHECK_PROMPT, CHECK_STEPS = 64, 16
 REPEATS = 3
+# the CUDA decode step with each rewrite of the step graph added in turn, timed step by step (--rewrites)
+REWRITES = {
+    "functional": (),
+    "in_place": (update_states_in_place,),
+    "in_place+fuse_dt_proj": (update_states_in_place, fuse_dt_proj),
+}
+TIMED_STEPS = 100
 
 
 def decode_rates(generate_s: float, prefill_s: float, new_tokens: int, batch: int) -> dict:
@@ -107,7 +121,26 @@ def checks(name, ssm, calibrated, qmodel, g) -> tuple[dict, bool]:
 
 
 @torch.no_grad()
-def bench_config(name: str, batches, g: torch.Generator, profile: bool) -> list[dict]:
+def rewrite_step_ms(step_graph, states, tokens) -> dict | None:
+    """ms per CUDA-graph decode step with each set of REWRITES, from the same states; None (and a line
+    saying so) unless every variant's logits over 4 steps equal the functional step's bit for bit."""
+    steps = {name: CudaGraphDecodeStep(step_graph, states, rewrites=rewrites) for name, rewrites in REWRITES.items()}
+    logits = {}
+    for name, step in steps.items():
+        step.start(states)
+        logits[name] = torch.stack([step(tokens).clone() for _ in range(4)])
+    if not all(torch.equal(v, logits["functional"]) for v in logits.values()):
+        print("  the rewritten steps' logits differ from the functional step's: no per-rewrite times", flush=True)
+        return None
+    times = {}
+    for name, step in steps.items():
+        step.start(states)
+        times[name] = 1000 * seconds(lambda: [step(tokens) for _ in range(TIMED_STEPS)]) / TIMED_STEPS
+    return times
+
+
+@torch.no_grad()
+def bench_config(name: str, batches, g: torch.Generator, profile: bool, rewrites: bool) -> list[dict]:
     ssm, hf, calibrated = calibrated_pair(name, g)
     qmodel = QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, "w8a8"), hf.config, "w8a8")
     del hf
@@ -144,6 +177,11 @@ def bench_config(name: str, batches, g: torch.Generator, profile: bool) -> list[
             f"({row['w8a8']['tokens_per_s']:.0f} tok/s) -> {ratio}; weights + states {row['memory_ratio']:.2f}x of fp16",
             flush=True,
         )
+        if rewrites:
+            row["step_ms_by_rewrites"] = rewrite_step_ms(step_graph, states, ids[:, :1])
+            if row["step_ms_by_rewrites"]:
+                print(f"{name} B={batch}: ms per CUDA-graph step, " + ", ".join(
+                    f"{k} {v:.3f}" for k, v in row["step_ms_by_rewrites"].items()), flush=True)
         if profile:
             step = qmodel._decode_step(states, use_cuda_graph=True)  # the step as generate runs it: one graph replay
             row["kernels_per_step"] = print_profile(f"{name} w8a8 decode step B={batch}", CONFIGS[name][1], lambda: step(ids[:, :1]))
@@ -158,9 +196,11 @@ def main() -> None:
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
     parser.add_argument("--json", default=None, help="also write every row and check here")
     parser.add_argument("--profile", action="store_true", help="print the kernels of one w8a8 decode step (its CUDA graph) per batch size")
+    parser.add_argument("--rewrites", action="store_true",
+                        help="also time one CUDA-graph step without the step-graph rewrites, and with each added")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
-    run_benchmark(args.configs, lambda name, g: bench_config(name, batches, g, args.profile), args.json)
+    run_benchmark(args.configs, lambda name, g: bench_config(name, batches, g, args.profile, args.rewrites), args.json)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ bounded 120 python3 benchmarks/bench_compile.py --configs 130m --json "$OUT/comp
 step "mamba-ssm build"
 bash .gpu-sdists/build-mamba-ssm-sm90.sh wait >> "$LOG" 2>&1 || echo "the baselines did not build" >> "$LOG"
 step "decode (2.8b, 130m)"
-bounded 220 python3 benchmarks/bench_decode.py --configs 2.8b,130m --batches 1,16,64 --profile --json "$OUT/decode.json"
+bounded 220 python3 benchmarks/bench_decode.py --configs 2.8b,130m --batches 1,16,64 --profile --rewrites --json "$OUT/decode.json"
 step "prefill (2.8b, B=1 L=2048)"
 bounded 150 python3 benchmarks/bench_prefill.py --configs 2.8b --shapes 1x2048 --profile --json "$OUT/prefill.json"
 step done

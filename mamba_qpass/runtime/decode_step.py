@@ -4,6 +4,8 @@ captured once per batch size, with the token and every state in static buffers t
 updates (in place where a one-token kernel can, ``in_place_states``; dt_proj computed by the state update,
 ``fuse_dt_proj``), so a step costs one launch instead of one per kernel."""
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
 import torch.fx as fx
@@ -18,6 +20,16 @@ HOST_READING_OPS = (qd.quantize_per_tensor.tensor, qd.dequantize_per_tensor.tens
 # The fused state update re-reads dt_proj's weight rows for every batch row (from L2), where the GEMM reads
 # them once: it saves a launch at small batches, and is not used above this one.
 FUSE_DT_PROJ_MAX_BATCH = 16
+
+
+def decode_rewrites(batch: int) -> tuple[Callable[[fx.GraphModule], fx.GraphModule], ...]:
+    """The step-graph rewrites a CUDA decode step of ``batch`` rows runs, in order: states updated in
+    place, then (up to FUSE_DT_PROJ_MAX_BATCH rows) dt_proj inside the state update."""
+    # they call the Triton kernels, which only a CUDA step needs (the package imports without Triton)
+    from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
+    from mamba_qpass.runtime.in_place_states import update_states_in_place
+
+    return (update_states_in_place, *((fuse_dt_proj,) if batch <= FUSE_DT_PROJ_MAX_BATCH else ()))
 
 
 def cuda_graph_blockers(graph: fx.GraphModule) -> list[str]:
@@ -45,22 +57,20 @@ class CudaGraphDecodeStep:
     """The step graph captured as a ``torch.cuda.CUDAGraph`` for one batch size and one set of state shapes.
 
     The returned logits are the graph's static output buffer: read (or copy) them before the next call.
-    Sampling runs after the graph, on those logits."""
+    Sampling runs after the graph, on those logits. ``rewrites`` (default ``decode_rewrites(batch)``) are
+    applied to the step graph before capture; the benchmarks pass others to time each one."""
 
-    def __init__(self, step_graph: fx.GraphModule, example_states: tuple[torch.Tensor, ...], pool=None):
+    def __init__(self, step_graph: fx.GraphModule, example_states: tuple[torch.Tensor, ...], pool=None,
+                 rewrites: Sequence[Callable[[fx.GraphModule], fx.GraphModule]] | None = None):
         device = example_states[0].device
         if device.type != "cuda":
             raise ValueError(f"a CUDA graph decode step needs CUDA states, got states on {device}")
         batch = example_states[0].shape[0]
         self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.states = tuple(s.clone() for s in example_states)
-        # the rewrites call the Triton kernels, which only a CUDA step needs (the package imports without Triton)
-        from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
-        from mamba_qpass.runtime.in_place_states import update_states_in_place
-
-        step = update_states_in_place(step_graph)
-        if batch <= FUSE_DT_PROJ_MAX_BATCH:
-            step = fuse_dt_proj(step)
+        step = step_graph
+        for rewrite in decode_rewrites(batch) if rewrites is None else rewrites:
+            step = rewrite(step)
         self.graph, self.logits = capture_cuda_graph(lambda: self._advance(step), device, pool)
 
     def _advance(self, step_graph: fx.GraphModule) -> torch.Tensor:

@@ -29,8 +29,9 @@ def _fusable_dt_proj(delta: fx.Node, scan: fx.Node) -> bool:
 
 
 def fuse_dt_proj(step_graph: fx.GraphModule) -> fx.GraphModule:
-    """``step_graph`` (changed in place and returned) with each fusable dt_proj computed by its scan."""
-    graph = step_graph.graph
+    """A copy of ``step_graph`` (sharing its tensors) with each fusable dt_proj computed by its scan."""
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(step_graph.graph, {}))
     for scan in list(graph.nodes):
         if not (scan.op == "call_function" and scan.target is int8_selective_scan_in_place):
             continue
@@ -42,5 +43,6 @@ def fuse_dt_proj(step_graph: fx.GraphModule) -> fx.GraphModule:
         scan.args = (u, low_rank, weight, dequant_scale, out_inv_scale, *rest)
         graph.erase_node(delta)
     graph.lint()
-    step_graph.recompile()
-    return step_graph
+    fused = fx.GraphModule(step_graph, graph, class_name="MambaFusedStepGraph")
+    fused.meta.update(step_graph.meta)
+    return fused
