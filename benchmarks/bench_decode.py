@@ -35,6 +35,7 @@ from bench_prefill import CONFIGS, VOCAB, calibrated_pair, print_profile, run_be
 from mamba_qpass.hf import QuantizedMambaForCausalLM
 from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep
 from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
+from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
 from mamba_qpass.runtime.generate import prefill
 from mamba_qpass.runtime.in_place_states import update_states_in_place
 
@@ -47,6 +48,8 @@ REWRITES = {
     "functional": (),
     "in_place": (update_states_in_place,),
     "in_place+fuse_dt_proj": (update_states_in_place, fuse_dt_proj),
+    "in_place+fuse_in_proj_conv": (update_states_in_place, fuse_in_proj_conv),
+    "all": (update_states_in_place, fuse_in_proj_conv, fuse_dt_proj),
 }
 TIMED_STEPS = 100
 

@@ -13,6 +13,7 @@ from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
 from mamba_qpass.kernels.int8_conv_state_update.triton import int8_conv_state_update
 from mamba_qpass.kernels.int8_linear.triton import int8_linear
+from mamba_qpass.kernels.int8_linear_conv_step.triton import int8_linear_conv_step
 from mamba_qpass.kernels.quantize.triton import quantize
 from mamba_qpass.kernels.rms_norm_quant.triton import rms_norm_quant
 from mamba_qpass.kernels.selective_scan.triton import selective_scan as selective_scan_triton
@@ -60,8 +61,9 @@ ops.quantize.register_kernel("cuda")(quantize)
 
 
 # The CUDA decode step's variants of the one-token calls (``runtime/in_place_states.py``,
-# ``runtime/fuse_dt_proj.py``): the same kernels, writing the new state over the given one, and the
-# scan computing dt_proj itself. Plain functions called from the step graph that owns the states, not ops.
+# ``runtime/fuse_dt_proj.py``, ``runtime/fuse_in_proj_conv.py``): the same kernels, writing the new state
+# over the given one, the scan computing dt_proj itself, in_proj doing the conv's step. Plain functions
+# called from the step graph that owns the states, not ops.
 def _check_step(name: str, x, state) -> None:
     if state is None or x.shape[1] != 1:
         raise ValueError(
@@ -100,3 +102,14 @@ def int8_selective_scan_dt_proj_in_place(u, low_rank, dt_weight, dt_dequant_scal
         u, low_rank, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state, scales=scales,
         state_out=initial_state, dt_proj=DtProjection(dt_weight, dt_dequant_scale, dt_out_inv_scale),
     )
+
+
+def int8_linear_conv_step_in_place(a, weight, dequant_scale, out_inv_scale, conv_weight, conv_dequant_scale, conv_bias,
+                                   conv_out_inv_scale, silu, initial_state=None):
+    """in_proj's codes, and the conv's ``(out, state)`` as its op returns them."""
+    _check_step("in_proj + int8_causal_conv1d", a, initial_state)
+    codes, out, state = int8_linear_conv_step(
+        a, weight, dequant_scale, out_inv_scale, conv_weight, conv_dequant_scale, conv_bias, conv_out_inv_scale, silu,
+        initial_state, state_out=initial_state,
+    )
+    return codes, (out, state)

@@ -10,7 +10,9 @@ import torch
 
 import mamba_qpass as qpass
 from mamba_qpass.capture import with_state
-from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj, int8_selective_scan_dt_proj_in_place
+from mamba_qpass.cuda_kernels import int8_linear_conv_step_in_place, int8_selective_scan_dt_proj_in_place
+from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
+from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
 from mamba_qpass.runtime.in_place_states import IN_PLACE, update_states_in_place
 from models import random_mamba
 from test_w8a8 import token_batches
@@ -41,20 +43,27 @@ def _count(gm, *targets):
     return sum(n.op == "call_function" and n.target in targets for n in gm.graph.nodes)
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["in_place", "in_place+fuse_dt_proj"])
+FUSIONS = {"in_place": (), "fuse_dt_proj": (fuse_dt_proj,), "fuse_in_proj_conv": (fuse_in_proj_conv,),
+           "both": (fuse_in_proj_conv, fuse_dt_proj)}
+
+
+@pytest.mark.parametrize("fusions", FUSIONS.values(), ids=FUSIONS.keys())
 @pytest.mark.parametrize("mode", MODES)
 @torch.no_grad()
-def test_rewritten_steps_equal_functional_steps(mode, fused, graphs):
+def test_rewritten_steps_equal_functional_steps(mode, fusions, graphs):
     device = DEVICE
     step = with_state(graphs[mode], last_logits_only=True).to(device)
     in_place = update_states_in_place(step)
     linears = _count(in_place, torch.ops.mamba_qpass.int8_linear.default)
-    if fused:
-        in_place = fuse_dt_proj(in_place)
-        fused_scans = _count(in_place, int8_selective_scan_dt_proj_in_place)
-        assert fused_scans == (2 if mode == "w8a8" else 0), "w8a8's two dt_projs fuse; float_sim has no int8 scan"
-        assert _count(in_place, torch.ops.mamba_qpass.int8_linear.default) == linears - fused_scans
-    targets = (*IN_PLACE.values(), int8_selective_scan_dt_proj_in_place)
+    for fuse in fusions:
+        in_place = fuse(in_place)
+    # w8a8 has two layers' dt_projs and in_proj + conv pairs to fuse; float_sim has no int8 GEMM or scan
+    fused = {fuse_dt_proj: int8_selective_scan_dt_proj_in_place, fuse_in_proj_conv: int8_linear_conv_step_in_place}
+    for fuse in fusions:
+        assert _count(in_place, fused[fuse]) == (2 if mode == "w8a8" else 0), fuse.__name__
+    fused_calls = _count(in_place, *fused.values())
+    assert _count(in_place, torch.ops.mamba_qpass.int8_linear.default) == linears - fused_calls
+    targets = (*IN_PLACE.values(), *fused.values())
     replaced = [n for n in in_place.graph.nodes if n.op == "call_function" and n.target in targets]
     assert len(replaced) >= 2, "both layers' scans (and w8a8's int8 convs) should update in place"
     ids = torch.randint(0, 97, (3, 9), generator=torch.Generator().manual_seed(2)).to(device)

@@ -1,8 +1,9 @@
 """One decode step of a batch: a token per row in, the last position's logits out, the layers' states kept
 between steps. ``EagerDecodeStep`` runs the step graph; ``CudaGraphDecodeStep`` replays it as a CUDA graph
 captured once per batch size, with the token and every state in static buffers that the graph itself
-updates (in place where a one-token kernel can, ``in_place_states``; dt_proj computed by the state update,
-``fuse_dt_proj``), so a step costs one launch instead of one per kernel."""
+updates (in place where a one-token kernel can, ``in_place_states``; the conv's step done by in_proj,
+``fuse_in_proj_conv``; dt_proj computed by the state update, ``fuse_dt_proj``), so a step costs one launch
+instead of one per kernel."""
 
 from collections.abc import Callable, Sequence
 
@@ -17,19 +18,22 @@ qd = torch.ops.quantized_decomposed
 # dequantize with tensor scales call scale.item(), which a CUDA graph cannot capture (qdq, fp32_ssm and
 # fp32_conv hold them).
 HOST_READING_OPS = (qd.quantize_per_tensor.tensor, qd.dequantize_per_tensor.tensor)
-# The fused state update re-reads dt_proj's weight rows for every batch row (from L2), where the GEMM reads
-# them once: it saves a launch at small batches, and is not used above this one.
-FUSE_DT_PROJ_MAX_BATCH = 16
+# The fusions save a launch a layer each at small batches, and are not used above this one: the fused state
+# update re-reads dt_proj's weight rows for every batch row (from L2), where the GEMM reads them once, and
+# in_proj's fused tile has 16 rows, a decode tile.
+FUSED_MAX_BATCH = 16
 
 
 def decode_rewrites(batch: int) -> tuple[Callable[[fx.GraphModule], fx.GraphModule], ...]:
     """The step-graph rewrites a CUDA decode step of ``batch`` rows runs, in order: states updated in
-    place, then (up to FUSE_DT_PROJ_MAX_BATCH rows) dt_proj inside the state update."""
+    place, then (up to FUSED_MAX_BATCH rows) the conv's step inside in_proj and dt_proj inside the state
+    update."""
     # they call the Triton kernels, which only a CUDA step needs (the package imports without Triton)
     from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
+    from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
     from mamba_qpass.runtime.in_place_states import update_states_in_place
 
-    return (update_states_in_place, *((fuse_dt_proj,) if batch <= FUSE_DT_PROJ_MAX_BATCH else ()))
+    return (update_states_in_place, *((fuse_in_proj_conv, fuse_dt_proj) if batch <= FUSED_MAX_BATCH else ()))
 
 
 def cuda_graph_blockers(graph: fx.GraphModule) -> list[str]:

@@ -33,6 +33,7 @@ from mamba_qpass.kernels.quantize import triton as quantize
 from mamba_qpass.kernels.selective_scan import triton as scan
 from mamba_qpass.kernels.selective_state_update import triton as scan_step
 from mamba_qpass.kernels.int8_conv_state_update import triton as conv_step
+from mamba_qpass.kernels.int8_linear_conv_step import triton as linear_conv_step
 
 CUDA = torch.device("cuda")  # only a descriptor: picks the GPU branch of the launch-config helpers
 
@@ -121,6 +122,16 @@ def selective_state_update(int8_inputs, dt_proj=False):
     )
 
 
+def int8_linear_conv_step():
+    tile = linear_conv_step.conv_step_tile(10240, 2560, CUDA)  # the 2.8b config's in_proj
+    options = dict(num_warps=tile.pop("num_warps"), num_stages=tile.pop("num_stages"))
+    pointers = {n: "*i8" for n in ("a_ptr", "w_ptr", "codes_ptr", "conv_w_ptr", "state_ptr", "state_out_ptr", "conv_out_ptr")}
+    return compile_sm90(
+        linear_conv_step._int8_linear_conv_step_kernel, pointers,
+        dict(WIDTH=4, CONV_HAS_BIAS=True, SILU=False, EVEN_K=True, **tile), options | EXACT_FP_LAUNCH,
+    )
+
+
 def int8_conv_state_update():
     return compile_sm90(
         conv_step._int8_conv_state_update_kernel,
@@ -157,6 +168,7 @@ results = {
     "selective_state_update-fp32": selective_state_update(False),
     "selective_state_update-int8-dt_proj": selective_state_update(True, dt_proj=True),
     "int8_conv_state_update-linear": int8_conv_state_update(),
+    "int8_linear_conv_step-linear": int8_linear_conv_step(),
     "causal_conv1d-bf16": causal_conv1d(),
 }
 print(json.dumps(results))
@@ -175,6 +187,7 @@ NO_FMA = (
     "quantize",
     "int8_conv_state_update-linear",
     "selective_state_update-int8-dt_proj",  # dt_proj's float64 epilogue, as int8_linear's
+    "int8_linear_conv_step-linear",
 )
 
 
@@ -192,6 +205,8 @@ def test_gpu_launch_configurations_compile_for_sm90():
         assert results[name]["fma_f64"] == 0, f"{name} contracts float64 a * b + c into an FMA"
     for name in ("int8_linear-codes-128x256", "int8_linear-codes-64x64-k_masked", "int8_linear-f32-128x128"):
         assert results[name]["wgmma_s8"] > 0, f"{name} does not use Hopper's int8 wgmma"
+    # 16-row decode tiles are too small for wgmma: int8 mma.sync
+    assert results["int8_linear_conv_step-linear"]["mma_s8"] > 0, "the fused in_proj + conv step does not use int8 mma"
     for name in ("selective_state_update-int8", "selective_state_update-fp32", "selective_state_update-int8-dt_proj"):
         # the int8 variant's in-kernel code * scale must round as fp32_ssm's dequantised input does
         assert results[name]["fma_f32"] == 0, f"{name} fuses float32 a * b + c: w8a8 and fp32_ssm could differ"

@@ -15,6 +15,43 @@ RESIDUAL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
+def int8_tile_accumulate(
+    a_ptr, w_ptr, offs_m, offs_n, M, N, K, stride_am, stride_wn,
+    EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """The exact int32 accumulator of a (BLOCK_M, BLOCK_N) tile of a @ weight.T."""
+    offs_k = tl.arange(0, BLOCK_K)
+    # Rows and columns past the edge read row/column 0 instead (wrapped), so the loads need no masks;
+    # their results are never stored.
+    a_ptrs = a_ptr + (offs_m % M)[:, None] * stride_am + offs_k[None, :]
+    w_ptrs = w_ptr + (offs_n % N)[None, :] * stride_wn + offs_k[:, None]  # (BLOCK_K, BLOCK_N) view of weight.T
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    for k_start in range(0, K, BLOCK_K):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            w = tl.load(w_ptrs)
+        else:
+            mask_k = offs_k < K - k_start
+            a = tl.load(a_ptrs, mask=mask_k[None, :], other=0)
+            w = tl.load(w_ptrs, mask=mask_k[:, None], other=0)
+        acc = tl.dot(a, w, acc, out_dtype=tl.int32)
+        a_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+    return acc
+
+
+@triton.jit
+def int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, bias_ptr, HAS_BIAS: tl.constexpr):
+    """``int8_linear_epilogue``'s v: float64, one rounded operation at a time (launched without FMA
+    contraction)."""
+    v = acc.to(tl.float64) * tl.load(dequant_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
+    if HAS_BIAS:
+        v = v + tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
+    return v
+
+
+@triton.jit
 def _int8_linear_kernel(
     a_ptr, w_ptr, dequant_scale_ptr, bias_ptr, out_inv_scale_ptr, residual_ptr, out_ptr,
     M, N, K, stride_am, stride_wn, stride_rm, stride_om, M_BUCKET,
@@ -33,31 +70,10 @@ def _int8_linear_kernel(
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    # Rows and columns past the edge read row/column 0 instead (wrapped), so the loads need no masks;
-    # their results are never stored.
-    a_ptrs = a_ptr + (offs_m % M)[:, None] * stride_am + offs_k[None, :]
-    w_ptrs = w_ptr + (offs_n % N)[None, :] * stride_wn + offs_k[:, None]  # (BLOCK_K, BLOCK_N) view of weight.T
-
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-    for k_start in range(0, K, BLOCK_K):
-        if EVEN_K:
-            a = tl.load(a_ptrs)
-            w = tl.load(w_ptrs)
-        else:
-            mask_k = offs_k < K - k_start
-            a = tl.load(a_ptrs, mask=mask_k[None, :], other=0)
-            w = tl.load(w_ptrs, mask=mask_k[:, None], other=0)
-        acc = tl.dot(a, w, acc, out_dtype=tl.int32)
-        a_ptrs += BLOCK_K
-        w_ptrs += BLOCK_K
-
-    # Epilogue in float64, one rounded operation at a time (launched without FMA contraction).
-    v = acc.to(tl.float64) * tl.load(dequant_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
-    if HAS_BIAS:
-        v = v + tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
+    acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, K, stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K)
+    v = int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, bias_ptr, HAS_BIAS)
     out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
     mask = mask_m[:, None] & mask_n[None, :]
     if QUANTIZE_OUT:
