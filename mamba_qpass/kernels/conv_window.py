@@ -104,3 +104,13 @@ def check_int8_conv_inputs(
         check_f64_vector("bias", bias, channels, x.device)
     check_f64_scalar("out_inv_scale", out_inv_scale, x.device)
     return batch, seq_len, channels, width
+
+
+def conv_state_out(state: torch.Tensor, state_out: torch.Tensor | None) -> torch.Tensor:
+    """Where a one-token int8 conv writes its new state: ``state_out`` (which may be ``state`` itself, for
+    an update in place), checked, or a new tensor."""
+    if state_out is None:
+        return torch.empty(state.shape, dtype=torch.int8, device=state.device)
+    if state_out.shape != state.shape or state_out.dtype != torch.int8 or state_out.stride(-1) != 1:
+        raise ValueError("state_out must be an int8 tensor of state's shape with a contiguous last dim")
+    return state_out

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from mamba_qpass.kernels.conv_window import check_int8_conv_inputs, int8_conv_epilogue
+from mamba_qpass.kernels.conv_window import check_int8_conv_inputs, conv_state_out, int8_conv_epilogue
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 
 
@@ -61,10 +61,7 @@ def int8_conv_state_update(
         raise ValueError(f"a conv state update takes one token, x of shape (batch, 1, channels), got {tuple(x.shape)}")
     device = x.device
     out = torch.empty(batch, 1, channels, dtype=torch.int8, device=device)
-    if state_out is None:
-        state_out = torch.empty(batch, width - 1, channels, dtype=torch.int8, device=device)
-    elif state_out.shape != state.shape or state_out.dtype != torch.int8 or state_out.stride(-1) != 1:
-        raise ValueError("state_out must be an int8 tensor of state's shape with a contiguous last dim")
+    state_out = conv_state_out(state, state_out)
     if out.numel() == 0:
         return out, state_out
     block_d = 1024 if device.type == "cuda" else min(256, triton.next_power_of_2(channels))

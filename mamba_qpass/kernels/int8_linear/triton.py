@@ -86,6 +86,19 @@ def _int8_linear_kernel(
         tl.store(out_ptrs, v.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+def check_int8_linear_inputs(a: torch.Tensor, weight: torch.Tensor, dequant_scale: torch.Tensor, dims) -> tuple[int, int]:
+    """int8 a (``dims`` dims, contiguous last) and weight (N, K), float64 (N,) dequant_scale: (N, K)."""
+    check_tensor("a", a, (torch.int8,), dims)
+    check_unit_last_stride("a", a)
+    check_tensor("weight", weight, (torch.int8,), (2,), a.device)
+    check_unit_last_stride("weight", weight)
+    n, k = weight.shape
+    if a.shape[-1] != k:
+        raise ValueError(f"a has K={a.shape[-1]} but weight has shape (N, K)={tuple(weight.shape)}")
+    check_f64_vector("dequant_scale", dequant_scale, n, a.device)
+    return n, k
+
+
 def _config(block_m, block_n, block_k, warps, stages, group_m=8) -> triton.Config:
     return triton.Config(
         dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m),
@@ -183,15 +196,8 @@ def int8_linear(
 
     On CUDA the tile is autotuned per (M's power-of-two bucket, N, K) unless ``config`` (one of GPU_CONFIGS)
     fixes it, as the tests do to show every candidate exact; the interpreter uses one fixed tile."""
-    check_tensor("a", a, (torch.int8,), (2, 3))
+    n, k = check_int8_linear_inputs(a, weight, dequant_scale, (2, 3))
     device = a.device
-    check_unit_last_stride("a", a)
-    check_tensor("weight", weight, (torch.int8,), (2,), device)
-    check_unit_last_stride("weight", weight)
-    n, k = weight.shape
-    if a.shape[-1] != k:
-        raise ValueError(f"a has K={a.shape[-1]} but weight has shape (N, K)={tuple(weight.shape)}")
-    check_f64_vector("dequant_scale", dequant_scale, n, device)
     if bias is not None:
         check_f64_vector("bias", bias, n, device)
     if out_inv_scale is not None:

@@ -20,9 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
-from mamba_qpass.kernels.checks import check_f64_vector, check_tensor, check_unit_last_stride
-from mamba_qpass.kernels.conv_window import check_int8_conv_inputs, int8_conv_epilogue
-from mamba_qpass.kernels.int8_linear.triton import int8_tile_accumulate, int8_tile_values
+from mamba_qpass.kernels.checks import check_f64_vector
+from mamba_qpass.kernels.conv_window import check_int8_conv_inputs, conv_state_out, int8_conv_epilogue
+from mamba_qpass.kernels.int8_linear.triton import check_int8_linear_inputs, int8_tile_accumulate, int8_tile_values
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 
 MIN_PROGRAMS = 80
@@ -89,17 +89,10 @@ def int8_linear_conv_step(
     """Triton ``int8_linear_conv_step_ref``: a int8 (B, 1, K) with a contiguous last dim; the rest as the
     reference. Returns ``(codes (B, 1, N), conv out (B, 1, D), new state)``; the new state is written to
     ``state_out`` (which may be ``state`` itself, for an update in place) or to a new tensor."""
-    check_tensor("a", a, (torch.int8,), (3,))
-    check_unit_last_stride("a", a)
+    n, k = check_int8_linear_inputs(a, weight, dequant_scale, (3,))
     device = a.device
     if a.shape[1] != 1:
         raise ValueError(f"in_proj with the conv's step takes one token, a of shape (batch, 1, K), got {tuple(a.shape)}")
-    check_tensor("weight", weight, (torch.int8,), (2,), device)
-    check_unit_last_stride("weight", weight)
-    n, k = weight.shape
-    if a.shape[-1] != k:
-        raise ValueError(f"a has K={a.shape[-1]} but weight has shape (N, K)={tuple(weight.shape)}")
-    check_f64_vector("dequant_scale", dequant_scale, n, device)
     check_f64_vector("out_inv_scale", out_inv_scale, n, device)
     channels = conv_weight.shape[0] if conv_weight.dim() == 2 else -1
     if not 1 <= channels <= n:
@@ -108,10 +101,7 @@ def int8_linear_conv_step(
     codes = torch.empty(batch, 1, n, dtype=torch.int8, device=device)
     _, _, _, width = check_int8_conv_inputs(codes[..., :channels], conv_weight, conv_dequant_scale, conv_bias,
                                             conv_out_inv_scale, state)
-    if state_out is None:
-        state_out = torch.empty(state.shape, dtype=torch.int8, device=device)
-    elif state_out.shape != state.shape or state_out.dtype != torch.int8 or state_out.stride(-1) != 1:
-        raise ValueError("state_out must be an int8 tensor of state's shape with a contiguous last dim")
+    state_out = conv_state_out(state, state_out)
     conv_out = torch.empty(batch, 1, channels, dtype=torch.int8, device=device)
     if batch == 0:
         return codes, conv_out, state_out
