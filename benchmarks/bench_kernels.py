@@ -7,6 +7,11 @@ tolerance of the reference and of mamba-ssm's scan on the same (dequantised) val
 fails, or whose baseline is not installed, prints no ratio. Times are medians of
 ``triton.testing.do_bench`` (CUDA events); achieved TOP/s and GB/s are computed from them.
 
+Decode rows (one token a batch row) last microseconds, less than a launch from the host, so they are timed
+as a CUDA decode step runs them: replayed in a CUDA graph (``do_bench_cudagraph``), where the weights stay
+in L2 between calls (faster than in the model, which streams each layer's weights once). The fused decode
+kernels are timed against the two kernels each replaces, run one after the other.
+
     python benchmarks/bench_kernels.py [--json out.json]
 """
 
@@ -15,16 +20,20 @@ import json
 
 import torch
 import torch.nn.functional as F
-from triton.testing import do_bench
+from triton.testing import do_bench, do_bench_cudagraph
 
 from mamba_qpass.kernels.hadamard_quant.reference import hadamard_quant_ref
 from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant
 from mamba_qpass.kernels.int8_causal_conv1d.reference import int8_causal_conv1d_ref
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
 from mamba_qpass.kernels.int8_linear.reference import int8_linear_ref
+from mamba_qpass.kernels.int8_conv_state_update.triton import int8_conv_state_update
 from mamba_qpass.kernels.int8_linear.triton import int8_linear
+from mamba_qpass.kernels.int8_linear_conv_step.reference import int8_linear_conv_step_ref
+from mamba_qpass.kernels.int8_linear_conv_step.triton import int8_linear_conv_step
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, selective_scan_int8_ref
 from mamba_qpass.kernels.selective_scan.triton import selective_scan
+from mamba_qpass.kernels.selective_state_update.triton import DtProjection, selective_state_update
 from mamba_qpass.numerics import hadamard_matrix
 
 # (name, M = batch * seq, K, N): the projections of mamba-130m, -1.4b and -2.8b at prefill, 2048 tokens
@@ -40,27 +49,88 @@ SCANS = [  # batch, seq, channels, state
     ("2.8b L8192", 1, 8192, 5120, 16), ("2.8b B16", 16, 2048, 5120, 16),
 ]
 HADAMARDS = [("130m", 2048, 1536), ("1.4b", 2048, 4096), ("2.8b", 2048, 5120)]  # tokens, inner size
+# decode: (name, batch rows, K, N), and the fused steps' (name, batch, d_model, d_inner, dt_rank)
+DECODE_GEMMS = [
+    ("2.8b in_proj B1", 1, 2560, 10240), ("2.8b x_proj B1", 1, 5120, 192), ("2.8b dt_proj B1", 1, 160, 5120),
+    ("2.8b out_proj B1", 1, 5120, 2560), ("2.8b in_proj B16", 16, 2560, 10240), ("2.8b out_proj B16", 16, 5120, 2560),
+    ("2.8b in_proj B64", 64, 2560, 10240), ("130m in_proj B1", 1, 768, 3072),
+]
+DECODE_HADAMARDS = [("2.8b B1", 1, 5120), ("2.8b B16", 16, 5120), ("2.8b B64", 64, 5120), ("130m B1", 1, 1536)]
+DECODE_STEPS = [("2.8b B1", 1, 2560, 5120, 160), ("2.8b B16", 16, 2560, 5120, 160), ("130m B1", 1, 768, 1536, 48)]
 
 
 def _time(fn) -> float:
     return do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
+def _time_graph(fn) -> float:
+    return do_bench_cudagraph(fn, rep=30, return_mode="median")
+
+
 def _codes(*shape, g):
     return torch.randint(-128, 128, shape, dtype=torch.int8, device="cuda", generator=g)
 
 
-def bench_gemm(name, m, k, n, g):
+def bench_gemm(name, m, k, n, g, timer=_time):
     a, w = _codes(m, k, g=g), _codes(n, k, g=g)
     dequant = torch.rand(n, dtype=torch.float64, device="cuda", generator=g) * 1e-5
     inv = torch.full((n,), 30.0, dtype=torch.float64, device="cuda")
     ok = torch.equal(int8_linear(a, w, dequant, None, inv), int8_linear_ref(a, w, dequant, None, inv))
     a16 = torch.randn(m, k, device="cuda", dtype=torch.float16, generator=g)
     w16 = torch.randn(n, k, device="cuda", dtype=torch.float16, generator=g)
-    ours = _time(lambda: int8_linear(a, w, dequant, None, inv))
-    base = _time(lambda: F.linear(a16, w16))
+    ours = timer(lambda: int8_linear(a, w, dequant, None, inv))
+    base = timer(lambda: F.linear(a16, w16))
+    rate = f"{2 * m * k * n / ours / 1e9:.0f} TOP/s" if m > 64 else f"{n * k / ours / 1e6:.0f} GB/s of weights"
     return {"kernel": f"int8_linear {name}", "shape": [m, k, n], "check": ok, "ours_ms": ours, "baseline_ms": base,
-            "baseline": "cuBLAS fp16 F.linear", "rate": f"{2 * m * k * n / ours / 1e9:.0f} TOP/s"}
+            "baseline": "cuBLAS fp16 F.linear", "rate": rate}
+
+
+def bench_decode_step(name, b, d_model, d_inner, dt_rank, g):
+    """The two fused decode kernels against the pairs they replace: in_proj + the conv's step, and dt_proj +
+    the state update (int8 codes throughout; outputs compared exactly)."""
+    n = 2 * d_inner
+    a, w = _codes(b, 1, d_model, g=g), _codes(n, d_model, g=g)
+    dequant = torch.rand(n, dtype=torch.float64, device="cuda", generator=g) * 4e-3 / d_model**0.5
+    inv = torch.full((n,), 30.0, dtype=torch.float64, device="cuda")
+    conv_w, state = _codes(d_inner, 4, g=g), _codes(b, 3, d_inner, g=g)
+    conv_dq = torch.rand(d_inner, dtype=torch.float64, device="cuda", generator=g) * 1e-4
+    conv_bias = torch.randn(d_inner, dtype=torch.float64, device="cuda", generator=g)
+    conv_inv = torch.tensor(30.0, dtype=torch.float64, device="cuda")
+    conv_args = (conv_w, conv_dq, conv_bias, conv_inv, True, state)
+
+    def pair():
+        codes = int8_linear(a, w, dequant, None, inv)
+        return (codes, *int8_conv_state_update(codes[..., :d_inner], *conv_args))
+
+    fused = int8_linear_conv_step(a, w, dequant, inv, *conv_args)
+    ok = all(torch.equal(x, y) for x, y in zip(fused, int8_linear_conv_step_ref(a, w, dequant, inv, *conv_args)))
+    ok = ok and all(torch.equal(x, y) for x, y in zip(fused, pair()))
+    rows = [{"kernel": f"in_proj + conv step {name}", "shape": [b, d_model, n], "check": ok,
+             "ours_ms": _time_graph(lambda: int8_linear_conv_step(a, w, dequant, inv, *conv_args)),
+             "baseline_ms": _time_graph(pair), "baseline": "int8_linear, then int8_conv_state_update",
+             "rate": f"{n * d_model / 1e6:.1f} MB of weights"}]
+
+    u, z, low = _codes(b, 1, d_inner, g=g), _codes(b, 1, d_inner, g=g), _codes(b, 1, dt_rank, g=g)
+    B, C = _codes(b, 1, 16, g=g), _codes(b, 1, 16, g=g)
+    A = -torch.rand(d_inner, 16, device="cuda", generator=g) - 0.5
+    D, bias = torch.randn(d_inner, device="cuda", generator=g), torch.randn(d_inner, device="cuda", generator=g) - 3
+    ssm_state = torch.randn(b, d_inner, 16, device="cuda", generator=g)
+    scales = ScanInputScales(0.02, 0.01, 0.02, 0.02, 0.03).as_tensor("cuda")
+    dt = DtProjection(_codes(d_inner, dt_rank, g=g), torch.rand(d_inner, dtype=torch.float64, device="cuda", generator=g) * 1e-3,
+                      torch.full((d_inner,), 30.0, dtype=torch.float64, device="cuda"))
+    step = (A, B, C, D, z, bias, True, torch.float16, ssm_state)
+
+    def dt_pair():
+        delta = int8_linear(low, dt.weight, dt.dequant_scale, None, dt.out_inv_scale)
+        return selective_state_update(u, delta, *step, scales=scales)
+
+    fused = selective_state_update(u, low, *step, scales=scales, dt_proj=dt)
+    ok = all(torch.equal(x, y) for x, y in zip(fused, dt_pair()))
+    rows.append({"kernel": f"state update + dt_proj {name}", "shape": [b, d_inner, dt_rank], "check": ok,
+                 "ours_ms": _time_graph(lambda: selective_state_update(u, low, *step, scales=scales, dt_proj=dt)),
+                 "baseline_ms": _time_graph(dt_pair), "baseline": "int8_linear (dt_proj), then selective_state_update",
+                 "rate": f"{b * d_inner * 16 * 8 / 1e6:.1f} MB of state"})
+    return rows
 
 
 def bench_conv(name, b, l, d, g, causal_conv1d_fn):
@@ -106,12 +176,12 @@ def bench_scan(name, b, l, d, n, g, selective_scan_fn):
     return row
 
 
-def bench_hadamard(name, m, d, g):
+def bench_hadamard(name, m, d, g, timer=_time):
     y = (torch.randn(m, d, device="cuda", generator=g) * 4).half()
     h = hadamard_matrix(d).cuda()
     inv = torch.tensor(127 / 16, dtype=torch.float64, device="cuda")
     ok = torch.equal(hadamard_quant(y, h, inv), hadamard_quant_ref(y, h, inv))
-    ours = _time(lambda: hadamard_quant(y, h, inv))
+    ours = timer(lambda: hadamard_quant(y, h, inv))
     return {"kernel": f"hadamard_quant {name}", "shape": [m, d], "check": ok, "ours_ms": ours,
             "baseline": "none (mamba-ssm has no rotation)", "rate": f"{3 * m * d / ours / 1e6:.0f} GB/s"}
 
@@ -137,9 +207,12 @@ def main() -> None:
     causal_conv1d_fn, selective_scan_fn = _baselines()
     g = torch.Generator(device="cuda").manual_seed(0)
     rows = ([bench_gemm(*s, g) for s in GEMMS] + [bench_conv(*s, g, causal_conv1d_fn) for s in CONVS]
-            + [bench_scan(*s, g, selective_scan_fn) for s in SCANS] + [bench_hadamard(*s, g) for s in HADAMARDS])
+            + [bench_scan(*s, g, selective_scan_fn) for s in SCANS] + [bench_hadamard(*s, g) for s in HADAMARDS]
+            + [bench_gemm(*s, g, timer=_time_graph) for s in DECODE_GEMMS]
+            + [bench_hadamard(*s, g, timer=_time_graph) for s in DECODE_HADAMARDS]
+            + [row for s in DECODE_STEPS for row in bench_decode_step(*s, g)])
     print(f"device: {torch.cuda.get_device_name()}")
-    print(f"{'kernel':<34} {'check':>6} {'ours ms':>9} {'base ms':>9} {'speedup':>8} {'achieved':>22}  baseline")
+    print(f"{'kernel':<38} {'check':>6} {'ours ms':>9} {'base ms':>9} {'speedup':>8} {'achieved':>22}  baseline")
     for r in rows:
         base = r.get("baseline_ms")
         if not r["check"]:
@@ -149,7 +222,7 @@ def main() -> None:
         else:
             speedup = f"{base / r['ours_ms']:.2f}x"
         base_text = f"{base:>9.4f}" if base is not None else f"{'-':>9}"
-        print(f"{r['kernel']:<34} {str(r['check']):>6} {r['ours_ms']:>9.4f} {base_text} {speedup:>8} {r['rate']:>22}  {r['baseline']}")
+        print(f"{r['kernel']:<38} {str(r['check']):>6} {r['ours_ms']:>9.4f} {base_text} {speedup:>8} {r['rate']:>22}  {r['baseline']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": torch.cuda.get_device_name(), "rows": rows}, f, indent=2)

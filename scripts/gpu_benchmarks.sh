@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# One GPU-machine call that checks, then measures: the gpu-marked tests, the torch.compile benchmark, then
-# (once mamba-ssm is built there for the baselines) decode and prefill against mamba-ssm fp16.
+# One GPU-machine call of benchmarks: the torch.compile benchmark while mamba-ssm builds there for the
+# baselines, then decode, prefill and the kernel table against mamba-ssm fp16. Each benchmark checks
+# correctness before it times; run the tests in a call of their own (scripts/gpu_tests.sh), since beside
+# them the build takes twice as long.
 #
 #   bash scripts/gpu_benchmarks.sh [SECONDS]     # SECONDS: the call's time limit (default 560)
 #
 # Needs the mamba-ssm / causal-conv1d sources staged in .gpu-sdists/ (see .gpu-sdists/build-mamba-ssm-sm90.sh,
 # copied from ../shared/tools). Everything is written under $OUT (or ./gpu-results): gpu_benchmarks.log,
-# the tests' log and each benchmark's JSON. The build takes about 4 minutes alone and about 8 beside the
-# tests, so the baselines cannot start before then; each step gets what is left of SECONDS, in this order
-# of priority, and one that would get less than a minute is skipped with a line saying so.
+# each benchmark's JSON. The build takes about 4 minutes (about 8 beside the tests), so the baselines cannot
+# start before then; each step gets what is left of SECONDS, in this order of priority, and one that would
+# get less than a minute is skipped with a line saying so.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LIMIT=${1:-560}
@@ -38,8 +40,6 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$LOG"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >> "$LOG"
 bash .gpu-sdists/build-mamba-ssm-sm90.sh start >> "$LOG" 2>&1
 
-step gpu-marked tests
-bounded 200 python3 -m pytest -q -p no:cacheprovider -n 6 -m gpu tests -rfE
 step "torch.compile backend (130m)"
 bounded 120 python3 benchmarks/bench_compile.py --configs 130m --json "$OUT/compile.json"
 step "mamba-ssm build"
@@ -48,4 +48,6 @@ step "decode (2.8b, 130m)"
 bounded 220 python3 benchmarks/bench_decode.py --configs 2.8b,130m --batches 1,16,64 --profile --rewrites --json "$OUT/decode.json"
 step "prefill (2.8b, B=1 L=2048)"
 bounded 150 python3 benchmarks/bench_prefill.py --configs 2.8b --shapes 1x2048 --profile --json "$OUT/prefill.json"
+step kernels
+bounded 150 python3 benchmarks/bench_kernels.py --json "$OUT/kernels.json"
 step done
