@@ -20,7 +20,7 @@ With ``--rewrites``, one CUDA-graph decode step is also timed alone (100 replays
 rewrites of ``runtime/`` and with each added in turn, from the same states, after checking that every
 variant's logits equal the functional step's bit for bit: what each rewrite buys, in one run.
 
-    python benchmarks/bench_decode.py [--configs 130m,1.4b,2.8b] [--batches 1,16,64] [--json out.json] [--profile] [--rewrites]
+    python benchmarks/bench_decode.py [--configs 130m,1.4b,2.8b] [--batches 1,16,64] [--json out.json] [--profile] [--rewrites] [--float16-states]
 """
 
 import argparse
@@ -38,6 +38,7 @@ from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
 from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
 from mamba_qpass.runtime.generate import prefill
 from mamba_qpass.runtime.in_place_states import update_states_in_place
+from mamba_qpass.runtime.state_precision import ssm_state_positions, stored
 
 PROMPT, NEW = 512, 256
 BATCHES = (1, 16, 64)
@@ -143,7 +144,7 @@ def rewrite_step_ms(step_graph, states, tokens) -> dict | None:
 
 
 @torch.no_grad()
-def bench_config(name: str, batches, g: torch.Generator, profile: bool, rewrites: bool) -> list[dict]:
+def bench_config(name: str, batches, g: torch.Generator, profile: bool, rewrites: bool, float16_states: bool) -> list[dict]:
     ssm, hf, calibrated = calibrated_pair(name, g)
     qmodel = QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, "w8a8"), hf.config, "w8a8")
     del hf
@@ -180,6 +181,15 @@ def bench_config(name: str, batches, g: torch.Generator, profile: bool, rewrites
             f"({row['w8a8']['tokens_per_s']:.0f} tok/s) -> {ratio}; weights + states {row['memory_ratio']:.2f}x of fp16",
             flush=True,
         )
+        if float16_states:  # the same decode with the SSM states kept in float16 between steps
+            half = lambda: qmodel.generate(ids, max_new_tokens=NEW, eos_token_id=[], ssm_state_dtype=torch.float16)  # noqa: E731
+            half()  # captures its CUDA graph, untimed
+            half_state_bytes = tensors_bytes(stored(states, ssm_state_positions(step_graph), torch.float16))
+            row["w8a8_float16_states"] = decode_rates(seconds(half), seconds(lambda: prefill(step_graph, list(ids))), NEW, batch)
+            row["memory_ratio_float16_states"] = (weights["w8a8"] + half_state_bytes) / (
+                weights["mamba_ssm_fp16"] + state_bytes["mamba_ssm_fp16"])
+            print(f"{name} B={batch}: w8a8 with float16 SSM states {row['w8a8_float16_states']['ms_per_token']:.3f} "
+                  f"ms/token; weights + states {row['memory_ratio_float16_states']:.2f}x of fp16", flush=True)
         if rewrites:
             row["step_ms_by_rewrites"] = rewrite_step_ms(step_graph, states, ids[:, :1])
             if row["step_ms_by_rewrites"]:
@@ -199,11 +209,13 @@ def main() -> None:
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
     parser.add_argument("--json", default=None, help="also write every row and check here")
     parser.add_argument("--profile", action="store_true", help="print the kernels of one w8a8 decode step (its CUDA graph) per batch size")
+    parser.add_argument("--float16-states", action="store_true",
+                        help="also time w8a8 with its SSM states kept in float16 between steps")
     parser.add_argument("--rewrites", action="store_true",
                         help="also time one CUDA-graph step without the step-graph rewrites, and with each added")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
-    run_benchmark(args.configs, lambda name, g: bench_config(name, batches, g, args.profile, args.rewrites), args.json)
+    run_benchmark(args.configs, lambda name, g: bench_config(name, batches, g, args.profile, args.rewrites, args.float16_states), args.json)
 
 
 if __name__ == "__main__":

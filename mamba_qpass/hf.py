@@ -13,6 +13,7 @@ from mamba_qpass.graph_replay import CudaGraphReplay
 from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep, EagerDecodeStep, cuda_graph_blockers
 from mamba_qpass.runtime.generate import generate
 from mamba_qpass.runtime.sampling import Sampling
+from mamba_qpass.runtime.state_precision import check_ssm_state_dtype, ssm_state_positions, stored
 
 
 def _check_right_padded(attention_mask: torch.Tensor) -> None:
@@ -152,15 +153,18 @@ class QuantizedMambaForCausalLM(nn.Module):
             }
         return self._runtime
 
-    def _decode_step(self, states: tuple[torch.Tensor, ...], use_cuda_graph: bool):
+    def _decode_step(self, states: tuple[torch.Tensor, ...], use_cuda_graph: bool,
+                     ssm_state_dtype: torch.dtype = torch.float32):
         runtime = self._generation_runtime()
+        step_graph = runtime["step_graph"]
         if use_cuda_graph:
+            states = stored(states, ssm_state_positions(step_graph), ssm_state_dtype)
             key = tuple((tuple(s.shape), s.dtype) for s in states)
             if key not in runtime["cuda_graphs"]:
-                runtime["cuda_graphs"][key] = CudaGraphDecodeStep(runtime["step_graph"], states, runtime["pool"])
+                runtime["cuda_graphs"][key] = CudaGraphDecodeStep(step_graph, states, runtime["pool"])
             step = runtime["cuda_graphs"][key]
         else:
-            step = EagerDecodeStep(runtime["step_graph"])
+            step = EagerDecodeStep(step_graph, ssm_state_dtype)
         step.start(states)
         return step
 
@@ -203,6 +207,7 @@ class QuantizedMambaForCausalLM(nn.Module):
         generator: torch.Generator | None = None,
         stopping_criteria=None,
         use_cuda_graph: bool | None = None,
+        ssm_state_dtype: torch.dtype = torch.float32,
         **kwargs,
     ) -> torch.Tensor:
         """Token ids (batch, prompt + new), continuing ``input_ids`` as transformers' ``generate`` does.
@@ -218,6 +223,9 @@ class QuantizedMambaForCausalLM(nn.Module):
         the prompt, then each new token. On CUDA each decode step replays a CUDA graph captured once per
         batch size (``use_cuda_graph=False`` runs it eagerly; qdq, fp32_ssm and fp32_conv, whose dequantise
         nodes read their scale on the host, always do, with a warning); sampling runs after the graph.
+        ``ssm_state_dtype=torch.float16`` keeps the SSM states in float16 between decode steps: half their
+        memory and traffic, at an accuracy cost measured in ``benchmarks/RESULTS.md``
+        (``runtime/state_precision.py``); decoding then no longer equals re-running the prefix exactly.
         """
         unsupported = sorted(k for k, v in kwargs.items() if k not in IGNORED_GENERATE_ARGS and v is not None)
         if unsupported:
@@ -240,10 +248,11 @@ class QuantizedMambaForCausalLM(nn.Module):
         eos = _token_ids(self.config.eos_token_id if eos_token_id is None else eos_token_id, "eos_token_id")
         if pad_token_id is None:
             pad_token_id = self.config.pad_token_id if self.config.pad_token_id is not None else (eos[0] if eos else None)
+        check_ssm_state_dtype(ssm_state_dtype)
         use_cuda_graph = self._use_cuda_graph(use_cuda_graph)
         return generate(
             self._generation_runtime()["step_graph"],
-            lambda states: self._decode_step(states, use_cuda_graph),
+            lambda states: self._decode_step(states, use_cuda_graph, ssm_state_dtype),
             input_ids,
             attention_mask,
             _new_token_budget(max_new_tokens, max_length, input_ids.shape[1]),

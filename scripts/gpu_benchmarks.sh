@@ -10,7 +10,8 @@
 # copied from ../shared/tools). Everything is written under $OUT (or ./gpu-results): gpu_benchmarks.log,
 # each benchmark's JSON. The build takes about 4 minutes (about 8 beside the tests), so the baselines cannot
 # start before then; each step gets what is left of SECONDS, in this order of priority, and one that would
-# get less than a minute is skipped with a line saying so.
+# get less than a minute is skipped with a line saying so: run it in a call right after this one, while
+# the machine (and its build) is still warm.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LIMIT=${1:-560}
@@ -45,7 +46,7 @@ bounded 120 python3 benchmarks/bench_compile.py --configs 130m --json "$OUT/comp
 step "mamba-ssm build"
 bash .gpu-sdists/build-mamba-ssm-sm90.sh wait >> "$LOG" 2>&1 || echo "the baselines did not build" >> "$LOG"
 step "decode (2.8b, 130m)"
-bounded 220 python3 benchmarks/bench_decode.py --configs 2.8b,130m --batches 1,16,64 --profile --rewrites --json "$OUT/decode.json"
+bounded 300 python3 benchmarks/bench_decode.py --configs 2.8b,130m --batches 1,16,64 --profile --rewrites --float16-states --json "$OUT/decode.json"
 step "prefill (2.8b, B=1 L=2048)"
 bounded 150 python3 benchmarks/bench_prefill.py --configs 2.8b --shapes 1x2048 --profile --json "$OUT/prefill.json"
 step kernels

@@ -174,11 +174,29 @@ def test_stopping_criteria_stop_rows(models):
         (dict(do_sample=True, temperature=0.0), "temperature must be > 0"),
         (dict(do_sample=True, top_p=1.5), "top_p must be in"),
         (dict(use_cuda_graph=True), "needs the model on CUDA"),
+        (dict(ssm_state_dtype=torch.bfloat16), "ssm_state_dtype must be one of"),
     ],
 )
 def test_bad_arguments_are_refused(kwargs, match, models):
     with pytest.raises(ValueError, match=match):
         models["w8a8"].generate(torch.tensor([[5, 6, 7]]), max_new_tokens=2, **kwargs)
+
+
+def test_float16_ssm_states_keep_the_modes_alike(models):
+    """SSM states kept in float16 between steps: w8a8, fp32_ssm and float_sim still decode the same tokens
+    (they round the same values); the stored states are float16, the conv states unchanged; the first
+    step's logits stay close to the float32-state ones."""
+    ids, mask = _padded(_prompts(), "left")
+    tokens = {mode: models[mode].generate(ids, attention_mask=mask, max_new_tokens=NEW, eos_token_id=[],
+                                          ssm_state_dtype=torch.float16)
+              for mode in ("w8a8", "fp32_ssm", "float_sim")}
+    assert torch.equal(tokens["fp32_ssm"], tokens["w8a8"]) and torch.equal(tokens["float_sim"], tokens["w8a8"])
+    qmodel = models["w8a8"]
+    _, states = prefill(qmodel._generation_runtime()["step_graph"], list(ids))
+    half, full = qmodel._decode_step(states, False, torch.float16), qmodel._decode_step(states, False)
+    assert [s.dtype for s in half.states[1::2]] == [torch.float16] * (len(states) // 2)
+    assert [s.dtype for s in half.states[0::2]] == [s.dtype for s in states[0::2]]
+    torch.testing.assert_close(half(ids[:, -1:]), full(ids[:, -1:]), rtol=1e-2, atol=1e-2)
 
 
 def test_modes_that_read_scales_on_the_host_are_not_captured(models):
@@ -229,3 +247,22 @@ def test_cuda_graph_decode_equals_eager_decode(mode, batch):
     with_graph = qmodel.generate(prompts, max_new_tokens=NEW, eos_token_id=[])
     without = qmodel.generate(prompts, max_new_tokens=NEW, eos_token_id=[], use_cuda_graph=False)
     assert torch.equal(with_graph, without)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_decode_with_float16_ssm_states_equals_eager():
+    """The in-place state update reads and writes the float16 state directly, with the eager step's
+    roundings: identical logits and states every step."""
+    model = random_mamba(**UNTIED).cuda()
+    graph = qpass.apply_mode(qpass.calibrate(model, [b.cuda() for b in token_batches(97)], progress=False), "w8a8")
+    qmodel = QuantizedMambaForCausalLM(graph, model.config, "w8a8")
+    prompts = torch.randint(1, 97, (4, 11), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    _, states = prefill(qmodel._generation_runtime()["step_graph"], list(prompts))
+    eager, captured = qmodel._decode_step(states, False, torch.float16), qmodel._decode_step(states, True, torch.float16)
+    tokens = prompts[:, -1:]
+    for _ in range(6):
+        expected = eager(tokens)
+        assert torch.equal(captured(tokens), expected)
+        for mine, theirs in zip(captured.states, eager.states):
+            assert mine.dtype == theirs.dtype and torch.equal(mine, theirs)
+        tokens = expected.argmax(-1, keepdim=True)

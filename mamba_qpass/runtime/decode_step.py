@@ -12,6 +12,7 @@ import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.
 import torch.fx as fx
 
 from mamba_qpass.graph_replay import capture_cuda_graph
+from mamba_qpass.runtime.state_precision import check_ssm_state_dtype, computed, ssm_state_positions, stored
 
 qd = torch.ops.quantized_decomposed
 # Ops whose implementation reads a tensor argument on the host: quantized_decomposed's per-tensor quantize and
@@ -43,17 +44,24 @@ def cuda_graph_blockers(graph: fx.GraphModule) -> list[str]:
 
 
 class EagerDecodeStep:
-    def __init__(self, step_graph: fx.GraphModule):
+    """The step graph run op by op. With ``ssm_state_dtype`` float16 the SSM states are kept in float16
+    between steps (``state_precision``) and handed to the graph in float32."""
+
+    def __init__(self, step_graph: fx.GraphModule, ssm_state_dtype: torch.dtype = torch.float32):
+        check_ssm_state_dtype(ssm_state_dtype)
         self.step_graph = step_graph
+        self.ssm_state_dtype = ssm_state_dtype
+        self.ssm_positions = ssm_state_positions(step_graph) if ssm_state_dtype != torch.float32 else ()
         self.states: tuple[torch.Tensor, ...] = ()
 
     def start(self, states: tuple[torch.Tensor, ...]) -> None:
         """Continue from ``states`` (what a prefill returned)."""
-        self.states = tuple(states)
+        self.states = stored(tuple(states), self.ssm_positions, self.ssm_state_dtype)
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (batch, 1) -> logits (batch, vocab) of that position; the states advance one step."""
-        logits, self.states = self.step_graph(tokens, *self.states)
+        logits, new_states = self.step_graph(tokens, *computed(self.states, self.ssm_positions))
+        self.states = stored(new_states, self.ssm_positions, self.ssm_state_dtype)
         return logits[:, -1]
 
 
@@ -62,7 +70,9 @@ class CudaGraphDecodeStep:
 
     The returned logits are the graph's static output buffer: read (or copy) them before the next call.
     Sampling runs after the graph, on those logits. ``rewrites`` (default ``decode_rewrites(batch)``) are
-    applied to the step graph before capture; the benchmarks pass others to time each one."""
+    applied to the step graph before capture; the benchmarks pass others to time each one. The state
+    buffers take ``example_states``' dtypes: float16 SSM states (``state_precision``) are read and written
+    as such by the in-place state update (``update_states_in_place``)."""
 
     def __init__(self, step_graph: fx.GraphModule, example_states: tuple[torch.Tensor, ...], pool=None,
                  rewrites: Sequence[Callable[[fx.GraphModule], fx.GraphModule]] | None = None):

@@ -147,3 +147,22 @@ def test_fused_dt_proj_real_shapes_on_gpu(batch):
     (out, state), (out2, state2), (ref, ref_state), _ = _fused_and_unfused(batch, 5120, 160, "cuda")
     assert torch.equal(out, out2) and torch.equal(state, state2)
     assert_close_to_ref(out, ref, "cuda")
+
+
+def test_a_float16_state_is_computed_on_in_float32(device):
+    """A state kept in float16: the step equals the float32 step from that state's values, its new state
+    rounded to float16 (in place too), bit for bit; bfloat16 is refused."""
+    dtype = torch.float16
+    args = _step_args(2, 40, 16, device, int8=True)
+    low = args["state"].to(dtype)
+    out, new_state = _call(selective_state_update, args | {"state": low}, scales=SCALES)
+    out32, state32 = _call(selective_state_update, args | {"state": low.float()}, scales=SCALES)
+    assert new_state.dtype == dtype
+    assert torch.equal(out, out32) and torch.equal(new_state, state32.to(dtype))
+    buffer = low.clone()
+    _, returned = _call(selective_state_update, args | {"state": buffer}, scales=SCALES, state_out=buffer)
+    assert returned is buffer and torch.equal(buffer, new_state)
+    with pytest.raises(ValueError, match="state_out must be a tensor of state's shape and dtype"):
+        _call(selective_state_update, args | {"state": low}, scales=SCALES, state_out=low.float())
+    with pytest.raises(ValueError, match="state must have dtype"):
+        _call(selective_state_update, args | {"state": low.bfloat16()}, scales=SCALES)

@@ -29,6 +29,10 @@ from mamba_qpass.kernels.selective_scan.triton import FLOAT_DTYPES, _softplus, c
 
 
 DT_CHUNK = 64  # dt_rank columns of dt_proj's weight loaded at a time
+# float16 for a state kept in less precision between decode steps. Not bfloat16: Triton's interpreter
+# truncates float32 -> bfloat16 where torch and the GPU round to nearest even, so the CPU tests could not
+# show that kernel and reference agree.
+STATE_DTYPES = (torch.float32, torch.float16)
 
 
 @triton.jit
@@ -79,6 +83,7 @@ def _selective_state_update_kernel(
     A = tl.load(A_ptr + offs_d[:, None] * stride_Ad + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
     A_log2 = A * 1.4426950408889634
     state = tl.load(state_ptr + batch * stride_sb + offs_d[:, None] * stride_sd + offs_n[None, :], mask=mask_dn, other=0.0)
+    state = state.to(tl.float32)  # a state kept in float16 between steps is computed on in float32
     decay = tl.exp2(dt[:, None] * A_log2)
     drive = (dt[:, None] * B_t[None, :]) * u[:, None]
     h = decay * state + drive
@@ -91,7 +96,9 @@ def _selective_state_update_kernel(
             z = z * tl.load(scales_ptr + 4)
         y = y * (z / (1.0 + tl.exp(-z)))
     tl.store(out_ptr + batch * stride_ob + offs_d, y.to(out_ptr.dtype.element_ty), mask=mask_d)
-    tl.store(state_out_ptr + batch * stride_tb + offs_d[:, None] * stride_td + offs_n[None, :], h, mask=mask_dn)
+    # rounded to nearest even, as torch's .to() (a no-op for a float32 state)
+    h_out = h.to(state_out_ptr.dtype.element_ty, fp_downcast_rounding="rtne")
+    tl.store(state_out_ptr + batch * stride_tb + offs_d[:, None] * stride_td + offs_n[None, :], h_out, mask=mask_dn)
 
 
 @dataclass(frozen=True)
@@ -141,9 +148,10 @@ def selective_state_update(
     dt_proj: DtProjection | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton ``selective_state_update_ref``: u, delta, z (B, 1, D), B, C (B, 1, N), float or (with scales)
-    int8 codes, contiguous last dim; state float32 (B, D, N). Returns ``(out (B, 1, D), new state)``; the new
-    state is written to ``state_out`` (which may be ``state`` itself, for an update in place) or to a new
-    tensor.
+    int8 codes, contiguous last dim; state (B, D, N) float32, or float16 for a state kept in
+    less precision between steps (read into float32, the new state rounded to its dtype). Returns
+    ``(out (B, 1, D), new state)``; the new state is written to ``state_out`` (which may be ``state``
+    itself, for an update in place) or to a new tensor of state's dtype.
 
     With ``dt_proj`` (int8 codes only), ``delta`` is dt_proj's int8 input (B, 1, dt_rank), and the delta
     codes are ``int8_linear_ref(delta, *dt_proj)``'s, computed in the kernel
@@ -154,9 +162,12 @@ def selective_state_update(
         if scales is None:
             raise ValueError("dt_proj is fused only into the int8 state update (scales given)")
         dt_proj.check(delta, u)
-        check_scan_inputs(u, u, A, B, C, D, z, delta_bias, state, scales)  # delta's shape is dt_rank's, checked above
+        check_scan_inputs(u, u, A, B, C, D, z, delta_bias, None, scales)  # delta's shape is dt_rank's, checked above
     else:
-        check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, state, scales)
+        check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, None, scales)
+    check_tensor("state", state, STATE_DTYPES, (3,), u.device)
+    check_shape("state", state, (u.shape[0], u.shape[2], A.shape[1]))
+    check_unit_last_stride("state", state)
     if out_dtype is None:
         out_dtype = u.dtype if u.dtype.is_floating_point else torch.float32
     if out_dtype not in FLOAT_DTYPES:
@@ -165,9 +176,9 @@ def selective_state_update(
     state_size = A.shape[1]
     out = torch.empty(batch, 1, channels, dtype=out_dtype, device=u.device)
     if state_out is None:
-        state_out = torch.empty(state.shape, dtype=torch.float32, device=state.device)
-    elif state_out.shape != state.shape or state_out.dtype != torch.float32 or state_out.stride(-1) != 1:
-        raise ValueError("state_out must be a float32 tensor of state's shape with a contiguous last dim")
+        state_out = torch.empty(state.shape, dtype=state.dtype, device=state.device)
+    elif state_out.shape != state.shape or state_out.dtype != state.dtype or state_out.stride(-1) != 1:
+        raise ValueError("state_out must be a tensor of state's shape and dtype with a contiguous last dim")
     if out.numel() == 0:
         return out, state_out
     scales_arg = scan_scales_tensor(scales, u.device) if scales is not None else A  # unread without INT8_INPUTS
