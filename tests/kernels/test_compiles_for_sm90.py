@@ -54,14 +54,15 @@ def compile_sm90(kernel, pointer_types, constexprs, options):
     }
 
 
-def gemm(block_m, block_n, block_k, quantize_out, even_k):
+def gemm(block_m, block_n, block_k, quantize_out, even_k, split_k=1):
     config = next(
         c for c in linear.GPU_CONFIGS
-        if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) == (block_m, block_n, block_k)
+        if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.kwargs["SPLIT_K"])
+        == (block_m, block_n, block_k, split_k)
     )
     out = "*i8" if quantize_out else "*fp32"
     return compile_sm90(
-        linear._int8_linear_kernel, {"a_ptr": "*i8", "w_ptr": "*i8", "out_ptr": out},
+        linear._int8_linear_kernel, {"a_ptr": "*i8", "w_ptr": "*i8", "out_ptr": out, "ws_ptr": "*i32", "count_ptr": "*i32"},
         dict(HAS_BIAS=True, QUANTIZE_OUT=quantize_out, HAS_RESIDUAL=not quantize_out, EVEN_K=even_k, **config.kwargs),
         dict(num_warps=config.num_warps, num_stages=config.num_stages) | EXACT_FP_LAUNCH,
     )
@@ -152,6 +153,7 @@ results = {
     "int8_linear-codes-128x256": gemm(128, 256, 128, True, True),
     "int8_linear-codes-64x64-k_masked": gemm(64, 64, 128, True, False),
     "int8_linear-f32-128x128": gemm(128, 128, 128, False, True),
+    "int8_linear-codes-16x16-split_k4": gemm(16, 16, 256, True, False, split_k=4),
     "int8_causal_conv1d-linear": int8_causal_conv1d(False),
     "int8_causal_conv1d-silu": int8_causal_conv1d(True),
     "rms_norm_quant-768": rms_norm_quant(768),
@@ -179,6 +181,7 @@ NO_FMA = (
     "int8_linear-codes-128x256",
     "int8_linear-codes-64x64-k_masked",
     "int8_linear-f32-128x128",
+    "int8_linear-codes-16x16-split_k4",
     "int8_causal_conv1d-linear",
     "rms_norm_quant-768",
     "rms_norm_quant-2560",

@@ -182,11 +182,13 @@ def test_residual_refused_with_codes_or_a_wrong_shape(device):
 @pytest.mark.parametrize("m", [1, 16, 200])
 def test_every_gpu_tile_is_exact(index, m, device):
     """The autotuner may pick any of GPU_CONFIGS for a shape, so each must be exact on its own: odd K
-    (masked K steps) and N not a multiple of the tile, codes with bias and float32 with a residual."""
+    (masked K steps; with split K, one split empty) and N not a multiple of the tile, codes with bias and
+    float32 with a residual, twice in a row."""
     config = linear.GPU_CONFIGS[index]
     n, k = 200, 2 * config.kwargs["BLOCK_K"] + 40
     a, w, dequant, bias, inv = make_inputs(m, n, k, device)
     residual = torch.randn(m, n, device=device)
     for kwargs in (dict(bias=bias, out_inv_scale=inv), dict(bias=bias, residual=residual)):
-        out = linear.int8_linear(a, w, dequant, **kwargs, config=config)
-        assert_same(out, int8_linear_ref(a, w, dequant, **kwargs))
+        for _ in range(2 if config.kwargs["SPLIT_K"] > 1 else 1):  # split K leaves its workspace zero for the next call
+            out = linear.int8_linear(a, w, dequant, **kwargs, config=config)
+            assert_same(out, int8_linear_ref(a, w, dequant, **kwargs))

@@ -1,5 +1,7 @@
 """Triton int8 GEMM (int32 accumulation on tensor cores) with the float64 epilogue of ``int8_linear_ref``."""
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -16,23 +18,24 @@ RESIDUAL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 @triton.jit
 def int8_tile_accumulate(
-    a_ptr, w_ptr, offs_m, offs_n, M, N, K, stride_am, stride_wn,
+    a_ptr, w_ptr, offs_m, offs_n, M, N, k_lo, k_hi, stride_am, stride_wn,
     EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """The exact int32 accumulator of a (BLOCK_M, BLOCK_N) tile of a @ weight.T."""
+    """The exact int32 accumulator of a (BLOCK_M, BLOCK_N) tile of a @ weight.T over K in [k_lo, k_hi)
+    (k_lo a multiple of BLOCK_K; with EVEN_K, so is k_hi)."""
     offs_k = tl.arange(0, BLOCK_K)
     # Rows and columns past the edge read row/column 0 instead (wrapped), so the loads need no masks;
     # their results are never stored.
-    a_ptrs = a_ptr + (offs_m % M)[:, None] * stride_am + offs_k[None, :]
-    w_ptrs = w_ptr + (offs_n % N)[None, :] * stride_wn + offs_k[:, None]  # (BLOCK_K, BLOCK_N) view of weight.T
+    a_ptrs = a_ptr + (offs_m % M)[:, None] * stride_am + (k_lo + offs_k)[None, :]
+    w_ptrs = w_ptr + (offs_n % N)[None, :] * stride_wn + (k_lo + offs_k)[:, None]  # (BLOCK_K, BLOCK_N) of weight.T
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-    for k_start in range(0, K, BLOCK_K):
+    for k_start in range(k_lo, k_hi, BLOCK_K):
         if EVEN_K:
             a = tl.load(a_ptrs)
             w = tl.load(w_ptrs)
         else:
-            mask_k = offs_k < K - k_start
+            mask_k = offs_k < k_hi - k_start
             a = tl.load(a_ptrs, mask=mask_k[None, :], other=0)
             w = tl.load(w_ptrs, mask=mask_k[:, None], other=0)
         acc = tl.dot(a, w, acc, out_dtype=tl.int32)
@@ -53,10 +56,11 @@ def int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, bias_ptr, HAS_BIAS:
 
 @triton.jit
 def _int8_linear_kernel(
-    a_ptr, w_ptr, dequant_scale_ptr, bias_ptr, out_inv_scale_ptr, residual_ptr, out_ptr,
+    a_ptr, w_ptr, dequant_scale_ptr, bias_ptr, out_inv_scale_ptr, residual_ptr, out_ptr, ws_ptr, count_ptr,
     M, N, K, stride_am, stride_wn, stride_rm, stride_om, M_BUCKET,
     HAS_BIAS: tl.constexpr, QUANTIZE_OUT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    SPLIT_K: tl.constexpr,
 ):
     # Grouped ordering: GROUP_M row tiles share each column tile's weights while they are in L2.
     pid = tl.program_id(0)
@@ -72,18 +76,36 @@ def _int8_linear_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, K, stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K)
-    v = int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, bias_ptr, HAS_BIAS)
-    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
     mask = mask_m[:, None] & mask_n[None, :]
-    if QUANTIZE_OUT:
-        v = v * tl.load(out_inv_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
-        tl.store(out_ptrs, tl_round_half_even_clamp_int8(v), mask=mask)
-    elif HAS_RESIDUAL:  # rounded to float32 first, then one float32 addition, as the reference
-        residual = tl.load(residual_ptr + offs_m[:, None] * stride_rm + offs_n[None, :], mask=mask, other=0.0)
-        tl.store(out_ptrs, residual.to(tl.float32) + v.to(tl.float32), mask=mask)
+    if SPLIT_K == 1:
+        acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, 0, K, stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K)
+        last = True
     else:
-        tl.store(out_ptrs, v.to(out_ptr.dtype.element_ty), mask=mask)
+        # Split K (decode: few output tiles, long K): program (tile, s) sums its share of the K steps and
+        # adds it into the int32 workspace with atomics, exact in any order; the tile's last program to
+        # arrive (the counter says which) takes the total, leaving workspace and counter at zero for the
+        # next call, and runs the epilogue.
+        per_split = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
+        k_lo = tl.program_id(1) * per_split
+        acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, k_lo, min(K, k_lo + per_split),
+                                   stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K)
+        ws_ptrs = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
+        tl.atomic_add(ws_ptrs, acc, mask=mask)
+        last = tl.atomic_add(count_ptr + pid, 1) == SPLIT_K - 1  # acq_rel: the last sees every add
+        if last:
+            acc = tl.atomic_xchg(ws_ptrs, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32), mask=mask)
+            tl.atomic_xchg(count_ptr + pid, 0)
+    if last:
+        v = int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, bias_ptr, HAS_BIAS)
+        out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+        if QUANTIZE_OUT:
+            v = v * tl.load(out_inv_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
+            tl.store(out_ptrs, tl_round_half_even_clamp_int8(v), mask=mask)
+        elif HAS_RESIDUAL:  # rounded to float32 first, then one float32 addition, as the reference
+            residual = tl.load(residual_ptr + offs_m[:, None] * stride_rm + offs_n[None, :], mask=mask, other=0.0)
+            tl.store(out_ptrs, residual.to(tl.float32) + v.to(tl.float32), mask=mask)
+        else:
+            tl.store(out_ptrs, v.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def check_int8_linear_inputs(a: torch.Tensor, weight: torch.Tensor, dequant_scale: torch.Tensor, dims) -> tuple[int, int]:
@@ -99,9 +121,9 @@ def check_int8_linear_inputs(a: torch.Tensor, weight: torch.Tensor, dequant_scal
     return n, k
 
 
-def _config(block_m, block_n, block_k, warps, stages, group_m=8) -> triton.Config:
+def _config(block_m, block_n, block_k, warps, stages, group_m=8, split_k=1) -> triton.Config:
     return triton.Config(
-        dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m),
+        dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, SPLIT_K=split_k),
         num_warps=warps, num_stages=stages,
     )
 
@@ -130,6 +152,11 @@ DECODE_CONFIGS = [
     _config(16, 64, 128, 4, 4),  # dt_proj
     _config(64, 64, 128, 4, 4),  # in_proj and dt_proj, M = 64
     _config(64, 32, 256, 4, 4),  # out_proj, M = 64
+    # Split K, for x_proj's few outputs and out_proj's long K (candidates, not yet timed on a GPU: the
+    # autotuner keeps them only where they win)
+    _config(16, 16, 256, 2, 4, split_k=4),
+    _config(16, 32, 256, 4, 4, split_k=2),
+    _config(16, 64, 256, 4, 4, split_k=2),
 ]
 GPU_CONFIGS = PREFILL_CONFIGS + DECODE_CONFIGS
 DECODE_MAX_ROWS = 64  # M up to this many rows picks among DECODE_CONFIGS, above it among PREFILL_CONFIGS
@@ -143,6 +170,7 @@ def _fitting_configs(configs, named_args, **_):
         c for c in (DECODE_CONFIGS if m <= DECODE_MAX_ROWS else PREFILL_CONFIGS)
         if c.kwargs["BLOCK_M"] <= max(16, m) and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(n))
         and c.kwargs["BLOCK_K"] <= max(32, triton.next_power_of_2(k))
+        and triton.cdiv(k, c.kwargs["BLOCK_K"]) >= 2 * c.kwargs["SPLIT_K"] - (c.kwargs["SPLIT_K"] == 1)
     ]
     return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
@@ -167,6 +195,18 @@ _int8_linear_tuned = triton.autotune(
 )(_int8_linear_fixed)
 
 
+@functools.cache
+def _split_k_workspace(device: torch.device, rows: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split-K tiles' int32 sums (rows, N) and per-tile arrival counters, zero, kept for the process per
+    shape (decode shapes only: at most 64 rows; a captured CUDA graph holds their addresses, so they are
+    never freed). Each call leaves them at zero again, so a graph can replay a call that uses them; they are
+    made before any capture, since the first call of a shape autotunes outside one. Calls on concurrent
+    streams would share them, which a decode step never does."""
+    tiles = triton.cdiv(rows, 16) * triton.cdiv(n, 16)  # the most tiles any config makes
+    return (torch.zeros(rows, n, dtype=torch.int32, device=device),
+            torch.zeros(tiles, dtype=torch.int32, device=device))
+
+
 def _pow2_tile(n: int, smallest: int, largest: int) -> int:
     return min(largest, max(smallest, triton.next_power_of_2(n)))
 
@@ -175,7 +215,8 @@ def _interpreter_launch_config(m: int, n: int, k: int) -> dict:
     """On CPU (the interpreter) every tl op costs the same whatever its size, so the fewest, largest
     programs win. An int8 ``tl.dot`` needs K tiles of at least 32 and M, N tiles of at least 16."""
     return dict(
-        BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, 16, 64), BLOCK_K=_pow2_tile(k, 32, 128), GROUP_M=1
+        BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, 16, 64), BLOCK_K=_pow2_tile(k, 32, 128), GROUP_M=1,
+        SPLIT_K=1,
     )
 
 
@@ -216,17 +257,21 @@ def int8_linear(
     m = rows.shape[0]
     out = torch.empty(m, n, dtype=torch.int8 if out_inv_scale is not None else out_dtype, device=device)
     if m > 0:
+        split = config.kwargs["SPLIT_K"] > 1 if config is not None else device.type == "cuda" and m <= DECODE_MAX_ROWS
+        # (a one-element stand-in where no split-K tile can run: a prefill's M x N would be large)
+        workspace = _split_k_workspace(device, *((triton.next_power_of_2(m), n) if split else (1, 1)))
         args = (
             rows, weight, dequant_scale,
             bias if bias is not None else dequant_scale,
             out_inv_scale if out_inv_scale is not None else dequant_scale,
             residual_rows,
             out,
+            *workspace,
             m, n, k, rows.stride(0), weight.stride(0), residual_rows.stride(0), out.stride(0), triton.next_power_of_2(m),
         )
         flags = dict(HAS_BIAS=bias is not None, QUANTIZE_OUT=out_inv_scale is not None, HAS_RESIDUAL=residual is not None)
         def grid(meta):
-            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
 
         if config is not None:
             launch = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)

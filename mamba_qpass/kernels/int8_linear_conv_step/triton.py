@@ -42,7 +42,7 @@ def _int8_linear_conv_step_kernel(
     offs_n = (pid % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, K, stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K)
+    acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, 0, K, stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K)
     v = int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, dequant_scale_ptr, False)
     codes = tl_round_half_even_clamp_int8(v * tl.load(out_inv_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :])
     tl.store(codes_ptr + offs_m[:, None] * stride_om + offs_n[None, :], codes, mask=mask_m[:, None] & mask_n[None, :])
