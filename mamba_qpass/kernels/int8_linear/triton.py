@@ -91,7 +91,10 @@ def _int8_linear_kernel(
                                    stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K)
         ws_ptrs = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
         tl.atomic_add(ws_ptrs, acc, mask=mask)
-        last = tl.atomic_add(count_ptr + pid, 1) == SPLIT_K - 1  # acq_rel: the last sees every add
+        # Every thread's adds are issued before the counter moves (the counter's acq_rel atomic then
+        # releases them all), so the program that arrives last sees every add.
+        tl.debug_barrier()
+        last = tl.atomic_add(count_ptr + pid, 1) == SPLIT_K - 1
         if last:
             acc = tl.atomic_xchg(ws_ptrs, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32), mask=mask)
             tl.atomic_xchg(count_ptr + pid, 0)
