@@ -84,9 +84,14 @@ def selective_scan_ref(
         y = y + u32 * D.float()
     if z is not None:
         y = y * F.silu(z.float())
-    if out_dtype is None:
-        out_dtype = u.dtype if u.dtype.is_floating_point else torch.float32
-    return y.to(out_dtype), state.clone()
+    return y.to(scan_out_dtype(u, out_dtype)), state.clone()
+
+
+def scan_out_dtype(u: torch.Tensor, out_dtype: torch.dtype | None) -> torch.dtype:
+    """The scan output's dtype: ``out_dtype`` when given, else u's float dtype, or float32 for int8 u."""
+    if out_dtype is not None:
+        return out_dtype
+    return u.dtype if u.dtype.is_floating_point else torch.float32
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_shape, check_tensor, check_unit_last_stride
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
-from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_scales_tensor
+from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_out_dtype, scan_scales_tensor
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_STATE = 256
@@ -161,7 +161,10 @@ def _selective_scan_kernel(
     tl.store(state_ptrs, state, mask=mask_dn)
 
 
-def check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, scales) -> None:
+def check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, scales,
+                      state_name: str = "initial_state", state_dtypes=(torch.float32,)) -> None:
+    """The scan's inputs (``delta`` None: its caller checks it) and the state it continues from, of
+    ``state_dtypes``."""
     codes = scales is not None
     seq_dtypes = (torch.int8,) if codes else FLOAT_DTYPES
     kind = "int8 (scales given)" if codes else "float (no scales)"
@@ -173,10 +176,10 @@ def check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, scales
         raise ValueError(f"A must have shape (D={channels}, N) with N <= {MAX_STATE}, got {tuple(A.shape)}")
     state_size = A.shape[1]
     per_state = (batch, seq_len, state_size)
-    sequences = [("delta", delta, u.shape), ("B", B, per_state), ("C", C, per_state)]
-    if z is not None:
-        sequences.append(("z", z, u.shape))
+    sequences = [("delta", delta, u.shape), ("B", B, per_state), ("C", C, per_state), ("z", z, u.shape)]
     for name, t, shape in sequences:
+        if t is None:  # z absent, or delta checked by the caller
+            continue
         check_tensor(f"{name} [{kind}]", t, seq_dtypes, (3,), device)
         check_shape(name, t, shape)
         check_unit_last_stride(name, t)
@@ -188,9 +191,17 @@ def check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, scales
             check_shape(name, t, (channels,))
             check_unit_last_stride(name, t)
     if initial_state is not None:
-        check_tensor("initial_state", initial_state, (torch.float32,), (3,), device)
-        check_shape("initial_state", initial_state, (batch, channels, state_size))
-        check_unit_last_stride("initial_state", initial_state)
+        check_tensor(state_name, initial_state, state_dtypes, (3,), device)
+        check_shape(state_name, initial_state, (batch, channels, state_size))
+        check_unit_last_stride(state_name, initial_state)
+
+
+def checked_out_dtype(u: torch.Tensor, out_dtype: torch.dtype | None) -> torch.dtype:
+    """``scan_out_dtype``, which must be one a kernel stores."""
+    out_dtype = scan_out_dtype(u, out_dtype)
+    if out_dtype not in FLOAT_DTYPES:
+        raise ValueError(f"out_dtype must be one of {FLOAT_DTYPES}, got {out_dtype}")
+    return out_dtype
 
 
 def scan_tiling(channels: int, state_size: int, device: torch.device) -> dict:
@@ -230,10 +241,7 @@ def selective_scan(
     dtype, or float32 for int8 u."""
     check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, scales)
     scales_arg = scan_scales_tensor(scales, u.device) if scales is not None else A  # unread if not INT8_INPUTS
-    if out_dtype is None:
-        out_dtype = u.dtype if u.dtype.is_floating_point else torch.float32
-    if out_dtype not in FLOAT_DTYPES:
-        raise ValueError(f"out_dtype must be one of {FLOAT_DTYPES}, got {out_dtype}")
+    out_dtype = checked_out_dtype(u, out_dtype)
     batch, seq_len, channels = u.shape
     state_size = A.shape[1]
     device = u.device

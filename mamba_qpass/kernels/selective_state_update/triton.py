@@ -25,7 +25,7 @@ import triton.language as tl
 from mamba_qpass.kernels.checks import check_f64_vector, check_shape, check_tensor, check_unit_last_stride
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_scales_tensor
-from mamba_qpass.kernels.selective_scan.triton import FLOAT_DTYPES, _softplus, check_scan_inputs
+from mamba_qpass.kernels.selective_scan.triton import _softplus, check_scan_inputs, checked_out_dtype
 
 
 DT_CHUNK = 64  # dt_rank columns of dt_proj's weight loaded at a time
@@ -161,17 +161,10 @@ def selective_state_update(
     if dt_proj is not None:
         if scales is None:
             raise ValueError("dt_proj is fused only into the int8 state update (scales given)")
-        dt_proj.check(delta, u)
-        check_scan_inputs(u, u, A, B, C, D, z, delta_bias, None, scales)  # delta's shape is dt_rank's, checked above
-    else:
-        check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, None, scales)
-    check_tensor("state", state, STATE_DTYPES, (3,), u.device)
-    check_shape("state", state, (u.shape[0], u.shape[2], A.shape[1]))
-    check_unit_last_stride("state", state)
-    if out_dtype is None:
-        out_dtype = u.dtype if u.dtype.is_floating_point else torch.float32
-    if out_dtype not in FLOAT_DTYPES:
-        raise ValueError(f"out_dtype must be one of {FLOAT_DTYPES}, got {out_dtype}")
+        dt_proj.check(delta, u)  # delta is dt_proj's low-rank input, of dt_rank's shape
+    check_scan_inputs(u, None if dt_proj is not None else delta, A, B, C, D, z, delta_bias, state, scales,
+                      state_name="state", state_dtypes=STATE_DTYPES)
+    out_dtype = checked_out_dtype(u, out_dtype)
     batch, _, channels = u.shape
     state_size = A.shape[1]
     out = torch.empty(batch, 1, channels, dtype=out_dtype, device=u.device)
