@@ -1,4 +1,4 @@
-"""Small helpers the passes share: reading and adding tensor attributes, matching ops."""
+"""Small helpers the passes share: reading and adding tensor attributes, matching ops, copying a graph."""
 
 import operator
 from collections.abc import Sequence
@@ -42,6 +42,24 @@ def find_or_add_tensor_attr(gm: fx.GraphModule, qualname: str, tensor: torch.Ten
 
 def is_call(node, *targets) -> bool:
     return isinstance(node, fx.Node) and node.op == "call_function" and node.target in targets
+
+
+def is_int8_codes_linear(node) -> bool:
+    """An ``int8_linear`` giving int8 codes (per-column output scales), without bias or residual."""
+    if not is_call(node, torch.ops.mamba_qpass.int8_linear.default) or node.kwargs:
+        return False
+    _, _, _, bias, out_inv_scale, *rest = node.args  # rest: out_dtype, and a residual if fused
+    return bias is None and out_inv_scale is not None and all(r is None for r in rest[1:])
+
+
+def copied(gm: fx.GraphModule, class_name: str) -> fx.GraphModule:
+    """A module over a copy of ``gm``'s graph, sharing its tensors and meta: for a rewrite that must leave
+    ``gm`` itself as it is."""
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(gm.graph, {}))
+    copy = fx.GraphModule(gm, graph, class_name=class_name)
+    copy.meta.update(gm.meta)
+    return copy
 
 
 def attr_of(gm: fx.GraphModule, node: fx.Node) -> torch.Tensor:

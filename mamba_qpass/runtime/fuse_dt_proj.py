@@ -11,38 +11,25 @@ what the CUDA-graph decode step runs; an int8 dt_proj with a bias, a residual or
 as it is.
 """
 
-import torch
 import torch.fx as fx
 
 from mamba_qpass.cuda_kernels import int8_selective_scan_dt_proj_in_place, int8_selective_scan_in_place
-from mamba_qpass.graph_utils import is_call
-
-qops = torch.ops.mamba_qpass
-
-
-def _fusable_dt_proj(delta: fx.Node, scan: fx.Node) -> bool:
-    """An int8_linear giving int8 codes, without bias or residual, read by this scan alone."""
-    if not is_call(delta, qops.int8_linear.default) or list(delta.users) != [scan] or delta.kwargs:
-        return False
-    a, _, _, bias, out_inv_scale, *rest = delta.args
-    return bias is None and out_inv_scale is not None and not any(r is not None for r in rest[1:])
+from mamba_qpass.graph_utils import copied, is_int8_codes_linear
 
 
 def fuse_dt_proj(step_graph: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``step_graph`` (sharing its tensors) with each fusable dt_proj computed by its scan."""
-    graph = fx.Graph()
-    graph.output(graph.graph_copy(step_graph.graph, {}))
-    for scan in list(graph.nodes):
+    fused = copied(step_graph, "MambaFusedStepGraph")
+    for scan in list(fused.graph.nodes):
         if not (scan.op == "call_function" and scan.target is int8_selective_scan_in_place):
             continue
         u, delta, *rest = scan.args
-        if not _fusable_dt_proj(delta, scan):
+        if not is_int8_codes_linear(delta) or list(delta.users) != [scan]:
             continue
         low_rank, weight, dequant_scale, _, out_inv_scale = delta.args[:5]
         scan.target = int8_selective_scan_dt_proj_in_place
         scan.args = (u, low_rank, weight, dequant_scale, out_inv_scale, *rest)
-        graph.erase_node(delta)
-    graph.lint()
-    fused = fx.GraphModule(step_graph, graph, class_name="MambaFusedStepGraph")
-    fused.meta.update(step_graph.meta)
+        fused.graph.erase_node(delta)
+    fused.graph.lint()
+    fused.recompile()
     return fused

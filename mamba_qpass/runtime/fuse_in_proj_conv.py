@@ -16,9 +16,8 @@ import torch
 import torch.fx as fx
 
 from mamba_qpass.cuda_kernels import int8_causal_conv1d_in_place, int8_linear_conv_step_in_place
-from mamba_qpass.graph_utils import attr_of, is_call
+from mamba_qpass.graph_utils import attr_of, copied, is_call, is_int8_codes_linear
 
-qops = torch.ops.mamba_qpass
 aten = torch.ops.aten
 
 
@@ -30,19 +29,13 @@ def _in_proj_of(gm: fx.GraphModule, conv: fx.Node) -> fx.Node | None:
     linear, dim, start, end = (*x.args, None)[:4]
     if dim not in (-1, 2) or start != 0 or end != attr_of(gm, conv_weight).shape[0]:
         return None
-    if not is_call(linear, qops.int8_linear.default) or linear.kwargs:
-        return None
-    _, _, _, bias, out_inv_scale, *rest = linear.args
-    if bias is not None or out_inv_scale is None or any(r is not None for r in rest[1:]):
-        return None
-    return linear
+    return linear if is_int8_codes_linear(linear) else None
 
 
 def fuse_in_proj_conv(step_graph: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``step_graph`` (sharing its tensors) with each fusable in_proj and conv as one call."""
-    graph = fx.Graph()
-    graph.output(graph.graph_copy(step_graph.graph, {}))
-    gm = fx.GraphModule(step_graph, graph, class_name="MambaFusedStepGraph")
+    gm = copied(step_graph, "MambaFusedStepGraph")
+    graph = gm.graph
     for conv in list(graph.nodes):
         if not (conv.op == "call_function" and conv.target is int8_causal_conv1d_in_place):
             continue
@@ -69,5 +62,4 @@ def fuse_in_proj_conv(step_graph: fx.GraphModule) -> fx.GraphModule:
         graph.erase_node(linear)
     graph.lint()
     gm.recompile()
-    gm.meta.update(step_graph.meta)
     return gm

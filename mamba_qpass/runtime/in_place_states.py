@@ -15,6 +15,7 @@ import torch
 import torch.fx as fx
 
 from mamba_qpass.cuda_kernels import int8_causal_conv1d_in_place, int8_selective_scan_in_place, selective_scan_in_place
+from mamba_qpass.graph_utils import copied
 
 qops = torch.ops.mamba_qpass
 
@@ -29,12 +30,10 @@ IN_PLACE = {
 def update_states_in_place(step_graph: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``step_graph`` (``capture.with_state``'s form) whose convs and scans with a one-token
     kernel update their state in place; others (the float conv) stay functional."""
-    graph = fx.Graph()
-    graph.output(graph.graph_copy(step_graph.graph, {}))
-    for node in graph.nodes:
+    updated = copied(step_graph, "MambaInPlaceStepGraph")
+    for node in updated.graph.nodes:
         if node.op == "call_function" and node.target in IN_PLACE and node.kwargs.get("initial_state") is not None:
             node.target = IN_PLACE[node.target]
-    graph.lint()
-    updated = fx.GraphModule(step_graph, graph, class_name="MambaInPlaceStepGraph")
-    updated.meta.update(step_graph.meta)
+    updated.graph.lint()
+    updated.recompile()
     return updated
