@@ -308,3 +308,10 @@ def with_state(gm: fx.GraphModule, last_logits_only: bool = False) -> fx.GraphMo
     step = fx.GraphModule(gm, graph, class_name="MambaStepGraph")
     step.meta.update(gm.meta)
     return step
+
+
+def ssm_state_positions(step_graph: fx.GraphModule) -> tuple[int, ...]:
+    """Which of a ``with_state`` graph's states (its inputs after the token ids) are SSM states: each layer
+    adds its conv state, then its SSM state."""
+    states = len(step_graph.graph.find_nodes(op="placeholder")) - 1
+    return tuple(range(1, states, 2))

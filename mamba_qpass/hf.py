@@ -8,12 +8,12 @@ import torch.fx as fx
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
 
-from mamba_qpass.capture import with_state
+from mamba_qpass.capture import ssm_state_positions, with_state
 from mamba_qpass.graph_replay import CudaGraphReplay
 from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep, EagerDecodeStep, cuda_graph_blockers
 from mamba_qpass.runtime.generate import generate
 from mamba_qpass.runtime.sampling import Sampling
-from mamba_qpass.runtime.state_precision import check_ssm_state_dtype, ssm_state_positions, stored
+from mamba_qpass.runtime.state_precision import check_ssm_state_dtype, stored
 
 
 def _check_right_padded(attention_mask: torch.Tensor) -> None:

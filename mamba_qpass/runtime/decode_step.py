@@ -12,7 +12,8 @@ import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.
 import torch.fx as fx
 
 from mamba_qpass.graph_replay import capture_cuda_graph
-from mamba_qpass.runtime.state_precision import check_ssm_state_dtype, computed, ssm_state_positions, stored
+from mamba_qpass.capture import ssm_state_positions
+from mamba_qpass.runtime.state_precision import check_ssm_state_dtype, computed, stored
 
 qd = torch.ops.quantized_decomposed
 # Ops whose implementation reads a tensor argument on the host: quantized_decomposed's per-tensor quantize and

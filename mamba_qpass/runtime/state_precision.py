@@ -15,21 +15,13 @@ same roundings).
 """
 
 import torch
-import torch.fx as fx
 
 SSM_STATE_DTYPES = (torch.float32, torch.float16)
-SSM_STATE_PREFIX = "ssm_state_"  # capture.with_state's names for the SSM state inputs
 
 
 def check_ssm_state_dtype(dtype: torch.dtype) -> None:
     if dtype not in SSM_STATE_DTYPES:
         raise ValueError(f"ssm_state_dtype must be one of {SSM_STATE_DTYPES}, got {dtype}")
-
-
-def ssm_state_positions(step_graph: fx.GraphModule) -> tuple[int, ...]:
-    """Which of a step graph's states (its inputs after the token ids) are SSM states."""
-    names = [n.name for n in step_graph.graph.nodes if n.op == "placeholder"][1:]
-    return tuple(i for i, name in enumerate(names) if name.startswith(SSM_STATE_PREFIX))
 
 
 def stored(states: tuple[torch.Tensor, ...], positions: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
