@@ -32,13 +32,14 @@ import torch
 
 import mamba_qpass as qpass
 from bench_prefill import CONFIGS, VOCAB, calibrated_pair, print_profile, run_benchmark, sqnr_db, tensor_bytes
+from mamba_qpass.capture import ssm_state_positions
 from mamba_qpass.hf import QuantizedMambaForCausalLM
 from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep
 from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
 from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
 from mamba_qpass.runtime.generate import prefill
 from mamba_qpass.runtime.in_place_states import update_states_in_place
-from mamba_qpass.runtime.state_precision import ssm_state_positions, stored
+from mamba_qpass.runtime.state_precision import stored
 
 PROMPT, NEW = 512, 256
 BATCHES = (1, 16, 64)
@@ -166,9 +167,10 @@ def bench_config(name: str, batches, g: torch.Generator, profile: bool, rewrites
             "mamba_ssm_fp16": tensors_bytes(t for pair in ssm.allocate_inference_cache(batch, PROMPT + NEW).values() for t in pair),
         }
         weights = {"w8a8": tensor_bytes(qmodel.gm), "mamba_ssm_fp16": tensor_bytes(ssm)}
+        prefill_s = seconds(lambda: prefill(step_graph, list(ids)))
         row = dict(
             config=name, batch=batch, prompt=PROMPT, new_tokens=NEW, check=ok, checks=check,
-            w8a8=decode_rates(seconds(ours), seconds(lambda: prefill(step_graph, list(ids))), NEW, batch),
+            w8a8=decode_rates(seconds(ours), prefill_s, NEW, batch),
             mamba_ssm_fp16=decode_rates(seconds(theirs), seconds(lambda: ssm(ids, num_last_tokens=1)), NEW, batch),
             weight_bytes=weights, state_bytes=state_bytes,
             memory_ratio=(weights["w8a8"] + state_bytes["w8a8"]) / (weights["mamba_ssm_fp16"] + state_bytes["mamba_ssm_fp16"]),
@@ -185,7 +187,7 @@ def bench_config(name: str, batches, g: torch.Generator, profile: bool, rewrites
             half = lambda: qmodel.generate(ids, max_new_tokens=NEW, eos_token_id=[], ssm_state_dtype=torch.float16)  # noqa: E731
             half()  # captures its CUDA graph, untimed
             half_state_bytes = tensors_bytes(stored(states, ssm_state_positions(step_graph), torch.float16))
-            row["w8a8_float16_states"] = decode_rates(seconds(half), seconds(lambda: prefill(step_graph, list(ids))), NEW, batch)
+            row["w8a8_float16_states"] = decode_rates(seconds(half), prefill_s, NEW, batch)
             row["memory_ratio_float16_states"] = (weights["w8a8"] + half_state_bytes) / (
                 weights["mamba_ssm_fp16"] + state_bytes["mamba_ssm_fp16"])
             print(f"{name} B={batch}: w8a8 with float16 SSM states {row['w8a8_float16_states']['ms_per_token']:.3f} "
