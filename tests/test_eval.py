@@ -192,24 +192,28 @@ CHOICE_DOCS = [
 ]
 
 
-def _write_choice_task(folder: Path) -> None:
-    """A user's own lm-eval multiple-choice task over a local JSON file, as lm-eval documents them."""
+def write_local_task(folder: Path, name: str, docs: list[dict], **fields) -> None:
+    """A user's own lm-eval task over a local JSON file, as lm-eval documents them: ``docs`` as the test
+    split, and the task's own ``fields`` (output type, prompt, target, metrics)."""
     folder.mkdir()
     data = folder / "docs.jsonl"
-    data.write_text("".join(json.dumps(doc) + "\n" for doc in CHOICE_DOCS))
-    config = {
-        "task": "my_choices",
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(data)}},
-        "test_split": "test",
-        "output_type": "multiple_choice",
-        "doc_to_text": "{{question}}",
-        "doc_to_choice": "{{choices}}",
-        "doc_to_target": "label",
-        "target_delimiter": "",
-        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-    }
-    (folder / "my_choices.yaml").write_text(yaml.safe_dump(config))
+    data.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
+    config = {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
+              "test_split": "test", **fields}
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(config))
+
+
+def _write_choice_task(folder: Path) -> None:
+    """A multiple-choice task of CHOICE_DOCS."""
+    write_local_task(
+        folder, "my_choices", CHOICE_DOCS,
+        output_type="multiple_choice",
+        doc_to_text="{{question}}",
+        doc_to_choice="{{choices}}",
+        doc_to_target="label",
+        target_delimiter="",
+        metric_list=[{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+    )
 
 
 def test_eval_command_runs_a_users_task_folder_and_keeps_every_choice(model_dir, tokenizer, tmp_path):

@@ -1,17 +1,16 @@
 """lm-eval's generate_until tasks run through ``HFLM(pretrained=qmodel)``: a local task written here, whose
 generations must be the quantised model's own greedy continuations (batched, left-padded by lm-eval)."""
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from transformers import AutoTokenizer
 
 import mamba_qpass as qpass
 from mamba_qpass.data import default_model
 from models import random_mamba
+from test_eval import write_local_task
 
 DOCS = [
     {"question": "The river ran past the mill and", "answer": " the"},
@@ -23,21 +22,14 @@ MAX_GEN_TOKS = 6
 
 
 def _write_generation_task(folder: Path) -> None:
-    folder.mkdir()
-    data = folder / "docs.jsonl"
-    data.write_text("".join(json.dumps(doc) + "\n" for doc in DOCS))
-    config = {
-        "task": "my_generation",
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(data)}},
-        "test_split": "test",
-        "output_type": "generate_until",
-        "doc_to_text": "{{question}}",
-        "doc_to_target": "{{answer}}",
-        "generation_kwargs": {"until": ["\n\n"], "max_gen_toks": MAX_GEN_TOKS, "do_sample": False},
-        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
-    }
-    (folder / "my_generation.yaml").write_text(yaml.safe_dump(config))
+    write_local_task(
+        folder, "my_generation", DOCS,
+        output_type="generate_until",
+        doc_to_text="{{question}}",
+        doc_to_target="{{answer}}",
+        generation_kwargs={"until": ["\n\n"], "max_gen_toks": MAX_GEN_TOKS, "do_sample": False},
+        metric_list=[{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+    )
 
 
 def test_generate_until_through_hflm_gives_the_models_greedy_continuations(tmp_path):
