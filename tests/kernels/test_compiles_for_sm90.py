@@ -23,7 +23,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
-from mamba_qpass.kernels.int8_linear import triton as linear
+from mamba_qpass.kernels.int8_linear import tiles, triton as linear
 from mamba_qpass.kernels.int8_causal_conv1d import triton as int8_conv
 from mamba_qpass.kernels.causal_conv1d import triton as float_conv
 from mamba_qpass.kernels import conv_window
@@ -54,12 +54,16 @@ def compile_sm90(kernel, pointer_types, constexprs, options):
     }
 
 
-def gemm(block_m, block_n, block_k, quantize_out, even_k, split_k=1):
-    config = next(
-        c for c in linear.GPU_CONFIGS
+def gpu_config(block_m, block_n, block_k, split_k):
+    return next(
+        c for c in tiles.GPU_CONFIGS
         if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.kwargs["SPLIT_K"])
         == (block_m, block_n, block_k, split_k)
     )
+
+
+def gemm(block_m, block_n, block_k, quantize_out, even_k, split_k=1):
+    config = gpu_config(block_m, block_n, block_k, split_k)
     out = "*i8" if quantize_out else "*fp32"
     return compile_sm90(
         linear._int8_linear_kernel, {"a_ptr": "*i8", "w_ptr": "*i8", "out_ptr": out, "ws_ptr": "*i32", "count_ptr": "*i32"},
@@ -123,13 +127,14 @@ def selective_state_update(int8_inputs, dt_proj=False):
     )
 
 
-def int8_linear_conv_step():
-    tile = linear_conv_step.conv_step_tile(10240, 2560, CUDA)  # the 2.8b config's in_proj
-    options = dict(num_warps=tile.pop("num_warps"), num_stages=tile.pop("num_stages"))
+def int8_linear_conv_step(block_n, split_k):
+    config = gpu_config(16, block_n, 256, split_k)  # candidates for the 2.8b config's in_proj
     pointers = {n: "*i8" for n in ("a_ptr", "w_ptr", "codes_ptr", "conv_w_ptr", "state_ptr", "state_out_ptr", "conv_out_ptr")}
+    pointers.update(ws_ptr="*i32", count_ptr="*i32")
     return compile_sm90(
         linear_conv_step._int8_linear_conv_step_kernel, pointers,
-        dict(WIDTH=4, CONV_HAS_BIAS=True, SILU=False, EVEN_K=True, **tile), options | EXACT_FP_LAUNCH,
+        dict(WIDTH=4, CONV_HAS_BIAS=True, SILU=False, EVEN_K=True, **config.kwargs),
+        dict(num_warps=config.num_warps, num_stages=config.num_stages) | EXACT_FP_LAUNCH,
     )
 
 
@@ -170,7 +175,8 @@ results = {
     "selective_state_update-fp32": selective_state_update(False),
     "selective_state_update-int8-dt_proj": selective_state_update(True, dt_proj=True),
     "int8_conv_state_update-linear": int8_conv_state_update(),
-    "int8_linear_conv_step-linear": int8_linear_conv_step(),
+    "int8_linear_conv_step-linear": int8_linear_conv_step(128, 1),
+    "int8_linear_conv_step-linear-split_k4": int8_linear_conv_step(64, 4),
     "causal_conv1d-bf16": causal_conv1d(),
 }
 print(json.dumps(results))
@@ -191,6 +197,7 @@ NO_FMA = (
     "int8_conv_state_update-linear",
     "selective_state_update-int8-dt_proj",  # dt_proj's float64 epilogue, as int8_linear's
     "int8_linear_conv_step-linear",
+    "int8_linear_conv_step-linear-split_k4",
 )
 
 
@@ -209,7 +216,8 @@ def test_gpu_launch_configurations_compile_for_sm90():
     for name in ("int8_linear-codes-128x256", "int8_linear-codes-64x64-k_masked", "int8_linear-f32-128x128"):
         assert results[name]["wgmma_s8"] > 0, f"{name} does not use Hopper's int8 wgmma"
     # 16-row decode tiles are too small for wgmma: int8 mma.sync
-    assert results["int8_linear_conv_step-linear"]["mma_s8"] > 0, "the fused in_proj + conv step does not use int8 mma"
+    for name in ("int8_linear_conv_step-linear", "int8_linear_conv_step-linear-split_k4"):
+        assert results[name]["mma_s8"] > 0, f"{name}: the fused in_proj + conv step does not use int8 mma"
     for name in ("selective_state_update-int8", "selective_state_update-fp32", "selective_state_update-int8-dt_proj"):
         # the int8 variant's in-kernel code * scale must round as fp32_ssm's dequantised input does
         assert results[name]["fma_f32"] == 0, f"{name} fuses float32 a * b + c: w8a8 and fp32_ssm could differ"

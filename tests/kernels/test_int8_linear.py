@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mamba_qpass.kernels.int8_linear.reference import int8_linear_ref
-from mamba_qpass.kernels.int8_linear import triton as linear
+from mamba_qpass.kernels.int8_linear import tiles, triton as linear
 from mamba_qpass.kernels.int8_linear.triton import int8_linear
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -178,14 +178,14 @@ def test_residual_refused_with_codes_or_a_wrong_shape(device):
         int8_linear_ref(a, w, dequant, bias, inv, residual=torch.zeros(5, 24, device=device))
 
 
-@pytest.mark.parametrize("index", range(len(linear.GPU_CONFIGS)))
-@pytest.mark.parametrize("m", [1, 16, 200])
-def test_every_gpu_tile_is_exact(index, m, device):
-    """The autotuner may pick any of GPU_CONFIGS for a shape, so each must be exact on its own: odd K
-    (masked K steps; with split K, one split empty) and N not a multiple of the tile, codes with bias and
-    float32 with a residual, twice in a row."""
-    config = linear.GPU_CONFIGS[index]
-    n, k = 200, 2 * config.kwargs["BLOCK_K"] + 40
+@pytest.mark.parametrize("index", range(len(tiles.GPU_CONFIGS)))
+@pytest.mark.parametrize("row_tiles", [0, 2], ids=["one_row", "two_tiles_and_a_row"])
+def test_every_gpu_tile_is_exact(index, row_tiles, device):
+    """The autotuner may pick any of GPU_CONFIGS for a shape, so each must be exact on its own: one row,
+    or rows past two full row tiles; odd K (masked K steps; with split K, some splits empty) and N past two
+    full column tiles; codes with bias and float32 with a residual, twice in a row."""
+    config = tiles.GPU_CONFIGS[index]
+    m, n, k = row_tiles * config.kwargs["BLOCK_M"] + 1, 2 * config.kwargs["BLOCK_N"] + 8, 2 * config.kwargs["BLOCK_K"] + 40
     a, w, dequant, bias, inv = make_inputs(m, n, k, device)
     residual = torch.randn(m, n, device=device)
     for kwargs in (dict(bias=bias, out_inv_scale=inv), dict(bias=bias, residual=residual)):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mamba_qpass.kernels.int8_conv_state_update.triton import int8_conv_state_update
+from mamba_qpass.kernels.int8_linear import tiles
 from mamba_qpass.kernels.int8_linear.triton import int8_linear
 from mamba_qpass.kernels.int8_linear_conv_step.reference import int8_linear_conv_step_ref
 from mamba_qpass.kernels.int8_linear_conv_step.triton import int8_linear_conv_step
@@ -98,9 +99,30 @@ def test_rejects_bad_inputs(device):
 @pytest.mark.parametrize("k,channels", [(2560, 5120), (768, 1536)], ids=["2.8b", "130m"])
 @pytest.mark.parametrize("batch", [1, 16])
 def test_real_shapes_on_gpu(k, channels, batch):
+    """The first call autotunes, replaying the kernel: updated in place, the state still moves one step."""
     args, state = make_inputs(batch, k, channels, 4, "cuda")
+    ref_state = int8_linear_conv_step_ref(*args, True, state)[2]
+    buffer = state.clone()
+    int8_linear_conv_step(*args, True, buffer, state_out=buffer)
+    assert_same_codes(buffer, ref_state)
     fused = int8_linear_conv_step(*args, True, state)
     for got, want in zip(fused, int8_linear_conv_step_ref(*args, True, state)):
         assert_same_codes(got, want)
     for got, want in zip(fused, _two_kernels(args, True, state)):
         assert_same_codes(got, want)
+
+
+@pytest.mark.parametrize("index", range(len(tiles.DECODE_CONFIGS)))
+def test_every_decode_tile_is_exact(index, device):
+    """The autotuner may pick any decode candidate, split K too (the conv then runs in the tile's last
+    program): each gives the reference's codes, conv outputs and states, in place, twice in a row (split K
+    leaves its workspace zero for the next call). K has a masked last step and N is not a multiple of the
+    tile."""
+    config = tiles.DECODE_CONFIGS[index]
+    k = 2 * config.kwargs["BLOCK_K"] * config.kwargs["SPLIT_K"] + 40
+    args, state = make_inputs(3, k, 40, 4, device)
+    for _ in range(2):
+        want = int8_linear_conv_step_ref(*args, True, state)
+        got = int8_linear_conv_step(*args, True, state, state_out=state, config=config)
+        for g, w in zip(got, want):
+            assert_same_codes(g, w)

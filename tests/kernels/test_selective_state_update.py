@@ -150,15 +150,18 @@ def test_fused_dt_proj_real_shapes_on_gpu(batch):
 
 
 def test_a_float16_state_is_computed_on_in_float32(device):
-    """A state kept in float16: the step equals the float32 step from that state's values, its new state
-    rounded to float16 (in place too), bit for bit; bfloat16 is refused."""
+    """A state kept in float16: the step is the float32 step from that state's values. The new state is
+    that step's rounded to float16 (in place too), bit for bit; the output agrees to float32 rounding, not
+    bit for bit, since on the GPU the C reduction's order follows the state load's vector width, which is
+    wider for float16. bfloat16 is refused."""
     dtype = torch.float16
     args = _step_args(2, 40, 16, device, int8=True)
     low = args["state"].to(dtype)
     out, new_state = _call(selective_state_update, args | {"state": low}, scales=SCALES)
     out32, state32 = _call(selective_state_update, args | {"state": low.float()}, scales=SCALES)
     assert new_state.dtype == dtype
-    assert torch.equal(out, out32) and torch.equal(new_state, state32.to(dtype))
+    assert torch.equal(new_state, state32.to(dtype))
+    assert_close_to_ref(out, out32, device)
     buffer = low.clone()
     _, returned = _call(selective_state_update, args | {"state": buffer}, scales=SCALES, state_out=buffer)
     assert returned is buffer and torch.equal(buffer, new_state)

@@ -1,13 +1,13 @@
 """Triton int8 GEMM (int32 accumulation on tensor cores) with the float64 epilogue of ``int8_linear_ref``."""
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
-from triton.testing import do_bench_cudagraph
 
 from mamba_qpass.kernels.checks import check_f64_vector, check_shape, check_tensor, check_unit_last_stride
+from mamba_qpass.kernels.int8_linear.tiles import (
+    GPU_CONFIGS, fitting_configs, interpreter_tile, launch_options, split_k_workspace, tile_grid, time_from_cold_l2,
+)
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 
 # float32 only: on the GPU a float64 -> float16 store rounds twice (through float32), which a direct
@@ -55,36 +55,31 @@ def int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, bias_ptr, HAS_BIAS:
 
 
 @triton.jit
-def _int8_linear_kernel(
-    a_ptr, w_ptr, dequant_scale_ptr, bias_ptr, out_inv_scale_ptr, residual_ptr, out_ptr, ws_ptr, count_ptr,
-    M, N, K, stride_am, stride_wn, stride_rm, stride_om, M_BUCKET,
-    HAS_BIAS: tl.constexpr, QUANTIZE_OUT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, EVEN_K: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    SPLIT_K: tl.constexpr,
-):
-    # Grouped ordering: GROUP_M row tiles share each column tile's weights while they are in L2.
-    pid = tl.program_id(0)
+def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """The (row tile, column tile) of program ``pid`` in grouped ordering: GROUP_M row tiles share each
+    column tile's weights while they are in L2."""
     tiles_m = tl.cdiv(M, BLOCK_M)
     tiles_n = tl.cdiv(N, BLOCK_N)
     per_group = GROUP_M * tiles_n
     first_m = (pid // per_group) * GROUP_M
     group_rows = min(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % group_rows
-    pid_n = (pid % per_group) // group_rows
+    return first_m + (pid % per_group) % group_rows, (pid % per_group) // group_rows
 
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < M
-    mask_n = offs_n < N
-    mask = mask_m[:, None] & mask_n[None, :]
+
+@triton.jit
+def int8_tile_accumulate_split(
+    a_ptr, w_ptr, ws_ptr, count_ptr, tile, offs_m, offs_n, mask, M, N, K, stride_am, stride_wn,
+    EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+):
+    """``(acc, last)``: the tile's int32 accumulator, and whether this program holds all of it and runs the
+    epilogue. Without a split, every program does. With SPLIT_K (decode: few output tiles, long K), program
+    (tile, s) of the grid's second axis sums its share of the K steps and adds it into the int32 workspace
+    with atomics, exact in any order; the tile's last program to arrive (the counter says which) takes the
+    total, leaving workspace and counter at zero for the next call."""
     if SPLIT_K == 1:
         acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, 0, K, stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K)
         last = True
     else:
-        # Split K (decode: few output tiles, long K): program (tile, s) sums its share of the K steps and
-        # adds it into the int32 workspace with atomics, exact in any order; the tile's last program to
-        # arrive (the counter says which) takes the total, leaving workspace and counter at zero for the
-        # next call, and runs the epilogue.
         per_split = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
         k_lo = tl.program_id(1) * per_split
         acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, k_lo, min(K, k_lo + per_split),
@@ -94,10 +89,29 @@ def _int8_linear_kernel(
         # Every thread's adds are issued before the counter moves (the counter's acq_rel atomic then
         # releases them all), so the program that arrives last sees every add.
         tl.debug_barrier()
-        last = tl.atomic_add(count_ptr + pid, 1) == SPLIT_K - 1
+        last = tl.atomic_add(count_ptr + tile, 1) == SPLIT_K - 1
         if last:
             acc = tl.atomic_xchg(ws_ptrs, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32), mask=mask)
-            tl.atomic_xchg(count_ptr + pid, 0)
+            tl.atomic_xchg(count_ptr + tile, 0)
+    return acc, last
+
+
+@triton.jit
+def _int8_linear_kernel(
+    a_ptr, w_ptr, dequant_scale_ptr, bias_ptr, out_inv_scale_ptr, residual_ptr, out_ptr, ws_ptr, count_ptr,
+    M, N, K, stride_am, stride_wn, stride_rm, stride_om, M_BUCKET,
+    HAS_BIAS: tl.constexpr, QUANTIZE_OUT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, EVEN_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    mask = (offs_m < M)[:, None] & mask_n[None, :]
+    acc, last = int8_tile_accumulate_split(a_ptr, w_ptr, ws_ptr, count_ptr, pid, offs_m, offs_n, mask, M, N, K,
+                                           stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K)
     if last:
         v = int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, bias_ptr, HAS_BIAS)
         out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
@@ -124,103 +138,14 @@ def check_int8_linear_inputs(a: torch.Tensor, weight: torch.Tensor, dequant_scal
     return n, k
 
 
-def _config(block_m, block_n, block_k, warps, stages, group_m=8, split_k=1) -> triton.Config:
-    return triton.Config(
-        dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, SPLIT_K=split_k),
-        num_warps=warps, num_stages=stages,
-    )
-
-
-# Hopper candidates: the tiles that won at some Mamba shape when timed on an H200. Prefill (11 tilings timed
-# at M = 2048 to 32768): 64 x 128 for most projections, 128 x 256 from M = 4096 rows, smaller ones for
-# x_proj's few outputs and dt_proj's K = 160. Decode (38 tilings timed at M = 1, 16 and 64 in CUDA graphs):
-# the weights are streamed once, so 16-row tiles with narrow columns and long K steps that spread the
-# weights over every SM. Fewer candidates keep the first call of a new shape short. Every tiling gives the
-# same int32 accumulator and the same per-element epilogue, so the choice changes speed only, never a bit
-# of the output: autotuning is safe for exactness here (and every tile is tested on its own).
-PREFILL_CONFIGS = [
-    _config(128, 256, 128, 8, 3),
-    _config(128, 128, 128, 8, 4),
-    _config(64, 128, 128, 4, 4),
-    _config(64, 128, 32, 4, 4),
-    _config(64, 64, 128, 4, 5),
-    _config(32, 64, 128, 4, 5),
-]
-DECODE_CONFIGS = [
-    _config(16, 128, 256, 4, 4),  # in_proj, M = 1
-    _config(16, 64, 512, 4, 4),  # out_proj, M = 1
-    _config(16, 32, 512, 2, 4),  # x_proj, M = 1; out_proj, M = 16
-    _config(16, 16, 512, 2, 4),  # x_proj, M = 16 and 64
-    _config(16, 32, 128, 2, 4),  # in_proj, M = 16
-    _config(16, 64, 128, 4, 4),  # dt_proj
-    _config(64, 64, 128, 4, 4),  # in_proj and dt_proj, M = 64
-    _config(64, 32, 256, 4, 4),  # out_proj, M = 64
-    # Split K, for x_proj's few outputs and out_proj's long K (candidates, not yet timed on a GPU: the
-    # autotuner keeps them only where they win)
-    _config(16, 16, 256, 2, 4, split_k=4),
-    _config(16, 32, 256, 4, 4, split_k=2),
-    _config(16, 64, 256, 4, 4, split_k=2),
-]
-GPU_CONFIGS = PREFILL_CONFIGS + DECODE_CONFIGS
-DECODE_MAX_ROWS = 64  # M up to this many rows picks among DECODE_CONFIGS, above it among PREFILL_CONFIGS
-
-
-def _fitting_configs(configs, named_args, **_):
-    """The decode or prefill candidates by M, less tiles far larger than the problem (a 256-wide tile for
-    x_proj's 192 outputs) so a new shape times fewer candidates; keeps the smallest tile when none fits."""
-    m, n, k = named_args["M_BUCKET"], named_args["N"], named_args["K"]
-    fitting = [
-        c for c in (DECODE_CONFIGS if m <= DECODE_MAX_ROWS else PREFILL_CONFIGS)
-        if c.kwargs["BLOCK_M"] <= max(16, m) and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(n))
-        and c.kwargs["BLOCK_K"] <= max(32, triton.next_power_of_2(k))
-        and triton.cdiv(k, c.kwargs["BLOCK_K"]) >= 2 * c.kwargs["SPLIT_K"] - (c.kwargs["SPLIT_K"] == 1)
-    ]
-    return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
-
-
-def _time_in_cuda_graph(kernel_call, quantiles):
-    """The autotuner's timer. Decode kernels last a few microseconds, less than a launch from the host:
-    timed in a CUDA graph, as the decode step runs them, the launch cost does not decide the race. The
-    timer runs the kernel on a stream of its own, so the work queued before must finish first: the output
-    tensor may reuse memory that queued kernels still read (the allocator orders reuse by stream), and
-    the inputs may not be written yet. Without this wait a first call's neighbours read clobbered data."""
-    torch.cuda.synchronize()
-    return do_bench_cudagraph(kernel_call, quantiles=quantiles)
-
-
 # The interpreter launches this with a fixed tile; CUDA through the autotuner below.
 _int8_linear_fixed = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})(_int8_linear_kernel)
 # Keyed on M's power-of-two bucket, not M itself: a new sequence length must not trigger a new search.
 _int8_linear_tuned = triton.autotune(
     GPU_CONFIGS, key=["M_BUCKET", "N", "K", "HAS_BIAS", "QUANTIZE_OUT", "HAS_RESIDUAL"],
-    prune_configs_by={"early_config_prune": _fitting_configs},
-    do_bench=_time_in_cuda_graph,
+    prune_configs_by={"early_config_prune": fitting_configs},
+    do_bench=time_from_cold_l2,
 )(_int8_linear_fixed)
-
-
-@functools.cache
-def _split_k_workspace(device: torch.device, rows: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The split-K tiles' int32 sums (rows, N) and per-tile arrival counters, zero, kept for the process per
-    shape (decode shapes only: at most 64 rows; a captured CUDA graph holds their addresses, so they are
-    never freed). Each call leaves them at zero again, so a graph can replay a call that uses them; they are
-    made before any capture, since the first call of a shape autotunes outside one. Calls on concurrent
-    streams would share them, which a decode step never does."""
-    tiles = triton.cdiv(rows, 16) * triton.cdiv(n, 16)  # the most tiles any config makes
-    return (torch.zeros(rows, n, dtype=torch.int32, device=device),
-            torch.zeros(tiles, dtype=torch.int32, device=device))
-
-
-def _pow2_tile(n: int, smallest: int, largest: int) -> int:
-    return min(largest, max(smallest, triton.next_power_of_2(n)))
-
-
-def _interpreter_launch_config(m: int, n: int, k: int) -> dict:
-    """On CPU (the interpreter) every tl op costs the same whatever its size, so the fewest, largest
-    programs win. An int8 ``tl.dot`` needs K tiles of at least 32 and M, N tiles of at least 16."""
-    return dict(
-        BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, 16, 64), BLOCK_K=_pow2_tile(k, 32, 128), GROUP_M=1,
-        SPLIT_K=1,
-    )
 
 
 def int8_linear(
@@ -239,7 +164,7 @@ def int8_linear(
     (..., N) in ``out_dtype`` (float32); bit-identical to the reference in every case.
 
     On CUDA the tile is autotuned per (M's power-of-two bucket, N, K) unless ``config`` (one of GPU_CONFIGS)
-    fixes it, as the tests do to show every candidate exact; the interpreter uses one fixed tile."""
+    fixes it (``tiles.py``), as the tests do to show every candidate exact; the interpreter uses one fixed tile."""
     n, k = check_int8_linear_inputs(a, weight, dequant_scale, (2, 3))
     device = a.device
     if bias is not None:
@@ -260,9 +185,7 @@ def int8_linear(
     m = rows.shape[0]
     out = torch.empty(m, n, dtype=torch.int8 if out_inv_scale is not None else out_dtype, device=device)
     if m > 0:
-        split = config.kwargs["SPLIT_K"] > 1 if config is not None else device.type == "cuda" and m <= DECODE_MAX_ROWS
-        # (a one-element stand-in where no split-K tile can run: a prefill's M x N would be large)
-        workspace = _split_k_workspace(device, *((triton.next_power_of_2(m), n) if split else (1, 1)))
+        workspace = split_k_workspace(device, m, n, config)
         args = (
             rows, weight, dequant_scale,
             bias if bias is not None else dequant_scale,
@@ -273,14 +196,11 @@ def int8_linear(
             m, n, k, rows.stride(0), weight.stride(0), residual_rows.stride(0), out.stride(0), triton.next_power_of_2(m),
         )
         flags = dict(HAS_BIAS=bias is not None, QUANTIZE_OUT=out_inv_scale is not None, HAS_RESIDUAL=residual is not None)
-        def grid(meta):
-            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
-
+        grid = tile_grid(m, n)
         if config is not None:
-            launch = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
-            _int8_linear_fixed[grid](*args, **flags, **launch, **EXACT_FP_LAUNCH)
+            _int8_linear_fixed[grid](*args, **flags, **launch_options(config), **EXACT_FP_LAUNCH)
         elif device.type == "cuda":
             _int8_linear_tuned[grid](*args, **flags, **EXACT_FP_LAUNCH)
         else:
-            _int8_linear_fixed[grid](*args, **flags, **_interpreter_launch_config(m, n, k), **EXACT_FP_LAUNCH)
+            _int8_linear_fixed[grid](*args, **flags, **interpreter_tile(m, n, k), **EXACT_FP_LAUNCH)
     return out.reshape(*a.shape[:-1], n)

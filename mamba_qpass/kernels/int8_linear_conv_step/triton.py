@@ -6,14 +6,13 @@ W weights, so the program that has just computed a tile of in_proj's codes can f
 columns at once: the exact int32 window sum and the conv's float64 epilogue (``int8_conv_epilogue``), the
 new state written over ``state_out`` (which may be ``state``: each program reads a state element before
 writing the slot below it, and owns its columns). The GEMM is ``int8_linear``'s tile loop and epilogue
-(``int8_tile_accumulate``, ``int8_tile_values``), so every code equals what the two kernels give one after
+(``int8_tile_accumulate_split``, ``int8_tile_values``), so every code equals what the two kernels give one after
 the other, and a decode step saves the conv's launch.
 
-One fixed tile, not autotuned (the autotuner would replay the in-place state update while timing): 16 rows
-(batch rows, decode), 256-long K steps, and columns of 128 where that still gives at least 80 programs
-(in_proj's 10240 outputs at 2.8b), else narrower (3072 at 130m: 32). The 16 x 128 x 256 tile was the
-fastest of 38 for in_proj at M = 1 and within 3 % at M = 16 on an H200 (as int8_linear; the fused kernel
-itself is not timed yet).
+The tile is int8_linear's: autotuned among the same decode candidates with the same timer (``tiles.py``),
+split K included (the conv then runs in the tile's last program to arrive, which holds the whole sum). The
+tuning replays the kernel, so the autotuner restores the state after each timed call: an in-place update
+is applied once.
 """
 
 import torch
@@ -22,55 +21,62 @@ import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_f64_vector
 from mamba_qpass.kernels.conv_window import check_int8_conv_inputs, conv_state_out, int8_conv_epilogue
-from mamba_qpass.kernels.int8_linear.triton import check_int8_linear_inputs, int8_tile_accumulate, int8_tile_values
+from mamba_qpass.kernels.int8_linear.tiles import (
+    GPU_CONFIGS, fitting_configs, interpreter_tile, launch_options, split_k_workspace, tile_grid, time_from_cold_l2,
+)
+from mamba_qpass.kernels.int8_linear.triton import (
+    check_int8_linear_inputs, grouped_tile, int8_tile_accumulate_split, int8_tile_values,
+)
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
-
-MIN_PROGRAMS = 80
-
 
 @triton.jit
 def _int8_linear_conv_step_kernel(
     a_ptr, w_ptr, dequant_scale_ptr, out_inv_scale_ptr, codes_ptr,
-    conv_w_ptr, conv_dequant_ptr, conv_bias_ptr, conv_inv_ptr, state_ptr, state_out_ptr, conv_out_ptr,
-    M, N, K, D, stride_am, stride_wn, stride_om, stride_cw, stride_sb, stride_sl, stride_tb, stride_tl, stride_cb,
+    conv_w_ptr, conv_dequant_ptr, conv_bias_ptr, conv_inv_ptr, state_ptr, state_out_ptr, conv_out_ptr, ws_ptr, count_ptr,
+    M, N, K, D, stride_am, stride_wn, stride_om, stride_cw, stride_sb, stride_sl, stride_tb, stride_tl, stride_cb, M_BUCKET,
     WIDTH: tl.constexpr, CONV_HAS_BIAS: tl.constexpr, SILU: tl.constexpr, EVEN_K: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    tiles_n = tl.cdiv(N, BLOCK_N)
-    offs_m = (pid // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = (pid % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+    pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, 0, K, stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K)
-    v = int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, dequant_scale_ptr, False)
-    codes = tl_round_half_even_clamp_int8(v * tl.load(out_inv_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :])
-    tl.store(codes_ptr + offs_m[:, None] * stride_om + offs_n[None, :], codes, mask=mask_m[:, None] & mask_n[None, :])
+    acc, last = int8_tile_accumulate_split(a_ptr, w_ptr, ws_ptr, count_ptr, pid, offs_m, offs_n,
+                                           mask_m[:, None] & mask_n[None, :], M, N, K, stride_am, stride_wn,
+                                           EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K)
+    if last:
+        v = int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, dequant_scale_ptr, False)
+        codes = tl_round_half_even_clamp_int8(v * tl.load(out_inv_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :])
+        tl.store(codes_ptr + offs_m[:, None] * stride_om + offs_n[None, :], codes, mask=mask_m[:, None] & mask_n[None, :])
 
-    if (pid % tiles_n) * BLOCK_N < D:  # this tile holds x columns: their conv, from the state
-        mask_d = offs_n < D
-        mask = mask_m[:, None] & mask_d[None, :]
-        window = codes.to(tl.int32) * tl.load(conv_w_ptr + offs_n * stride_cw + (WIDTH - 1), mask=mask_d, other=0).to(tl.int32)[None, :]
-        for k in tl.static_range(WIDTH - 1):
-            past = tl.load(state_ptr + offs_m[:, None] * stride_sb + k * stride_sl + offs_n[None, :], mask=mask, other=0)
-            window += past.to(tl.int32) * tl.load(conv_w_ptr + offs_n * stride_cw + k, mask=mask_d, other=0).to(tl.int32)[None, :]
-            if k > 0:
-                tl.store(state_out_ptr + offs_m[:, None] * stride_tb + (k - 1) * stride_tl + offs_n[None, :], past, mask=mask)
-        if WIDTH > 1:
-            tl.store(state_out_ptr + offs_m[:, None] * stride_tb + (WIDTH - 2) * stride_tl + offs_n[None, :], codes, mask=mask)
-        dequant = tl.load(conv_dequant_ptr + offs_n, mask=mask_d, other=0.0)[None, :]
-        bias = tl.load(conv_bias_ptr + offs_n, mask=mask_d, other=0.0)[None, :]  # without a bias: unread
-        out = int8_conv_epilogue(window, dequant, bias, tl.load(conv_inv_ptr), CONV_HAS_BIAS, SILU)
-        tl.store(conv_out_ptr + offs_m[:, None] * stride_cb + offs_n[None, :], out, mask=mask)
+        if pid_n * BLOCK_N < D:  # this tile holds x columns: their conv, from the state
+            mask_d = offs_n < D
+            mask = mask_m[:, None] & mask_d[None, :]
+            window = codes.to(tl.int32) * tl.load(conv_w_ptr + offs_n * stride_cw + (WIDTH - 1), mask=mask_d, other=0).to(tl.int32)[None, :]
+            for k in tl.static_range(WIDTH - 1):
+                past = tl.load(state_ptr + offs_m[:, None] * stride_sb + k * stride_sl + offs_n[None, :], mask=mask, other=0)
+                window += past.to(tl.int32) * tl.load(conv_w_ptr + offs_n * stride_cw + k, mask=mask_d, other=0).to(tl.int32)[None, :]
+                if k > 0:
+                    tl.store(state_out_ptr + offs_m[:, None] * stride_tb + (k - 1) * stride_tl + offs_n[None, :], past, mask=mask)
+            if WIDTH > 1:
+                tl.store(state_out_ptr + offs_m[:, None] * stride_tb + (WIDTH - 2) * stride_tl + offs_n[None, :], codes, mask=mask)
+            dequant = tl.load(conv_dequant_ptr + offs_n, mask=mask_d, other=0.0)[None, :]
+            bias = tl.load(conv_bias_ptr + offs_n, mask=mask_d, other=0.0)[None, :]  # without a bias: unread
+            out = int8_conv_epilogue(window, dequant, bias, tl.load(conv_inv_ptr), CONV_HAS_BIAS, SILU)
+            tl.store(conv_out_ptr + offs_m[:, None] * stride_cb + offs_n[None, :], out, mask=mask)
 
 
-def conv_step_tile(n: int, k: int, device: torch.device) -> dict:
-    """The fixed tile (see the module docstring); on CPU (the interpreter) the widest columns."""
-    block_k = min(256, max(32, triton.next_power_of_2(k)))
-    if device.type != "cuda":
-        return dict(BLOCK_M=16, BLOCK_N=min(128, max(16, triton.next_power_of_2(n))), BLOCK_K=block_k)
-    block_n = next((b for b in (128, 64) if triton.cdiv(n, b) >= MIN_PROGRAMS), 32)
-    return dict(BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4, num_stages=4)
+_int8_linear_conv_step_fixed = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})(
+    _int8_linear_conv_step_kernel
+)
+_int8_linear_conv_step_tuned = triton.autotune(
+    GPU_CONFIGS, key=["M_BUCKET", "N", "K", "D", "WIDTH", "CONV_HAS_BIAS", "SILU"],
+    prune_configs_by={"early_config_prune": fitting_configs},
+    do_bench=time_from_cold_l2,
+    restore_value=["state_out_ptr"],
+)(_int8_linear_conv_step_fixed)
 
 
 def int8_linear_conv_step(
@@ -85,10 +91,12 @@ def int8_linear_conv_step(
     silu: bool,
     state: torch.Tensor,
     state_out: torch.Tensor | None = None,
+    config: triton.Config | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triton ``int8_linear_conv_step_ref``: a int8 (B, 1, K) with a contiguous last dim; the rest as the
     reference. Returns ``(codes (B, 1, N), conv out (B, 1, D), new state)``; the new state is written to
-    ``state_out`` (which may be ``state`` itself, for an update in place) or to a new tensor."""
+    ``state_out`` (which may be ``state`` itself, for an update in place) or to a new tensor. ``config``
+    (one of ``tiles.GPU_CONFIGS``) fixes the tile, as for ``int8_linear``."""
     n, k = check_int8_linear_inputs(a, weight, dequant_scale, (3,))
     device = a.device
     if a.shape[1] != 1:
@@ -105,15 +113,20 @@ def int8_linear_conv_step(
     conv_out = torch.empty(batch, 1, channels, dtype=torch.int8, device=device)
     if batch == 0:
         return codes, conv_out, state_out
-    tile = conv_step_tile(n, k, device)
-    grid = (triton.cdiv(batch, tile["BLOCK_M"]) * triton.cdiv(n, tile["BLOCK_N"]),)
-    _int8_linear_conv_step_kernel[grid](
+    args = (
         a, weight, dequant_scale, out_inv_scale, codes,
         conv_weight, conv_dequant_scale, conv_bias if conv_bias is not None else conv_dequant_scale,
-        conv_out_inv_scale, state, state_out, conv_out,
+        conv_out_inv_scale, state, state_out, conv_out, *split_k_workspace(device, batch, n, config),
         batch, n, k, channels, a.stride(0), weight.stride(0), codes.stride(0), conv_weight.stride(0),
         state.stride(0), state.stride(1), state_out.stride(0), state_out.stride(1), conv_out.stride(0),
-        WIDTH=width, CONV_HAS_BIAS=conv_bias is not None, SILU=silu, EVEN_K=k % tile["BLOCK_K"] == 0,
-        **tile, **EXACT_FP_LAUNCH,
+        triton.next_power_of_2(batch),
     )
+    flags = dict(WIDTH=width, CONV_HAS_BIAS=conv_bias is not None, SILU=silu)
+    grid = tile_grid(batch, n)
+    if config is not None:
+        _int8_linear_conv_step_fixed[grid](*args, **flags, **launch_options(config), **EXACT_FP_LAUNCH)
+    elif device.type == "cuda":
+        _int8_linear_conv_step_tuned[grid](*args, **flags, **EXACT_FP_LAUNCH)
+    else:
+        _int8_linear_conv_step_fixed[grid](*args, **flags, **interpreter_tile(batch, n, k), **EXACT_FP_LAUNCH)
     return codes, conv_out, state_out

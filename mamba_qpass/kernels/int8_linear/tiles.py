@@ -1,0 +1,147 @@
+"""The int8 GEMM's tilings on the GPU and how one is chosen: candidate configs, their pruning by shape, the
+autotuner's timer, and the split-K workspace. Shared by ``int8_linear`` and ``int8_linear_conv_step``, which
+run the same tile loop.
+
+Every tiling gives the same int32 accumulator and the same per-element epilogue, so the choice changes
+speed only, never a bit of the output: autotuning is safe for exactness here (and every tile is tested on
+its own)."""
+
+import functools
+
+import torch
+import triton
+from triton.testing import do_bench_cudagraph
+
+
+def _config(block_m, block_n, block_k, warps, stages, group_m=8, split_k=1) -> triton.Config:
+    return triton.Config(
+        dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, SPLIT_K=split_k),
+        num_warps=warps, num_stages=stages,
+    )
+
+
+# Hopper candidates: the tiles that won at some Mamba shape when timed on an H200. Prefill (11 tilings timed
+# at M = 2048 to 32768): 64 x 128 for most projections, 128 x 256 from M = 4096 rows, smaller ones for
+# x_proj's few outputs and dt_proj's K = 160. Fewer candidates keep the first call of a new shape short.
+PREFILL_CONFIGS = [
+    _config(128, 256, 128, 8, 3),
+    _config(128, 128, 128, 8, 4),
+    _config(64, 128, 128, 4, 4),
+    _config(64, 128, 32, 4, 4),
+    _config(64, 64, 128, 4, 5),
+    _config(32, 64, 128, 4, 5),
+]
+# Decode (M = 1 to 64 rows): the weights are streamed once from memory, so what counts is keeping every SM
+# loading. 16-row tiles with long K steps; and since a decode projection has few column tiles (out_proj of
+# the 2.8b config: 40 tiles of 64 for 132 SMs), split K multiplies the programs.
+DECODE_CONFIGS = [
+    _config(16, 128, 256, 4, 4),
+    _config(16, 64, 512, 4, 4),
+    _config(16, 32, 512, 2, 4),
+    _config(16, 16, 512, 2, 4),
+    _config(16, 32, 128, 2, 4),
+    _config(16, 64, 128, 4, 4),
+    _config(64, 64, 128, 4, 4),
+    _config(64, 32, 256, 4, 4),
+    _config(16, 128, 256, 4, 4, split_k=2),
+    _config(16, 64, 256, 4, 4, split_k=2),
+    _config(16, 64, 256, 4, 4, split_k=4),
+    _config(16, 32, 256, 4, 4, split_k=2),
+    _config(16, 32, 256, 2, 4, split_k=4),
+    _config(16, 16, 256, 2, 4, split_k=4),
+    _config(16, 16, 256, 2, 4, split_k=8),
+    _config(64, 64, 128, 4, 4, split_k=2),
+    _config(64, 32, 256, 4, 4, split_k=2),
+]
+GPU_CONFIGS = PREFILL_CONFIGS + DECODE_CONFIGS
+DECODE_MAX_ROWS = 64  # M up to this many rows picks among DECODE_CONFIGS, above it among PREFILL_CONFIGS
+
+
+def fitting_configs(configs, named_args, **_):
+    """The autotuner's pruning: the decode or prefill candidates by M, less tiles far larger than the
+    problem (a 256-wide tile for x_proj's 192 outputs) and splits that would leave a program fewer than two
+    K steps, so a new shape times fewer candidates; keeps the smallest tile when none fits."""
+    m, n, k = named_args["M_BUCKET"], named_args["N"], named_args["K"]
+    fitting = [
+        c for c in (DECODE_CONFIGS if m <= DECODE_MAX_ROWS else PREFILL_CONFIGS)
+        if c.kwargs["BLOCK_M"] <= max(16, m) and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(n))
+        and c.kwargs["BLOCK_K"] <= max(32, triton.next_power_of_2(k))
+        and triton.cdiv(k, c.kwargs["BLOCK_K"]) >= 2 * c.kwargs["SPLIT_K"] - (c.kwargs["SPLIT_K"] == 1)
+    ]
+    return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+
+
+def _l2_flush_buffer() -> torch.Tensor:
+    """Twice the L2 cache of the current device: one write of it leaves none of what was read before in L2.
+    Made per timing, not kept: a first call's tuning must not leave 100 MB allocated."""
+    size = 2 * torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+@functools.cache
+def _l2_flush_ms(device_index: int) -> float:
+    """The time of one write of ``_l2_flush_buffer`` in a CUDA graph (ms)."""
+    return do_bench_cudagraph(_l2_flush_buffer().zero_, rep=10, return_mode="median")
+
+
+def time_from_cold_l2(kernel_call, quantiles=None):
+    """The autotuners' timer: one call as a decode step runs it, from weights that are not in L2.
+
+    In a model every layer's weights are read once per token, from memory; timed alone, a few-MB weight
+    stays in L2 and the race would go to the tile that reads L2 best. So each call is timed after a write
+    of twice the L2 (whose own time, measured once, is taken off), inside a CUDA graph so the host's launch
+    cost, larger than a decode GEMM, does not decide the race either. The timer runs on a stream of its own,
+    so the work queued before must finish first: the output tensor may reuse memory that queued kernels
+    still read (the allocator orders reuse by stream), and the inputs may not be written yet. Returns the
+    median in ms, or the ``quantiles`` (the autotuner asks for those)."""
+    torch.cuda.synchronize()
+    flush_ms = _l2_flush_ms(torch.cuda.current_device())
+    flush = _l2_flush_buffer()
+
+    def flushed_call():
+        flush.zero_()
+        kernel_call()
+
+    times = do_bench_cudagraph(flushed_call, rep=10, quantiles=quantiles, return_mode="median")
+    return max(times - flush_ms, 0.0) if quantiles is None else [max(t - flush_ms, 0.0) for t in times]
+
+
+@functools.cache
+def _split_k_workspace(device: torch.device, rows: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    tiles = triton.cdiv(rows, 16) * triton.cdiv(n, 16)  # the most tiles any config makes
+    return (torch.zeros(rows, n, dtype=torch.int32, device=device),
+            torch.zeros(tiles, dtype=torch.int32, device=device))
+
+
+def split_k_workspace(device: torch.device, m: int, n: int, config: triton.Config | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split-K tiles' int32 sums (rows, N) and per-tile arrival counters, zero, kept for the process per
+    shape, where a split-K tile may run: on CUDA at decode sizes, or with a split-K ``config``; elsewhere a
+    one-element stand-in (a prefill's M x N would be large). A captured CUDA graph holds their addresses, so
+    they are never freed; each call leaves them at zero again, so a graph can replay a call that uses them.
+    They are made before any capture, since the first call of a shape autotunes outside one. Calls on
+    concurrent streams would share them, which a decode step never does."""
+    split = config.kwargs["SPLIT_K"] > 1 if config is not None else device.type == "cuda" and m <= DECODE_MAX_ROWS
+    return _split_k_workspace(device, *((triton.next_power_of_2(m), n) if split else (1, 1)))
+
+
+def launch_options(config: triton.Config) -> dict:
+    """A fixed config's meta-parameters and launch options, as the autotuner would pass them."""
+    return dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+
+
+def tile_grid(m: int, n: int):
+    """The launch grid for a config: one program per (output tile, K split)."""
+    return lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
+
+
+def _pow2_tile(n: int, smallest: int, largest: int) -> int:
+    return min(largest, max(smallest, triton.next_power_of_2(n)))
+
+
+def interpreter_tile(m: int, n: int, k: int) -> dict:
+    """On CPU (the interpreter) every tl op costs the same whatever its size, so the fewest, largest
+    programs win. An int8 ``tl.dot`` needs K tiles of at least 32 and M, N tiles of at least 16."""
+    return dict(
+        BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, 16, 64), BLOCK_K=_pow2_tile(k, 32, 128), GROUP_M=1,
+        SPLIT_K=1,
+    )
