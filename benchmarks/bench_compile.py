@@ -12,8 +12,11 @@ compile, run) and median CUDA-event times (``triton.testing.do_bench``).
 
     python benchmarks/bench_compile.py [--configs 130m,1.4b] [--modes w8a8,float_sim] [--json out.json]
 
-Decode is not measured here: a compiled model's ``generate`` runs the decode path of the model
-qpass.apply returns (its decode step a CUDA graph; dynamo_generate.py), which bench_decode.py times.
+Decode: a compiled model's ``generate`` runs the decode path of the model qpass.apply returns (its
+decode step the project's own CUDA graph; dynamo_generate.py), whichever variant compiled it, so inductor
+and reduce-overhead cannot change it. Each variant's ``generate`` (B=1, prompt 128, 128 new tokens,
+greedy) is timed to show it, after checking that its tokens equal the graph variant's; bench_decode.py
+times decode against mamba-ssm.
 """
 
 import argparse
@@ -27,6 +30,19 @@ import mamba_qpass as qpass
 from bench_prefill import CONFIGS, SHAPES, VOCAB, run_benchmark, timed_peak
 
 VARIANTS = {"graph": False, "inductor": True, "inductor_reduce_overhead": "reduce-overhead"}
+PROMPT, NEW = 128, 128
+
+
+def timed_generate(model, prompt: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(tokens, ms per new token) of a greedy ``generate`` from ``prompt``, timed after an untimed call
+    (which captures the decode step's CUDA graph)."""
+    kwargs = dict(max_new_tokens=NEW, do_sample=False, eos_token_id=[])
+    model.generate(prompt, **kwargs)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    tokens = model.generate(prompt, **kwargs)
+    torch.cuda.synchronize()
+    return tokens, (time.perf_counter() - start) * 1000 / NEW
 
 
 def transformers_model(d_model: int, layers: int) -> MambaForCausalLM:
@@ -44,6 +60,8 @@ def bench_mode(name: str, model, calibrated, mode: str, g: torch.Generator) -> l
     inputs = {shape: torch.randint(0, VOCAB, shape, generator=g, device="cuda") for shape in SHAPES}
     rows = []
     expected_graphs = len({batch == 1 for batch, _ in SHAPES})
+    prompt = torch.randint(0, VOCAB, (1, PROMPT), generator=g, device="cuda")
+    expected_tokens = None
     for variant, inductor in VARIANTS.items():
         torch._dynamo.reset()
         counter = CompileCounterWithBackend(qpass.backend(mode=mode, calibration=calibrated, inductor=inductor))
@@ -67,10 +85,17 @@ def bench_mode(name: str, model, calibrated, mode: str, g: torch.Generator) -> l
                 print(f"{name} {mode} {variant} B={batch} L={length}: {row['ms']:.2f} ms "
                       f"(+{row['working_gib']:.2f} GiB working)", flush=True)
             rows.append(row)
-    graph_rows = {(r["batch"], r["length"]): r for r in rows if r["variant"] == "graph" and r["check"]}
+        if ok:
+            tokens, ms = timed_generate(model, prompt)
+            expected_tokens = tokens if expected_tokens is None else expected_tokens
+            same = torch.equal(tokens, expected_tokens)
+            rows.append(dict(config=name, mode=mode, variant=variant, generate_ms_per_token=ms, check=same))
+            print(f"{name} {mode} {variant} generate B=1: {ms:.3f} ms/token (prefill included), tokens equal the "
+                  f"graph variant's: {same}", flush=True)
+    graph_rows = {(r["batch"], r["length"]): r for r in rows if r["variant"] == "graph" and r["check"] and "ms" in r}
     for r in rows:
-        base = graph_rows.get((r["batch"], r["length"]))
-        if r["variant"] != "graph" and base and r["check"]:
+        base = graph_rows.get((r.get("batch"), r.get("length")))
+        if r["variant"] != "graph" and base and r["check"] and "ms" in r:
             print(f"{name} {mode} B={r['batch']} L={r['length']}: {r['variant']} {base['ms'] / r['ms']:.2f}x "
                   "the graph as it is", flush=True)
     return rows

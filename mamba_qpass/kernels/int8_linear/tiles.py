@@ -32,9 +32,16 @@ PREFILL_CONFIGS = [
     _config(32, 64, 128, 4, 5),
 ]
 # Decode (M = 1 to 64 rows): the weights are streamed once from memory, so what counts is keeping every SM
-# loading. 16-row tiles with long K steps; and since a decode projection has few column tiles (out_proj of
-# the 2.8b config: 40 tiles of 64 for 132 SMs), split K multiplies the programs.
+# loading. One-row tiles or 16-row tiles with long K steps; and since a decode projection has few column
+# tiles (out_proj of the 2.8b config: 40 tiles of 64 for 132 SMs), split K multiplies the programs.
 DECODE_CONFIGS = [
+    # one row (B = 1): a GEMV on the CUDA cores (see int8_tile_accumulate)
+    _config(1, 64, 256, 4, 2),
+    _config(1, 64, 128, 4, 2),
+    _config(1, 128, 128, 4, 2),
+    _config(1, 64, 128, 4, 2, split_k=2),
+    _config(1, 32, 256, 4, 2, split_k=4),
+    _config(1, 16, 256, 2, 2, split_k=8),
     _config(16, 128, 256, 4, 4),
     _config(16, 64, 512, 4, 4),
     _config(16, 32, 512, 2, 4),
@@ -59,16 +66,19 @@ DECODE_MAX_ROWS = 64  # M up to this many rows picks among DECODE_CONFIGS, above
 
 def fitting_configs(configs, named_args, **_):
     """The autotuner's pruning: the decode or prefill candidates by M, less tiles far larger than the
-    problem (a 256-wide tile for x_proj's 192 outputs) and splits that would leave a program fewer than two
-    K steps, so a new shape times fewer candidates; keeps the smallest tile when none fits."""
+    problem (a 256-wide tile for x_proj's 192 outputs), one-row tiles for more than one row, and splits
+    that would leave a program fewer than two K steps, so a new shape times fewer candidates; keeps the
+    smallest tensor-core tile when none fits."""
     m, n, k = named_args["M_BUCKET"], named_args["N"], named_args["K"]
     fitting = [
         c for c in (DECODE_CONFIGS if m <= DECODE_MAX_ROWS else PREFILL_CONFIGS)
-        if c.kwargs["BLOCK_M"] <= max(16, m) and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(n))
+        if c.kwargs["BLOCK_M"] <= max(16, m) and (c.kwargs["BLOCK_M"] > 1 or m == 1)
+        and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(n))
         and c.kwargs["BLOCK_K"] <= max(32, triton.next_power_of_2(k))
         and triton.cdiv(k, c.kwargs["BLOCK_K"]) >= 2 * c.kwargs["SPLIT_K"] - (c.kwargs["SPLIT_K"] == 1)
     ]
-    return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+    return fitting or [min((c for c in configs if c.kwargs["BLOCK_M"] > 1),
+                           key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
 
 def _l2_flush_buffer() -> torch.Tensor:
@@ -108,7 +118,7 @@ def time_from_cold_l2(kernel_call, quantiles=None):
 
 @functools.cache
 def _split_k_workspace(device: torch.device, rows: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    tiles = triton.cdiv(rows, 16) * triton.cdiv(n, 16)  # the most tiles any config makes
+    tiles = rows * triton.cdiv(n, 16)  # the most tiles any config makes (one-row tiles, 16 columns)
     return (torch.zeros(rows, n, dtype=torch.int32, device=device),
             torch.zeros(tiles, dtype=torch.int32, device=device))
 

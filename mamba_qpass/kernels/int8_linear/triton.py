@@ -22,25 +22,49 @@ def int8_tile_accumulate(
     EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """The exact int32 accumulator of a (BLOCK_M, BLOCK_N) tile of a @ weight.T over K in [k_lo, k_hi)
-    (k_lo a multiple of BLOCK_K; with EVEN_K, so is k_hi)."""
+    (k_lo a multiple of BLOCK_K; with EVEN_K, so is k_hi).
+
+    Tiles of 16 rows or more run on the tensor cores (``tl.dot``). A one-row tile (a GEMV: one token at
+    decode) multiplies and adds on the CUDA cores, the weight tile loaded as (BLOCK_N, BLOCK_K) rows of
+    contiguous K with no shared-memory staging, its products summed elementwise over the K steps and
+    across K once at the end (a reduction across threads at every step would cost a shared-memory round
+    trip each time). Integer sums are exact in any order, so both give the same accumulator."""
     offs_k = tl.arange(0, BLOCK_K)
     # Rows and columns past the edge read row/column 0 instead (wrapped), so the loads need no masks;
     # their results are never stored.
-    a_ptrs = a_ptr + (offs_m % M)[:, None] * stride_am + (k_lo + offs_k)[None, :]
-    w_ptrs = w_ptr + (offs_n % N)[None, :] * stride_wn + (k_lo + offs_k)[:, None]  # (BLOCK_K, BLOCK_N) of weight.T
-
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-    for k_start in range(k_lo, k_hi, BLOCK_K):
-        if EVEN_K:
-            a = tl.load(a_ptrs)
-            w = tl.load(w_ptrs)
-        else:
-            mask_k = offs_k < k_hi - k_start
-            a = tl.load(a_ptrs, mask=mask_k[None, :], other=0)
-            w = tl.load(w_ptrs, mask=mask_k[:, None], other=0)
-        acc = tl.dot(a, w, acc, out_dtype=tl.int32)
-        a_ptrs += BLOCK_K
-        w_ptrs += BLOCK_K
+    if BLOCK_M == 1:
+        # a's row read in the weight tile's shape (every column the same address), so that its values
+        # arrive where the products need them without a layout change through shared memory
+        a_ptrs = a_ptr + (offs_n * 0 + tl.min(offs_m) % M)[:, None] * stride_am + (k_lo + offs_k)[None, :]
+        w_ptrs = w_ptr + (offs_n % N)[:, None] * stride_wn + (k_lo + offs_k)[None, :]  # (BLOCK_N, BLOCK_K) of weight
+        products = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.int32)
+        for k_start in range(k_lo, k_hi, BLOCK_K):
+            if EVEN_K:
+                a = tl.load(a_ptrs)
+                w = tl.load(w_ptrs)
+            else:
+                mask_k = offs_k < k_hi - k_start
+                a = tl.load(a_ptrs, mask=mask_k[None, :], other=0)
+                w = tl.load(w_ptrs, mask=mask_k[None, :], other=0)
+            products += w.to(tl.int32) * a.to(tl.int32)
+            a_ptrs += BLOCK_K
+            w_ptrs += BLOCK_K
+        acc = tl.sum(products, axis=1)[None, :]
+    else:
+        a_ptrs = a_ptr + (offs_m % M)[:, None] * stride_am + (k_lo + offs_k)[None, :]
+        w_ptrs = w_ptr + (offs_n % N)[None, :] * stride_wn + (k_lo + offs_k)[:, None]  # (BLOCK_K, BLOCK_N) of weight.T
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        for k_start in range(k_lo, k_hi, BLOCK_K):
+            if EVEN_K:
+                a = tl.load(a_ptrs)
+                w = tl.load(w_ptrs)
+            else:
+                mask_k = offs_k < k_hi - k_start
+                a = tl.load(a_ptrs, mask=mask_k[None, :], other=0)
+                w = tl.load(w_ptrs, mask=mask_k[:, None], other=0)
+            acc = tl.dot(a, w, acc, out_dtype=tl.int32)
+            a_ptrs += BLOCK_K
+            w_ptrs += BLOCK_K
     return acc
 
 
