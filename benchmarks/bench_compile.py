@@ -15,8 +15,8 @@ compile, run) and median CUDA-event times (``triton.testing.do_bench``).
 Decode: a compiled model's ``generate`` runs the decode path of the model qpass.apply returns (its
 decode step the project's own CUDA graph; dynamo_generate.py), whichever variant compiled it, so inductor
 and reduce-overhead cannot change it. Each variant's ``generate`` (B=1, prompt 128, 128 new tokens,
-greedy) is timed to show it, after checking that its tokens equal the graph variant's; bench_decode.py
-times decode against mamba-ssm.
+greedy) is timed to show it, after checking that the model's generate is routed to the backend's graph
+and that its tokens equal the graph variant's; bench_decode.py times decode against mamba-ssm.
 """
 
 import argparse
@@ -27,6 +27,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from transformers import MambaConfig, MambaForCausalLM
 
 import mamba_qpass as qpass
+from mamba_qpass.dynamo_generate import compiled_generation
 from bench_prefill import CONFIGS, SHAPES, VOCAB, run_benchmark, timed_peak
 
 VARIANTS = {"graph": False, "inductor": True, "inductor_reduce_overhead": "reduce-overhead"}
@@ -85,13 +86,17 @@ def bench_mode(name: str, model, calibrated, mode: str, g: torch.Generator) -> l
                 print(f"{name} {mode} {variant} B={batch} L={length}: {row['ms']:.2f} ms "
                       f"(+{row['working_gib']:.2f} GiB working)", flush=True)
             rows.append(row)
-        if ok:
+        routed = compiled_generation(model) is not None  # else generate would run transformers' float model
+        if ok and routed:
             tokens, ms = timed_generate(model, prompt)
             expected_tokens = tokens if expected_tokens is None else expected_tokens
             same = torch.equal(tokens, expected_tokens)
             rows.append(dict(config=name, mode=mode, variant=variant, generate_ms_per_token=ms, check=same))
             print(f"{name} {mode} {variant} generate B=1: {ms:.3f} ms/token (prefill included), tokens equal the "
                   f"graph variant's: {same}", flush=True)
+        else:
+            print(f"{name} {mode} {variant} generate: REFUSED (the model's generate is "
+                  f"{'routed' if routed else 'not routed'} to the backend's graph)", flush=True)
     graph_rows = {(r["batch"], r["length"]): r for r in rows if r["variant"] == "graph" and r["check"] and "ms" in r}
     for r in rows:
         base = graph_rows.get((r.get("batch"), r.get("length")))

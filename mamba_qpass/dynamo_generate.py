@@ -4,7 +4,9 @@
 ``cmodel.generate`` is transformers' ``generate`` of the model inside, whose steps call the model's own
 forward with a cache: transformers' float forward, run eagerly, and the compiled graph is never used. So
 that a compiled model does not silently generate in float, the backend records, for each model it
-compiles, its finished graph (keyed by the model's embedding weight, which the graph holds), and
+compiles, its finished graph (keyed by the memory of the model's embedding weight, which the graph holds:
+the backend's graph may hold the weight as a parameter or as a buffer sharing its memory, e.g. after
+scales are transferred from a calibrated graph), and
 ``MambaForCausalLM.generate`` of a recorded model generates with that graph: the decode path of the model
 ``qpass.apply`` returns (prefill, then one-token steps from the layers' states; CUDA graphs on CUDA), whose
 tokens equal re-running the compiled forward on the whole prefix. Models never compiled with the backend
@@ -15,11 +17,12 @@ the model itself generates quantized too (``model(input_ids)`` called eagerly st
 """
 
 import functools
+import itertools
 import logging
 from dataclasses import dataclass
 
+import torch
 import torch.fx as fx
-from torch.utils.weak import WeakIdKeyDictionary
 
 from mamba_qpass.hf import QuantizedMambaForCausalLM
 
@@ -40,19 +43,26 @@ class CompiledGeneration:
         return self.quantized
 
 
-_COMPILED: WeakIdKeyDictionary = WeakIdKeyDictionary()
+# The finished graph holds the embedding's memory, so while a record lives no other tensor can take that
+# address: the key cannot come to name another model.
+_COMPILED: dict[tuple, CompiledGeneration] = {}
+
+
+def _memory_key(weight: torch.Tensor) -> tuple:
+    return weight.device, weight.data_ptr(), tuple(weight.shape), weight.dtype
 
 
 def record_compiled(canonical: fx.GraphModule, finished: fx.GraphModule, mode: str) -> None:
-    """Called by the backend for each graph it finishes: ``canonical`` holds the model's own parameters."""
-    embedding = dict(canonical.named_parameters()).get(EMBEDDING)
+    """Called by the backend for each graph it finishes: ``canonical`` holds the model's own weights (as
+    parameters, or as buffers sharing their memory)."""
+    embedding = dict(itertools.chain(canonical.named_parameters(), canonical.named_buffers())).get(EMBEDDING)
     if embedding is not None:
-        _COMPILED[embedding] = CompiledGeneration(finished, mode)
+        _COMPILED[_memory_key(embedding)] = CompiledGeneration(finished, mode)
 
 
 def compiled_generation(model) -> CompiledGeneration | None:
     """What the backend recorded for ``model`` (a transformers MambaForCausalLM), or None."""
-    return _COMPILED.get(model.get_input_embeddings().weight)
+    return _COMPILED.get(_memory_key(model.get_input_embeddings().weight))
 
 
 def route_mamba_generate() -> None:

@@ -54,3 +54,17 @@ def test_models_never_compiled_generate_as_before(setup):
     assert MambaForCausalLM.generate.routes_to_mamba_qpass and compiled_generation(other) is None
     kwargs = dict(max_new_tokens=4, do_sample=False, pad_token_id=0, attention_mask=torch.ones_like(ids))
     assert torch.equal(other.generate(ids, **kwargs), GenerationMixin.generate(other, ids, **kwargs))
+
+
+def test_a_model_compiled_from_its_calibrated_graph_generates_with_the_backends_graph(setup):
+    """With a calibrated graph as the calibration (as bench_compile passes it), the backend's graph holds
+    the weights as buffers sharing the model's memory, not as its parameters: the model is still found."""
+    _, calibration, ids, expected = setup
+    model = random_mamba(seed=1, initializer_range=0.5)  # the setup's weights, never compiled
+    torch._dynamo.reset()
+    calibrated = qpass.calibrate(model, calibration, progress=False)
+    compiled = torch.compile(model, backend=qpass.backend(mode="w8a8", calibration=calibrated), dynamic=True)
+    with torch.no_grad():
+        compiled(ids)
+    assert compiled_generation(model) is not None
+    assert torch.equal(model.generate(ids, max_new_tokens=NEW, eos_token_id=[]), expected)
