@@ -38,33 +38,30 @@ def int8_tile_accumulate(
         a_ptrs = a_ptr + (offs_n * 0 + tl.min(offs_m) % M)[:, None] * stride_am + (k_lo + offs_k)[None, :]
         w_ptrs = w_ptr + (offs_n % N)[:, None] * stride_wn + (k_lo + offs_k)[None, :]  # (BLOCK_N, BLOCK_K) of weight
         products = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.int32)
-        for k_start in range(k_lo, k_hi, BLOCK_K):
-            if EVEN_K:
-                a = tl.load(a_ptrs)
-                w = tl.load(w_ptrs)
-            else:
-                mask_k = offs_k < k_hi - k_start
-                a = tl.load(a_ptrs, mask=mask_k[None, :], other=0)
-                w = tl.load(w_ptrs, mask=mask_k[None, :], other=0)
-            products += w.to(tl.int32) * a.to(tl.int32)
-            a_ptrs += BLOCK_K
-            w_ptrs += BLOCK_K
-        acc = tl.sum(products, axis=1)[None, :]
     else:
         a_ptrs = a_ptr + (offs_m % M)[:, None] * stride_am + (k_lo + offs_k)[None, :]
         w_ptrs = w_ptr + (offs_n % N)[None, :] * stride_wn + (k_lo + offs_k)[:, None]  # (BLOCK_K, BLOCK_N) of weight.T
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-        for k_start in range(k_lo, k_hi, BLOCK_K):
-            if EVEN_K:
-                a = tl.load(a_ptrs)
-                w = tl.load(w_ptrs)
+    for k_start in range(k_lo, k_hi, BLOCK_K):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            w = tl.load(w_ptrs)
+        else:
+            mask_k = offs_k < k_hi - k_start
+            if BLOCK_M == 1:
+                w_mask = mask_k[None, :]
             else:
-                mask_k = offs_k < k_hi - k_start
-                a = tl.load(a_ptrs, mask=mask_k[None, :], other=0)
-                w = tl.load(w_ptrs, mask=mask_k[:, None], other=0)
+                w_mask = mask_k[:, None]
+            a = tl.load(a_ptrs, mask=mask_k[None, :], other=0)
+            w = tl.load(w_ptrs, mask=w_mask, other=0)
+        if BLOCK_M == 1:
+            products += w.to(tl.int32) * a.to(tl.int32)
+        else:
             acc = tl.dot(a, w, acc, out_dtype=tl.int32)
-            a_ptrs += BLOCK_K
-            w_ptrs += BLOCK_K
+        a_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+    if BLOCK_M == 1:
+        acc = tl.sum(products, axis=1)[None, :]
     return acc
 
 
