@@ -1,6 +1,6 @@
-"""The int8 GEMM's tilings on the GPU and how one is chosen: candidate configs, their pruning by shape, the
-autotuner's timer, and the split-K workspace. Shared by ``int8_linear`` and ``int8_linear_conv_step``, which
-run the same tile loop.
+"""The int8 GEMM's tilings on the GPU, how one is chosen and how a tiled kernel is launched: candidate
+configs, their pruning by shape, the autotuner's timer, the split-K workspace, and ``TiledKernel``.
+Shared by ``int8_linear`` and ``int8_linear_conv_step``, which run the same tile loop.
 
 Every tiling gives the same int32 accumulator and the same per-element epilogue, so the choice changes
 speed only, never a bit of the output: autotuning is safe for exactness here (and every tile is tested on
@@ -11,6 +11,8 @@ import functools
 import torch
 import triton
 from triton.testing import do_bench_cudagraph
+
+from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 
 
 def _config(block_m, block_n, block_k, warps, stages, group_m=8, split_k=1) -> triton.Config:
@@ -134,24 +136,41 @@ def split_k_workspace(device: torch.device, m: int, n: int, config: triton.Confi
     return _split_k_workspace(device, *((triton.next_power_of_2(m), n) if split else (1, 1)))
 
 
-def launch_options(config: triton.Config) -> dict:
-    """A fixed config's meta-parameters and launch options, as the autotuner would pass them."""
-    return dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
-
-
-def tile_grid(m: int, n: int):
-    """The launch grid for a config: one program per (output tile, K split)."""
-    return lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
-
-
 def _pow2_tile(n: int, smallest: int, largest: int) -> int:
     return min(largest, max(smallest, triton.next_power_of_2(n)))
 
 
-def interpreter_tile(m: int, n: int, k: int) -> dict:
+def _interpreter_tile(m: int, n: int, k: int) -> dict:
     """On CPU (the interpreter) every tl op costs the same whatever its size, so the fewest, largest
     programs win. An int8 ``tl.dot`` needs K tiles of at least 32 and M, N tiles of at least 16."""
     return dict(
         BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, 16, 64), BLOCK_K=_pow2_tile(k, 32, 128), GROUP_M=1,
         SPLIT_K=1,
     )
+
+
+class TiledKernel:
+    """A kernel built on ``int8_tile_accumulate``'s tiles (taking M, N, K and M_BUCKET, and the BLOCK_M,
+    BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K and EVEN_K meta-parameters), launched one program per (output tile,
+    K split): with a given config (one of GPU_CONFIGS), autotuned on CUDA over the candidates that fit the
+    shape, keyed on ``key`` (the arguments that change the best tile; ``restore_value``: those the kernel
+    writes in place, put back after each timed call), or in the interpreter with one fixed tile."""
+
+    def __init__(self, kernel, key: list[str], restore_value: list[str] | None = None):
+        self.fixed = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})(kernel)
+        self.tuned = triton.autotune(
+            GPU_CONFIGS, key=key, prune_configs_by={"early_config_prune": fitting_configs},
+            do_bench=time_from_cold_l2, restore_value=restore_value,
+        )(self.fixed)
+
+    def launch(self, m: int, n: int, k: int, config: triton.Config | None, device: torch.device, *args, **flags) -> None:
+        def grid(meta):
+            return triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"]
+
+        if config is not None:
+            launch = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+            self.fixed[grid](*args, **flags, **launch, **EXACT_FP_LAUNCH)
+        elif device.type == "cuda":
+            self.tuned[grid](*args, **flags, **EXACT_FP_LAUNCH)
+        else:
+            self.fixed[grid](*args, **flags, **_interpreter_tile(m, n, k), **EXACT_FP_LAUNCH)

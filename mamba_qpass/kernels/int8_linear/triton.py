@@ -5,10 +5,8 @@ import triton
 import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_f64_vector, check_shape, check_tensor, check_unit_last_stride
-from mamba_qpass.kernels.int8_linear.tiles import (
-    GPU_CONFIGS, fitting_configs, interpreter_tile, launch_options, split_k_workspace, tile_grid, time_from_cold_l2,
-)
-from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
+from mamba_qpass.kernels.int8_linear.tiles import TiledKernel, split_k_workspace
+from mamba_qpass.kernels.quant_math import tl_round_half_even_clamp_int8
 
 # float32 only: on the GPU a float64 -> float16 store rounds twice (through float32), which a direct
 # conversion in the reference would not, so float16 output could not be bit-exact.
@@ -159,14 +157,8 @@ def check_int8_linear_inputs(a: torch.Tensor, weight: torch.Tensor, dequant_scal
     return n, k
 
 
-# The interpreter launches this with a fixed tile; CUDA through the autotuner below.
-_int8_linear_fixed = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})(_int8_linear_kernel)
 # Keyed on M's power-of-two bucket, not M itself: a new sequence length must not trigger a new search.
-_int8_linear_tuned = triton.autotune(
-    GPU_CONFIGS, key=["M_BUCKET", "N", "K", "HAS_BIAS", "QUANTIZE_OUT", "HAS_RESIDUAL"],
-    prune_configs_by={"early_config_prune": fitting_configs},
-    do_bench=time_from_cold_l2,
-)(_int8_linear_fixed)
+_int8_linear = TiledKernel(_int8_linear_kernel, key=["M_BUCKET", "N", "K", "HAS_BIAS", "QUANTIZE_OUT", "HAS_RESIDUAL"])
 
 
 def int8_linear(
@@ -217,11 +209,5 @@ def int8_linear(
             m, n, k, rows.stride(0), weight.stride(0), residual_rows.stride(0), out.stride(0), triton.next_power_of_2(m),
         )
         flags = dict(HAS_BIAS=bias is not None, QUANTIZE_OUT=out_inv_scale is not None, HAS_RESIDUAL=residual is not None)
-        grid = tile_grid(m, n)
-        if config is not None:
-            _int8_linear_fixed[grid](*args, **flags, **launch_options(config), **EXACT_FP_LAUNCH)
-        elif device.type == "cuda":
-            _int8_linear_tuned[grid](*args, **flags, **EXACT_FP_LAUNCH)
-        else:
-            _int8_linear_fixed[grid](*args, **flags, **interpreter_tile(m, n, k), **EXACT_FP_LAUNCH)
+        _int8_linear.launch(m, n, k, config, device, *args, **flags)
     return out.reshape(*a.shape[:-1], n)

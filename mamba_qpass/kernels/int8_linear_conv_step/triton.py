@@ -21,13 +21,11 @@ import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_f64_vector
 from mamba_qpass.kernels.conv_window import check_int8_conv_inputs, conv_state_out, int8_conv_epilogue
-from mamba_qpass.kernels.int8_linear.tiles import (
-    GPU_CONFIGS, fitting_configs, interpreter_tile, launch_options, split_k_workspace, tile_grid, time_from_cold_l2,
-)
+from mamba_qpass.kernels.int8_linear.tiles import TiledKernel, split_k_workspace
 from mamba_qpass.kernels.int8_linear.triton import (
     check_int8_linear_inputs, grouped_tile, int8_tile_accumulate_split, int8_tile_values,
 )
-from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
+from mamba_qpass.kernels.quant_math import tl_round_half_even_clamp_int8
 
 @triton.jit
 def _int8_linear_conv_step_kernel(
@@ -68,15 +66,10 @@ def _int8_linear_conv_step_kernel(
             tl.store(conv_out_ptr + offs_m[:, None] * stride_cb + offs_n[None, :], out, mask=mask)
 
 
-_int8_linear_conv_step_fixed = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})(
-    _int8_linear_conv_step_kernel
-)
-_int8_linear_conv_step_tuned = triton.autotune(
-    GPU_CONFIGS, key=["M_BUCKET", "N", "K", "D", "WIDTH", "CONV_HAS_BIAS", "SILU"],
-    prune_configs_by={"early_config_prune": fitting_configs},
-    do_bench=time_from_cold_l2,
+_int8_linear_conv_step = TiledKernel(
+    _int8_linear_conv_step_kernel, key=["M_BUCKET", "N", "K", "D", "WIDTH", "CONV_HAS_BIAS", "SILU"],
     restore_value=["state_out_ptr"],
-)(_int8_linear_conv_step_fixed)
+)
 
 
 def int8_linear_conv_step(
@@ -122,11 +115,5 @@ def int8_linear_conv_step(
         triton.next_power_of_2(batch),
     )
     flags = dict(WIDTH=width, CONV_HAS_BIAS=conv_bias is not None, SILU=silu)
-    grid = tile_grid(batch, n)
-    if config is not None:
-        _int8_linear_conv_step_fixed[grid](*args, **flags, **launch_options(config), **EXACT_FP_LAUNCH)
-    elif device.type == "cuda":
-        _int8_linear_conv_step_tuned[grid](*args, **flags, **EXACT_FP_LAUNCH)
-    else:
-        _int8_linear_conv_step_fixed[grid](*args, **flags, **interpreter_tile(batch, n, k), **EXACT_FP_LAUNCH)
+    _int8_linear_conv_step.launch(batch, n, k, config, device, *args, **flags)
     return codes, conv_out, state_out
