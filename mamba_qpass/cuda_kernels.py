@@ -20,7 +20,7 @@ from mamba_qpass.kernels.selective_scan.triton import selective_scan as selectiv
 from mamba_qpass.kernels.selective_state_update.triton import DtProjection, selective_state_update
 
 
-ops.causal_conv1d.register_kernel("cuda")(causal_conv1d_triton)
+ops.register_device_kernel(ops.causal_conv1d, "cuda", causal_conv1d_triton)
 
 
 # A one-token call with a state is a decode step: the step kernels (same arithmetic as the scan and conv
@@ -29,15 +29,13 @@ def _is_decode_step(x, initial_state) -> bool:
     return initial_state is not None and x.shape[1] == 1
 
 
-@ops.selective_scan.register_kernel("cuda")
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None):
+def _selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None):
     if _is_decode_step(u, initial_state):
         return selective_state_update(u, delta, A, B, C, D, z, delta_bias, delta_softplus, None, initial_state)
     return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, None, initial_state)
 
 
-@ops.int8_selective_scan.register_kernel("cuda")
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype, initial_state=None):
+def _int8_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype, initial_state=None):
     if _is_decode_step(u, initial_state):
         return selective_state_update(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state, scales=scales
@@ -47,17 +45,18 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype, in
     )
 
 
-@ops.int8_causal_conv1d.register_kernel("cuda")
-def _(x, weight, dequant_scale, bias, out_inv_scale, silu, initial_state=None):
+def _int8_causal_conv1d(x, weight, dequant_scale, bias, out_inv_scale, silu, initial_state=None):
     if _is_decode_step(x, initial_state):
         return int8_conv_state_update(x, weight, dequant_scale, bias, out_inv_scale, silu, initial_state)
     return int8_causal_conv1d(x, weight, dequant_scale, bias, out_inv_scale, silu, initial_state)
 
 
-ops.int8_linear.register_kernel("cuda")(int8_linear)
-ops.rms_norm_quant.register_kernel("cuda")(rms_norm_quant)
-ops.hadamard_quant.register_kernel("cuda")(hadamard_quant)
-ops.quantize.register_kernel("cuda")(quantize)
+for _op, _kernel in (
+    (ops.selective_scan, _selective_scan), (ops.int8_selective_scan, _int8_selective_scan),
+    (ops.int8_causal_conv1d, _int8_causal_conv1d), (ops.int8_linear, int8_linear),
+    (ops.rms_norm_quant, rms_norm_quant), (ops.hadamard_quant, hadamard_quant), (ops.quantize, quantize),
+):
+    ops.register_device_kernel(_op, "cuda", _kernel)
 
 
 # The CUDA decode step's variants of the one-token calls (``runtime/in_place_states.py``,

@@ -11,6 +11,7 @@ from transformers.modeling_outputs import CausalLMOutput
 from mamba_qpass.capture import ssm_state_positions, with_state
 from mamba_qpass.graph_replay import CudaGraphReplay
 from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep, EagerDecodeStep, cuda_graph_blockers
+from mamba_qpass.runtime.direct_calls import direct_calls
 from mamba_qpass.runtime.generate import generate
 from mamba_qpass.runtime.sampling import Sampling
 from mamba_qpass.runtime.state_precision import check_ssm_state_dtype, stored
@@ -94,6 +95,7 @@ class QuantizedMambaForCausalLM(nn.Module):
         self.mode = mode
         # generate's step graph and CUDA graphs, built on first use for the device the model is then on
         self._runtime: dict = {}
+        self._eager: dict = {}  # gm with its ops called directly, for the device it was made on
         self._prefill_replay: CudaGraphReplay | None = None
 
     def enable_cuda_graphs(self, max_graphs: int = 4) -> None:
@@ -138,16 +140,28 @@ class QuantizedMambaForCausalLM(nn.Module):
             _check_right_padded(attention_mask)
         if self._prefill_replay is not None:
             return CausalLMOutput(logits=self._prefill_replay(input_ids))
-        return CausalLMOutput(logits=self.gm(input_ids))
+        # under torch.compile the graph keeps its ops, which Dynamo sees as single nodes
+        return CausalLMOutput(logits=(self.gm if torch.compiler.is_compiling() else self._eager_graph())(input_ids))
+
+    def _eager_graph(self) -> fx.GraphModule:
+        """``gm`` with its ops called directly (``runtime/direct_calls.py``: the same functions and outputs
+        without torch's per-op dispatch cost), made again when ``gm`` or its device changes."""
+        if self._eager.get("source") is not self.gm or self._eager.get("device") != self.device:
+            self._eager = {"source": self.gm, "device": self.device, "graph": direct_calls(self.gm)}
+        return self._eager["graph"]
 
     def _generation_runtime(self) -> dict:
-        """The step graph (``with_state`` of ``gm``, sharing its tensors) and the CUDA graphs captured per
-        batch size; rebuilt when the model has moved, since a move replaces the tensors they hold."""
+        """The step graph (``with_state`` of ``gm``, sharing its tensors), the same with its ops called
+        directly for the prefill and eager steps, and the CUDA graphs captured per batch size (from the
+        step graph, whose ops the decode rewrites match); rebuilt when the model has moved, since a move
+        replaces the tensors they hold."""
         device = self.device
         if self._runtime.get("device") != device:
+            step_graph = with_state(self.gm, last_logits_only=True)
             self._runtime = {
                 "device": device,
-                "step_graph": with_state(self.gm, last_logits_only=True),
+                "step_graph": step_graph,
+                "eager_step_graph": direct_calls(step_graph),
                 "cuda_graphs": {},
                 "pool": torch.cuda.graph_pool_handle() if device.type == "cuda" else None,
             }
@@ -164,7 +178,7 @@ class QuantizedMambaForCausalLM(nn.Module):
                 runtime["cuda_graphs"][key] = CudaGraphDecodeStep(step_graph, states, runtime["pool"])
             step = runtime["cuda_graphs"][key]
         else:
-            step = EagerDecodeStep(step_graph, ssm_state_dtype)
+            step = EagerDecodeStep(runtime["eager_step_graph"], ssm_state_dtype)
         step.start(states)
         return step
 
@@ -251,7 +265,7 @@ class QuantizedMambaForCausalLM(nn.Module):
         check_ssm_state_dtype(ssm_state_dtype)
         use_cuda_graph = self._use_cuda_graph(use_cuda_graph)
         return generate(
-            self._generation_runtime()["step_graph"],
+            self._generation_runtime()["eager_step_graph"],
             lambda states: self._decode_step(states, use_cuda_graph, ssm_state_dtype),
             input_ids,
             attention_mask,

@@ -3,7 +3,8 @@
 Each op is a single node to export, FX passes and ``torch.compile`` (its fake implementation gives
 shapes without running it). The implementation on every device is the op's plain-PyTorch reference
 (``kernels/<op>/reference.py``); where Triton is installed, ``cuda_kernels.py`` registers the Triton
-kernels for CUDA in its place.
+kernels for CUDA in its place (``register_device_kernel``). ``implementation`` says which function an op
+runs on a device, for a graph that calls it directly (``runtime/direct_calls.py``).
 """
 
 from collections.abc import Callable
@@ -27,9 +28,37 @@ from mamba_qpass.kernels.selective_scan import reference as selective_scan_refer
 from mamba_qpass.kernels.selective_scan.reference import selective_scan_int8_ref, selective_scan_ref
 
 NAMESPACE = "mamba_qpass"
+# op name -> {device type or None (every device): the function the dispatcher runs there}
+_IMPLEMENTATIONS: dict[str, dict[str | None, Callable]] = {}
 
 
-@torch.library.custom_op(f"{NAMESPACE}::rms_norm", mutates_args=())
+def _custom_op(name: str) -> Callable:
+    """``torch.library.custom_op`` for ``mamba_qpass::name``, its function recorded as the op's
+    implementation on every device."""
+
+    def define(fn: Callable):
+        _IMPLEMENTATIONS[name] = {None: fn}
+        return torch.library.custom_op(f"{NAMESPACE}::{name}", mutates_args=())(fn)
+
+    return define
+
+
+def register_device_kernel(op, device_type: str, fn: Callable) -> Callable:
+    """Registers ``fn`` as ``op``'s implementation on ``device_type`` (``op.register_kernel``), and records
+    it for ``implementation``."""
+    op.register_kernel(device_type)(fn)
+    _IMPLEMENTATIONS[op._name.split("::")[-1]][device_type] = fn
+    return fn
+
+
+def implementation(op: torch._ops.OpOverload, device_type: str) -> Callable:
+    """The function ``op`` (an op of this namespace) runs on ``device_type``: what the dispatcher calls,
+    without the dispatch."""
+    kernels = _IMPLEMENTATIONS[op._opname]
+    return kernels.get(device_type, kernels[None])
+
+
+@_custom_op("rms_norm")
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return rms_norm_ref(x, weight, eps)
 
@@ -48,7 +77,7 @@ def _conv_state_like(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return x.new_empty((x.shape[0], weight.shape[1] - 1, x.shape[2]))
 
 
-@torch.library.custom_op(f"{NAMESPACE}::causal_conv1d", mutates_args=())
+@_custom_op("causal_conv1d")
 def causal_conv1d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -64,7 +93,7 @@ def _(x, weight, bias, silu, initial_state=None):
     return torch.empty_like(x), _conv_state_like(x, weight)
 
 
-@torch.library.custom_op(f"{NAMESPACE}::selective_scan", mutates_args=())
+@_custom_op("selective_scan")
 def selective_scan(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -94,7 +123,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None):
 # the host once per graph), never as Python floats, which a Triton launch would narrow to float32.
 
 
-@torch.library.custom_op(f"{NAMESPACE}::hadamard_rotate", mutates_args=())
+@_custom_op("hadamard_rotate")
 def hadamard_rotate(y: torch.Tensor, hadamard: torch.Tensor) -> torch.Tensor:
     return hadamard_rotate_ref(y, hadamard)
 
@@ -104,7 +133,7 @@ def _(y, hadamard):
     return torch.empty_like(y)
 
 
-@torch.library.custom_op(f"{NAMESPACE}::int8_linear", mutates_args=())
+@_custom_op("int8_linear")
 def int8_linear(
     a: torch.Tensor,
     weight: torch.Tensor,
@@ -123,7 +152,7 @@ def _(a, weight, dequant_scale, bias, out_inv_scale, out_dtype, residual=None):
     return a.new_empty((*a.shape[:-1], weight.shape[0]), dtype=dtype)
 
 
-@torch.library.custom_op(f"{NAMESPACE}::int8_causal_conv1d", mutates_args=())
+@_custom_op("int8_causal_conv1d")
 def int8_causal_conv1d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -141,7 +170,7 @@ def _(x, weight, dequant_scale, bias, out_inv_scale, silu, initial_state=None):
     return x.new_empty(x.shape, dtype=torch.int8), _conv_state_like(x, weight)
 
 
-@torch.library.custom_op(f"{NAMESPACE}::rms_norm_quant", mutates_args=())
+@_custom_op("rms_norm_quant")
 def rms_norm_quant(x: torch.Tensor, weight: torch.Tensor, eps: float, out_inv_scale: torch.Tensor) -> torch.Tensor:
     return rms_norm_quant_ref(x, weight, eps, out_inv_scale)
 
@@ -151,7 +180,7 @@ def _(x, weight, eps, out_inv_scale):
     return x.new_empty(x.shape, dtype=torch.int8)
 
 
-@torch.library.custom_op(f"{NAMESPACE}::hadamard_quant", mutates_args=())
+@_custom_op("hadamard_quant")
 def hadamard_quant(y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch.Tensor) -> torch.Tensor:
     return hadamard_quant_ref(y, hadamard, out_inv_scale)
 
@@ -161,7 +190,7 @@ def _(y, hadamard, out_inv_scale):
     return y.new_empty(y.shape, dtype=torch.int8)
 
 
-@torch.library.custom_op(f"{NAMESPACE}::quantize", mutates_args=())
+@_custom_op("quantize")
 def quantize(x: torch.Tensor, out_inv_scale: torch.Tensor) -> torch.Tensor:
     return quantize_ref(x, out_inv_scale)
 
@@ -171,7 +200,7 @@ def _(x, out_inv_scale):
     return x.new_empty(x.shape, dtype=torch.int8)
 
 
-@torch.library.custom_op(f"{NAMESPACE}::int8_selective_scan", mutates_args=())
+@_custom_op("int8_selective_scan")
 def int8_selective_scan(
     u: torch.Tensor,
     delta: torch.Tensor,
