@@ -5,6 +5,7 @@ updates (in place where a one-token kernel can, ``in_place_states``; the conv's 
 ``fuse_in_proj_conv``; dt_proj computed by the state update, ``fuse_dt_proj``), so a step costs one launch
 instead of one per kernel."""
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -20,22 +21,30 @@ qd = torch.ops.quantized_decomposed
 # dequantize with tensor scales call scale.item(), which a CUDA graph cannot capture (qdq, fp32_ssm and
 # fp32_conv hold them).
 HOST_READING_OPS = (qd.quantize_per_tensor.tensor, qd.dequantize_per_tensor.tensor)
-# The fusions save a launch a layer each at small batches, and are not used above this one: the fused state
-# update re-reads dt_proj's weight rows for every batch row (from L2), where the GEMM reads them once, and
-# in_proj's fused tile has 16 rows, a decode tile.
+# The fusions save a launch a layer each. The conv's step inside in_proj is used up to this batch: beyond
+# it, it was timed slower on an H200 (2.8b, B=64, with a fixed 16-row tile; the tile is autotuned since).
 FUSED_MAX_BATCH = 16
+# The fused state update reads dt_proj's weight rows once for every batch row (from L2), where the GEMM
+# reads them once: it is used while batch x dt_proj's weight is at most this many bytes. Timed on an H200
+# (benchmarks/RESULTS.md, run C): faster at 130m B=64 (4.7 MB) and 2.8b B=1 (0.8 MB), even at 2.8b B=16
+# (13 MB), slower at 2.8b B=64 (52 MB).
+DT_PROJ_FUSED_MAX_BYTES = 16 * 2**20
 
 
 def decode_rewrites(batch: int) -> tuple[Callable[[fx.GraphModule], fx.GraphModule], ...]:
     """The step-graph rewrites a CUDA decode step of ``batch`` rows runs, in order: states updated in
-    place, then (up to FUSED_MAX_BATCH rows) the conv's step inside in_proj and dt_proj inside the state
-    update."""
+    place, then (up to FUSED_MAX_BATCH rows) the conv's step inside in_proj, then dt_proj inside the state
+    update where batch x its weight is at most DT_PROJ_FUSED_MAX_BYTES."""
     # they call the Triton kernels, which only a CUDA step needs (the package imports without Triton)
     from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
     from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
     from mamba_qpass.runtime.in_place_states import update_states_in_place
 
-    return (update_states_in_place, *((fuse_in_proj_conv, fuse_dt_proj) if batch <= FUSED_MAX_BATCH else ()))
+    return (
+        update_states_in_place,
+        *((fuse_in_proj_conv,) if batch <= FUSED_MAX_BATCH else ()),
+        functools.partial(fuse_dt_proj, max_weight_bytes=DT_PROJ_FUSED_MAX_BYTES // batch),
+    )
 
 
 def cuda_graph_blockers(graph: fx.GraphModule) -> list[str]:

@@ -14,11 +14,12 @@ as it is.
 import torch.fx as fx
 
 from mamba_qpass.cuda_kernels import int8_selective_scan_dt_proj_in_place, int8_selective_scan_in_place
-from mamba_qpass.graph_utils import copied, is_int8_codes_linear
+from mamba_qpass.graph_utils import attr_of, copied, is_int8_codes_linear
 
 
-def fuse_dt_proj(step_graph: fx.GraphModule) -> fx.GraphModule:
-    """A copy of ``step_graph`` (sharing its tensors) with each fusable dt_proj computed by its scan."""
+def fuse_dt_proj(step_graph: fx.GraphModule, max_weight_bytes: int | None = None) -> fx.GraphModule:
+    """A copy of ``step_graph`` (sharing its tensors) with each fusable dt_proj computed by its scan; with
+    ``max_weight_bytes``, only those whose weight is at most that large."""
     fused = copied(step_graph, "MambaFusedStepGraph")
     for scan in list(fused.graph.nodes):
         if not (scan.op == "call_function" and scan.target is int8_selective_scan_in_place):
@@ -27,6 +28,8 @@ def fuse_dt_proj(step_graph: fx.GraphModule) -> fx.GraphModule:
         if not is_int8_codes_linear(delta) or list(delta.users) != [scan]:
             continue
         low_rank, weight, dequant_scale, _, out_inv_scale = delta.args[:5]
+        if max_weight_bytes is not None and attr_of(fused, weight).nbytes > max_weight_bytes:
+            continue
         scan.target = int8_selective_scan_dt_proj_in_place
         scan.args = (u, low_rank, weight, dequant_scale, out_inv_scale, *rest)
         fused.graph.erase_node(delta)
