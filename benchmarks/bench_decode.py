@@ -17,8 +17,9 @@ weights + decode states (mamba-ssm's inference cache: fp16 conv and SSM states),
 call allocates beyond what was resident.
 
 With ``--rewrites``, one CUDA-graph decode step is also timed alone (100 replays) without the step-graph
-rewrites of ``runtime/`` and with each added in turn, from the same states, after checking that every
-variant's logits equal the functional step's bit for bit: what each rewrite buys, in one run.
+rewrites of ``runtime/``, with each added in turn and with the default set (``decode_rewrites(batch)``,
+what generate runs), from the same states, after checking that every variant's logits equal the functional
+step's bit for bit: what each rewrite buys, in one run.
 
     python benchmarks/bench_decode.py [--configs 130m,1.4b,2.8b] [--batches 1,16,64] [--json out.json] [--profile] [--rewrites] [--float16-states]
 """
@@ -52,6 +53,7 @@ REWRITES = {
     "in_place+fuse_dt_proj": (update_states_in_place, fuse_dt_proj),
     "in_place+fuse_in_proj_conv": (update_states_in_place, fuse_in_proj_conv),
     "all": (update_states_in_place, fuse_in_proj_conv, fuse_dt_proj),
+    "default": None,  # decode_rewrites(batch): what generate runs at this batch size
 }
 TIMED_STEPS = 100
 
