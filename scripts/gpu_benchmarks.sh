@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU-machine call of benchmarks: the torch.compile benchmark while mamba-ssm builds there for the
-# baselines, then decode, prefill and the kernel table against mamba-ssm fp16. Each benchmark checks
+# baselines, then decode (2.8b and 130m), prefill, the kernel table and decode at 1.4b against mamba-ssm
+# fp16. Each benchmark checks
 # correctness before it times; run the tests in a call of their own (scripts/gpu_tests.sh), since beside
 # them the build takes twice as long.
 #
@@ -51,4 +52,6 @@ step "prefill (2.8b, B=1 L=2048)"
 bounded 150 python3 benchmarks/bench_prefill.py --configs 2.8b --shapes 1x2048 --profile --json "$OUT/prefill.json"
 step kernels
 bounded 150 python3 benchmarks/bench_kernels.py --json "$OUT/kernels.json"
+step "decode (1.4b)"
+bounded 150 python3 benchmarks/bench_decode.py --configs 1.4b --batches 1,16,64 --json "$OUT/decode_1.4b.json"
 step done
