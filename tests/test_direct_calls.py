@@ -1,6 +1,7 @@
-"""runtime/direct_calls.py: a finished graph run with its ops called directly gives the dispatched graph's
-outputs bit for bit, in every mode and in the step graph with states; the HF-style model runs it eagerly,
-made again when its graph changes, and keeps the ops under torch.compile."""
+"""runtime/direct_calls.py: a finished graph run with its ops called directly, and its per-tensor
+(de)quantise nodes given their scales as numbers, gives the dispatched graph's outputs bit for bit, in
+every mode and in the step graph with states; the HF-style model runs it eagerly, made again when its
+graph changes."""
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import mamba_qpass as qpass
 from mamba_qpass import ops
 from mamba_qpass.capture import with_state
 from mamba_qpass.hf import QuantizedMambaForCausalLM
+from mamba_qpass.runtime.decode_step import cuda_graph_blockers
 from mamba_qpass.runtime.direct_calls import direct_calls
 from models import random_mamba
 from test_w8a8 import token_batches
@@ -31,6 +33,7 @@ def test_every_mode_gives_the_dispatched_graphs_outputs(model_and_calibrated, mo
     gm = dict(qpass.build_modes(model, ["fp"]))["fp"] if mode == "fp" else qpass.apply_mode(calibrated, mode)
     direct = direct_calls(gm)
     assert _op_nodes(gm) and not _op_nodes(direct), "every op node should call its implementation"
+    assert not cuda_graph_blockers(direct), "per-tensor (de)quantise nodes should take their scales as numbers"
     ids = token_batches(97, count=1, batch=2, length=9, seed=3)[0]
     with torch.no_grad():
         assert torch.equal(direct(ids), gm(ids))

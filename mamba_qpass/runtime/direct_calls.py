@@ -8,14 +8,24 @@ points each op node at the function the dispatcher would run on the graph's devi
 (``ops.implementation``: the Triton kernel on CUDA, the reference elsewhere), with the same arguments,
 so every output is the dispatched graph's bit for bit (tested).
 
-For running only, inside ``no_grad``: the graph that passes rewrite, save and compile keeps its ops.
+The per-tensor quantise and dequantise nodes of the modes that keep them (qdq, fp32_ssm, fp32_conv) read
+their scale and zero point from one-element tensors with ``.item()`` at every call, which on CUDA waits
+for the GPU each time. Their ``.tensor`` overloads are ``.default`` with those two numbers
+(``torch.ao.quantization.fx._decomposed``), so ``direct_calls`` reads them once, when it makes the graph,
+and calls ``.default``: the same arithmetic on the same numbers, without the waits.
+
+For running only, inside ``no_grad``, with the scales as they are when the graph is made: the graph that
+passes rewrite, save and compile keeps its ops.
 """
 
 import torch
+import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
 import torch.fx as fx
 
 from mamba_qpass import ops
-from mamba_qpass.graph_utils import copied
+from mamba_qpass.graph_utils import attr_of, copied
+
+qd = torch.ops.quantized_decomposed
 
 
 def _graph_device(gm: fx.GraphModule) -> torch.device:
@@ -23,15 +33,49 @@ def _graph_device(gm: fx.GraphModule) -> torch.device:
     return tensors[0].device if tensors else torch.device("cpu")
 
 
+# a per-tensor (de)quantise overload reading its scale and zero point on the host -> the one taking numbers
+_READ_ONCE = {
+    qd.quantize_per_tensor.tensor: qd.quantize_per_tensor.default,
+    qd.dequantize_per_tensor.tensor: qd.dequantize_per_tensor.default,
+}
+
+
+def _constant(gm: fx.GraphModule, node) -> torch.Tensor | None:
+    """The tensor a node computes from the graph's own tensors alone (a get_attr, or an aten op such as
+    ``select`` of one), else None."""
+    if node.op == "get_attr":
+        return attr_of(gm, node)
+    if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload) or node.target.namespace != "aten":
+        return None
+    inputs = node.all_input_nodes
+    values = {n: _constant(gm, n) for n in inputs}
+    if any(v is None for v in values.values()):
+        return None
+    return node.target(*fx.map_arg(node.args, values.get), **fx.map_arg(node.kwargs, values.get))
+
+
+def _one_number(gm: fx.GraphModule, node) -> float | int | None:
+    """The number a node holding a constant one-element tensor holds, else None."""
+    value = _constant(gm, node) if isinstance(node, fx.Node) else None
+    return value.item() if value is not None and value.numel() == 1 else None
+
+
 def direct_calls(gm: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``gm`` (sharing its tensors) whose ``mamba_qpass`` op nodes call the op's implementation on
-    the device ``gm``'s tensors are on."""
+    the device ``gm``'s tensors are on, and whose per-tensor (de)quantise nodes take their constant scale
+    and zero point as numbers."""
     device_type = _graph_device(gm).type
     direct = copied(gm, type(gm).__name__)
     for node in direct.graph.nodes:
-        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload) \
-                and node.target.namespace == ops.NAMESPACE:
+        if node.op != "call_function":
+            continue
+        if isinstance(node.target, torch._ops.OpOverload) and node.target.namespace == ops.NAMESPACE:
             node.target = ops.implementation(node.target, device_type)
+        elif node.target in _READ_ONCE:
+            scale, zero_point = (_one_number(direct, arg) for arg in node.args[1:3])
+            if scale is not None and zero_point is not None:
+                node.args = (node.args[0], scale, zero_point, *node.args[3:])
+                node.target = _READ_ONCE[node.target]
     direct.graph.lint()
     direct.recompile()
     return direct
