@@ -29,9 +29,9 @@ from mamba_qpass.runtime.generate import prefill
 @torch.no_grad()
 def teacher_forced(qmodel, tokens: torch.Tensor, prompt: int, dtype: torch.dtype) -> torch.Tensor:
     """(steps + 1, vocab) float32 logits: the prefill's last, then one per fed token."""
-    _, states = prefill(qmodel._generation_runtime()["step_graph"], [tokens[:prompt]])
+    last, states = prefill(qmodel._generation_runtime()["eager_step_graph"], [tokens[:prompt]])
     step = qmodel._decode_step(states, use_cuda_graph=False, ssm_state_dtype=dtype)
-    logits = [qmodel(tokens[None, :prompt]).logits[0, -1].float()]
+    logits = [last[0].float()]
     for t in range(prompt, tokens.shape[0] - 1):
         logits.append(step(tokens[None, t : t + 1])[0].float())
     return torch.stack(logits)

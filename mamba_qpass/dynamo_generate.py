@@ -17,13 +17,13 @@ the model itself generates quantized too (``model(input_ids)`` called eagerly st
 """
 
 import functools
-import itertools
 import logging
 from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
 
+from mamba_qpass.graph_utils import get_attr_value
 from mamba_qpass.hf import QuantizedMambaForCausalLM
 
 LOG = logging.getLogger("mamba_qpass")
@@ -55,9 +55,7 @@ def _memory_key(weight: torch.Tensor) -> tuple:
 def record_compiled(canonical: fx.GraphModule, finished: fx.GraphModule, mode: str) -> None:
     """Called by the backend for each graph it finishes: ``canonical`` holds the model's own weights (as
     parameters, or as buffers sharing their memory)."""
-    embedding = dict(itertools.chain(canonical.named_parameters(), canonical.named_buffers())).get(EMBEDDING)
-    if embedding is not None:
-        _COMPILED[_memory_key(embedding)] = CompiledGeneration(finished, mode)
+    _COMPILED[_memory_key(get_attr_value(canonical, EMBEDDING))] = CompiledGeneration(finished, mode)
 
 
 def compiled_generation(model) -> CompiledGeneration | None:

@@ -1,5 +1,6 @@
 """Small helpers the passes share: reading and adding tensor attributes, matching ops, copying a graph."""
 
+import itertools
 import operator
 from collections.abc import Sequence
 
@@ -15,6 +16,12 @@ def get_attr_value(gm: fx.GraphModule, qualname: str) -> torch.Tensor:
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def graph_device(gm: fx.GraphModule) -> torch.device:
+    """The device a graph's tensors (parameters, then buffers) are on; the CPU for a graph without any."""
+    first = next(itertools.chain(gm.parameters(), gm.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def add_tensor_attr(gm: fx.GraphModule, qualname: str, tensor: torch.Tensor, before: fx.Node) -> fx.Node:

@@ -1,6 +1,5 @@
 """A quantised graph as a HF-style causal LM: ``model(input_ids).logits``, ``.config``, ``.device``."""
 
-import itertools
 import warnings
 
 import torch
@@ -10,6 +9,7 @@ from transformers.modeling_outputs import CausalLMOutput
 
 from mamba_qpass.capture import ssm_state_positions, with_state
 from mamba_qpass.graph_replay import CudaGraphReplay
+from mamba_qpass.graph_utils import graph_device
 from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep, EagerDecodeStep, cuda_graph_blockers
 from mamba_qpass.runtime.direct_calls import direct_calls
 from mamba_qpass.runtime.generate import generate
@@ -113,7 +113,7 @@ class QuantizedMambaForCausalLM(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(itertools.chain(self.gm.parameters(), self.gm.buffers())).device
+        return graph_device(self.gm)
 
     @property
     def dtype(self) -> torch.dtype:

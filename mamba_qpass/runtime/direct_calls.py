@@ -19,25 +19,11 @@ passes rewrite, save and compile keeps its ops.
 """
 
 import torch
-import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
 import torch.fx as fx
 
 from mamba_qpass import ops
-from mamba_qpass.graph_utils import attr_of, copied
-
-qd = torch.ops.quantized_decomposed
-
-
-def _graph_device(gm: fx.GraphModule) -> torch.device:
-    tensors = [*gm.parameters(), *gm.buffers()]
-    return tensors[0].device if tensors else torch.device("cpu")
-
-
-# a per-tensor (de)quantise overload reading its scale and zero point on the host -> the one taking numbers
-_READ_ONCE = {
-    qd.quantize_per_tensor.tensor: qd.quantize_per_tensor.default,
-    qd.dequantize_per_tensor.tensor: qd.dequantize_per_tensor.default,
-}
+from mamba_qpass.graph_utils import attr_of, copied, graph_device
+from mamba_qpass.runtime.decode_step import HOST_READING_OPS
 
 
 def _constant(gm: fx.GraphModule, node) -> torch.Tensor | None:
@@ -64,18 +50,18 @@ def direct_calls(gm: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``gm`` (sharing its tensors) whose ``mamba_qpass`` op nodes call the op's implementation on
     the device ``gm``'s tensors are on, and whose per-tensor (de)quantise nodes take their constant scale
     and zero point as numbers."""
-    device_type = _graph_device(gm).type
+    device_type = graph_device(gm).type
     direct = copied(gm, type(gm).__name__)
     for node in direct.graph.nodes:
         if node.op != "call_function":
             continue
         if isinstance(node.target, torch._ops.OpOverload) and node.target.namespace == ops.NAMESPACE:
             node.target = ops.implementation(node.target, device_type)
-        elif node.target in _READ_ONCE:
+        elif node.target in HOST_READING_OPS:  # the .tensor overloads: .default takes the numbers
             scale, zero_point = (_one_number(direct, arg) for arg in node.args[1:3])
             if scale is not None and zero_point is not None:
                 node.args = (node.args[0], scale, zero_point, *node.args[3:])
-                node.target = _READ_ONCE[node.target]
+                node.target = node.target.overloadpacket.default
     direct.graph.lint()
     direct.recompile()
     return direct
