@@ -1,6 +1,6 @@
-"""What the float and the int8 depthwise causal conv1d kernels share: the window sum over a
-(time, channel) tile, the tiling, and the checks on x and the weight. The kernels differ only in
-their dtypes and epilogues."""
+"""What the depthwise causal conv1d kernels share: the checks on x and the weight; the window sum over
+a (time, channel) tile and its tiling (the float prefill kernel); the float64 epilogue of the int8
+kernels (the int8 prefill kernel's fallback, see ``int8_causal_conv1d.triton``)."""
 
 import torch
 import triton
@@ -50,8 +50,7 @@ def int8_conv_epilogue(acc, dequant_scale, bias, out_inv_scale, HAS_BIAS: tl.con
 
 def conv_blocks(seq_len: int, channels: int, device: torch.device) -> tuple[int, int]:
     """(BLOCK_L, BLOCK_D): on CPU (the interpreter) as few programs as possible; on GPU, 32 time steps
-    by 128 contiguous channels per program (the int8 kernel's float64 epilogue then holds 32 values
-    per thread)."""
+    by 128 contiguous channels per program."""
     if device.type != "cuda":
         return min(64, triton.next_power_of_2(seq_len)), min(256, triton.next_power_of_2(channels))
     return 32, min(128, triton.next_power_of_2(channels))

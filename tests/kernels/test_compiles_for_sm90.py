@@ -48,6 +48,7 @@ def compile_sm90(kernel, pointer_types, constexprs, options):
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
     return {
         "fma_f64": ptx.count("fma.rn.f64"),
+        "mul_f64": ptx.count("mul.rn.f64"),
         "fma_f32": ptx.count("fma.rn.f32"),
         "mma_s8": len(re.findall(r"mma[^\n]*s8", ptx)),
         "wgmma_s8": len(re.findall(r"wgmma[^\n]*s8", ptx)),
@@ -73,10 +74,11 @@ def gemm(block_m, block_n, block_k, quantize_out, even_k, split_k=1):
 
 
 def int8_causal_conv1d(silu):
-    block_l, block_d = conv_window.conv_blocks(2048, 5120, CUDA)
+    tiling = int8_conv.prefill_tiling(2048, 5120, CUDA)
+    options = dict(num_warps=tiling.pop("num_warps"))
     return compile_sm90(
         int8_conv._int8_causal_conv1d_kernel, {"x_ptr": "*i8", "w_ptr": "*i8", "state_ptr": "*i8", "out_ptr": "*i8"},
-        dict(WIDTH=4, HAS_BIAS=True, SILU=silu, HAS_STATE=True, BLOCK_L=block_l, BLOCK_D=block_d), dict(EXACT_FP_LAUNCH),
+        dict(WIDTH=4, HAS_BIAS=True, SILU=silu, HAS_STATE=True, FIX_NEAR=True, **tiling), options | EXACT_FP_LAUNCH,
     )
 
 
@@ -217,6 +219,9 @@ def test_gpu_launch_configurations_compile_for_sm90():
     results = json.loads(done.stdout.strip().splitlines()[-1])
     for name in NO_FMA:
         assert results[name]["fma_f64"] == 0, f"{name} contracts float64 a * b + c into an FMA"
+    for name in ("int8_causal_conv1d-linear", "int8_causal_conv1d-silu"):
+        # its float64 epilogue is a fallback in a branch: compiled in, so the FMA check above sees it
+        assert results[name]["mul_f64"] > 0, f"{name} has no float64 epilogue"
     for name in ("int8_linear-codes-128x256", "int8_linear-codes-64x64-k_masked", "int8_linear-f32-128x128"):
         assert results[name]["wgmma_s8"] > 0, f"{name} does not use Hopper's int8 wgmma"
     # 16-row decode tiles are too small for wgmma: int8 mma.sync

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from mamba_qpass.kernels.int8_causal_conv1d.reference import int8_causal_conv1d_ref
+from mamba_qpass.kernels.int8_causal_conv1d import triton as int8_conv
+from mamba_qpass.kernels.int8_causal_conv1d.reference import int8_causal_conv1d_ref, silu_f64
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
 from codes import assert_same_codes
 
@@ -89,6 +90,122 @@ def test_ties_round_half_to_even(device):
     assert (acc.remainder(2) == 1).any(), "test data should contain ties"
     assert torch.equal(out, torch.round(acc.double() / 2).to(torch.int8))  # torch.round is half-even
     assert_same_codes(out, int8_causal_conv1d_ref(x, w, ones, None, half, silu=False)[0])
+
+
+SILU_ARGMIN = -1.27846454276107  # SiLU is least there, -0.27846
+
+
+def silu_inverse(y: torch.Tensor) -> torch.Tensor:
+    """The v >= SILU_ARGMIN with SiLU(v) = y (float64 bisection; SiLU increases there)."""
+    lo = torch.full_like(y, SILU_ARGMIN)
+    hi = y.clamp(min=0.0) + 1.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        below = silu_f64(mid) < y
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    return (lo + hi) / 2
+
+
+def near_boundary_inputs(silu, device, seq_len=40, channels=48, inv=20.0):
+    """x in {0, 1} and weight (1, 2, 4, 8) make acc = 0..15 evenly; per channel, dequant_scale and bias
+    put the float64 value t that is rounded, for acc = 5 and acc = 12, within 1e-7 .. 1e-4 (either
+    side) of half-integers: about an eighth of all values, each where float32 alone may round wrong."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 2, (1, seq_len, channels), dtype=torch.int8, generator=g)
+    w = torch.tensor([1, 2, 4, 8], dtype=torch.int8).repeat(channels, 1)
+    low = -5 if silu else -100  # SiLU's t reaches down to -0.27846 * inv = -5.57
+    first = torch.randint(low, 60, (channels,), generator=g)
+    halves = torch.stack([first, first + torch.randint(1, 60, (channels,), generator=g)]) + 0.5
+    offsets = 10 ** (-7 + 3 * torch.rand(2, channels, generator=g, dtype=torch.float64))
+    signs = torch.randint(0, 2, (2, channels), generator=g) * 2 - 1
+    y = (halves + signs * offsets) / inv
+    v = silu_inverse(y) if silu else y
+    dequant = (v[1] - v[0]) / (12 - 5)
+    bias = v[0] - 5 * dequant
+    return [t.to(device) for t in (x, w, dequant, bias, torch.tensor(inv, dtype=torch.float64))]
+
+
+def window_sums(x, w):
+    """acc: the exact window sums (B, L, D), zeros before t = 0."""
+    padded = torch.nn.functional.pad(x.double(), (0, 0, w.shape[1] - 1, 0))
+    return sum(w[:, k].double() * padded[:, k : k + x.shape[1]] for k in range(w.shape[1]))
+
+
+def distance_to_half_integers(x, w, dequant, bias, inv, silu):
+    """|t - nearest half-integer| for the float64 value t that the reference rounds."""
+    v = window_sums(x, w) * dequant + bias
+    t = (silu_f64(v) if silu else v) * inv
+    return (t - t.floor() - 0.5).abs()
+
+
+# (BLOCK_L, SUB_L, BLOCK_D): the interpreter's (one sub-tile a program), and sub-tiles of 4 steps x 32
+# channels, several a program, the last ones past L and D.
+TILINGS = {"default": None, "sub-tiles": dict(BLOCK_L=16, SUB_L=4, BLOCK_D=32)}
+
+
+def use_tiling(monkeypatch, tiling, **flags):
+    default = int8_conv.prefill_tiling
+    monkeypatch.setattr(int8_conv, "prefill_tiling", lambda *args: {**(tiling or default(*args)), **flags})
+
+
+@pytest.mark.parametrize("tiling", TILINGS.values(), ids=TILINGS.keys())
+@pytest.mark.parametrize("silu", [True, False], ids=["silu", "linear"])
+def test_near_rounding_boundaries(silu, tiling, device, monkeypatch):
+    """Values within 1e-7 .. 1e-4 of a rounding boundary, where the float32 epilogue cannot tell the
+    code: the float64 fallback gives the reference's codes for all of them."""
+    use_tiling(monkeypatch, tiling)
+    inputs = near_boundary_inputs(silu, device)
+    distance = distance_to_half_integers(*[t.cpu() for t in inputs], silu)
+    assert ((distance > 5e-8) & (distance < 2e-4)).sum() > 150, "test data should lie near rounding boundaries"
+    assert_same_codes(int8_causal_conv1d(*inputs, silu)[0], int8_causal_conv1d_ref(*inputs, silu)[0])
+
+
+@pytest.mark.parametrize("width", [2, 3, 4])
+def test_sub_tiles_from_state(width, device, monkeypatch):
+    """Several sub-tiles a program, the first reading the state, the last past L and D; narrower kernels."""
+    use_tiling(monkeypatch, TILINGS["sub-tiles"])
+    x, w, dequant, bias, inv = make_inputs(2, 37, 40, width, device)
+    _, state = int8_causal_conv1d_ref(x[:, :5], w, dequant, bias, inv)
+    out = int8_causal_conv1d(x[:, 5:], w, dequant, bias, inv, True, state)[0]
+    assert_same_codes(out, int8_causal_conv1d_ref(x[:, 5:], w, dequant, bias, inv, True, state)[0])
+
+
+@pytest.mark.parametrize("silu", [True, False], ids=["silu", "linear"])
+def test_float32_alone_misrounds_near_boundaries(silu, device, monkeypatch):
+    """Without the float64 fallback (FIX_NEAR=False) the same data gets some codes wrong, by one and only
+    near a boundary: so the fallback runs and is what makes test_near_rounding_boundaries pass."""
+    inputs = near_boundary_inputs(silu, device)
+    ref = int8_causal_conv1d_ref(*inputs, silu)[0]
+    use_tiling(monkeypatch, None, FIX_NEAR=False)
+    wrong = int8_causal_conv1d(*inputs, silu)[0] != ref
+    assert wrong.any(), "float32 alone should misround some of these values"
+    distance = distance_to_half_integers(*[t.cpu() for t in inputs], silu).to(device)
+    assert (distance[wrong] < 1e-4).all()
+
+
+# Scale and bias per group of 4 channels: v past float32 exp's range on both sides, |v| ~ 100, v ~ 1e-8,
+# v subnormal in float32, v = 0, a bias and a scaled acc beyond float32's range, realistic values.
+EXTREME_SCALES = (1e-2, 1e-3, 1e-12, 1e-40, 0.0, 1e-4, 1e36, 1e-4)
+EXTREME_BIASES = (0.0, 100.0, 0.0, 1e-42, 0.0, 1e39, 0.0, 1.0)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy on float32 overflows
+@pytest.mark.parametrize("silu", [True, False], ids=["silu", "linear"])
+def test_extreme_values(silu, device):
+    """exp(-v) overflowing float32 (v < -88.7) and underflowing, v near 0 and subnormal, inputs beyond
+    float32's range, codes saturating at -128 and 127: all as the reference."""
+    g = torch.Generator().manual_seed(0)
+    x, w, _, _, _ = make_inputs(1, 24, 32, 4, "cpu")
+    signs = torch.randint(0, 2, (32,), generator=g, dtype=torch.float64) * 2 - 1
+    dequant = torch.tensor(EXTREME_SCALES, dtype=torch.float64).repeat_interleave(4)
+    bias = torch.tensor(EXTREME_BIASES, dtype=torch.float64).repeat_interleave(4) * signs
+    inv = torch.tensor(1000.0 if silu else 20.0, dtype=torch.float64)  # SiLU reaches -128 only for inv > 460
+    v = window_sums(x, w) * dequant + bias
+    assert (v < -88.8).any() and (v > 88.8).any() and ((v != 0) & (v.abs() < 1e-6)).any()
+    inputs = [t.to(device) for t in (x, w, dequant, bias, inv)]
+    out = int8_causal_conv1d(*inputs, silu)[0]
+    assert_same_codes(out, int8_causal_conv1d_ref(*inputs, silu)[0])
+    assert (out == 127).any() and (out == -128).any() and (out == 0).any()
 
 
 @pytest.mark.parametrize(
