@@ -13,7 +13,7 @@ taken off (``tiles.time_from_cold_l2``, the int8 GEMM autotuner's timer), since 
 weights come from memory, not from L2; the baselines are timed the same way. The fused decode kernels are
 timed against the two kernels each replaces, run one after the other.
 
-    python benchmarks/bench_kernels.py [--json out.json]
+    python benchmarks/bench_kernels.py [--only gemm,conv,scan,hadamard,decode] [--json out.json]
 """
 
 import argparse
@@ -199,16 +199,26 @@ def _baselines():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", default=None, help="also write every row here")
+    parser.add_argument("--only", default=None, help="comma-separated groups of rows: gemm, conv, scan, hadamard, decode (default: all)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA device")
     causal_conv1d_fn, selective_scan_fn = _baselines()
     g = torch.Generator(device="cuda").manual_seed(0)
-    rows = ([bench_gemm(*s, g) for s in GEMMS] + [bench_conv(*s, g, causal_conv1d_fn) for s in CONVS]
-            + [bench_scan(*s, g, selective_scan_fn) for s in SCANS] + [bench_hadamard(*s, g) for s in HADAMARDS]
-            + [bench_gemm(*s, g, timer=time_from_cold_l2) for s in DECODE_GEMMS]
-            + [bench_hadamard(*s, g, timer=time_from_cold_l2) for s in DECODE_HADAMARDS]
-            + [row for s in DECODE_STEPS for row in bench_decode_step(*s, g)])
+    groups = {
+        "gemm": lambda: [bench_gemm(*s, g) for s in GEMMS],
+        "conv": lambda: [bench_conv(*s, g, causal_conv1d_fn) for s in CONVS],
+        "scan": lambda: [bench_scan(*s, g, selective_scan_fn) for s in SCANS],
+        "hadamard": lambda: [bench_hadamard(*s, g) for s in HADAMARDS],
+        "decode": lambda: ([bench_gemm(*s, g, timer=time_from_cold_l2) for s in DECODE_GEMMS]
+                           + [bench_hadamard(*s, g, timer=time_from_cold_l2) for s in DECODE_HADAMARDS]
+                           + [row for s in DECODE_STEPS for row in bench_decode_step(*s, g)]),
+    }
+    chosen = args.only.split(",") if args.only else list(groups)
+    unknown = sorted(set(chosen) - set(groups))
+    if unknown:
+        raise SystemExit(f"--only: unknown group(s) {', '.join(unknown)}; choose from {', '.join(groups)}")
+    rows = [row for name in chosen for row in groups[name]()]
     print(f"device: {torch.cuda.get_device_name()}")
     print(f"{'kernel':<38} {'check':>6} {'ours ms':>9} {'base ms':>9} {'speedup':>8} {'achieved':>22}  baseline")
     for r in rows:
