@@ -41,3 +41,22 @@ def test_state_bytes_are_int8_conv_codes_and_fp32_ssm_states(bench):
     _, states = prefill(qmodel._generation_runtime()["step_graph"], list(torch.randint(0, 97, (3, 9))))
     layers, inner, state, width = 2, 64, 8, 4
     assert bench.tensors_bytes(states) == layers * 3 * (inner * (width - 1) * 1 + inner * state * 4)
+
+
+@pytest.mark.parametrize("mode", ["w8a8", "fp"])
+def test_decode_vs_prefix_sqnr_compares_the_last_decode_step_with_the_full_prefix(bench, mode):
+    """On the CPU a decode step gives the full prefix's logits to float32 rounding (w8a8: the same codes),
+    so the check's SQNR is far above its 30 dB bar; logits of a prefix one token short are not."""
+    model = random_mamba()
+    qmodel = qpass.apply(model, mode, token_batches(97) if mode == "w8a8" else None, progress=False)
+    tokens = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(1))
+    assert bench.decode_vs_prefix_sqnr_db(qmodel, tokens, prompt_len=5) > 80
+    with torch.no_grad():
+        shifted = qmodel(tokens[:, :-1]).logits[:, -1].float()
+        full = qmodel(tokens).logits[:, -1].float()
+    assert bench.sqnr_db(shifted, full) < 30  # the bar separates a right step from a wrong one
+
+
+def test_an_unchecked_figure_reports_its_error_instead_of_stopping(bench):
+    assert bench.reported_error(lambda: 41.5) == 41.5
+    assert bench.reported_error(lambda: 1 / 0) == "failed: ZeroDivisionError: division by zero"
