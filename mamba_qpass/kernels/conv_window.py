@@ -1,6 +1,7 @@
-"""What the depthwise causal conv1d kernels share: the checks on x and the weight; the window sum over
-a (time, channel) tile and its tiling (the float prefill kernel); the float64 epilogue of the int8
-kernels (the int8 prefill kernel's fallback, see ``int8_causal_conv1d.triton``)."""
+"""What the depthwise causal conv1d kernels share: the checks on x and the weight; how a tile reads its
+inputs (x, or the state before t = 0); the window sum over a (time, channel) tile and its tiling (the
+float prefill kernel); the float64 epilogue of the int8 kernels (the int8 prefill kernel's fallback, see
+``int8_causal_conv1d.triton``)."""
 
 import torch
 import triton
@@ -15,22 +16,32 @@ MAX_WIDTH = 4
 
 
 @triton.jit
+def causal_inputs(x_base, state_base, src_t, mask_d, L, stride_xl, stride_sl, WIDTH: tl.constexpr,
+                  HAS_STATE: tl.constexpr):
+    """x at the steps src_t (one row per step, the tile's channels), in x's dtype; before t = 0 the state's
+    step src_t + WIDTH - 1 (B, WIDTH - 1, D) with HAS_STATE, else zero. ``x_base`` and ``state_base``
+    point at the batch row's channels (a (1, BLOCK_D) block of pointers)."""
+    mask = ((src_t >= 0) & (src_t < L))[:, None] & mask_d[None, :]
+    x = tl.load(x_base + src_t[:, None] * stride_xl, mask=mask, other=0)
+    if HAS_STATE:  # exactly one of the two loads is unmasked, the other adds zero
+        in_state = ((src_t < 0) & (src_t + WIDTH - 1 >= 0))[:, None] & mask_d[None, :]
+        x += tl.load(state_base + (src_t + WIDTH - 1)[:, None] * stride_sl, mask=in_state, other=0)
+    return x
+
+
+@triton.jit
 def add_causal_window(
     acc, x_ptr, w_ptr, state_ptr, batch, offs_t, offs_d, mask_d, L, stride_xb, stride_xl, stride_wd,
     stride_sb, stride_sl, WIDTH: tl.constexpr, HAS_STATE: tl.constexpr,
 ):
-    """acc + sum_k x[batch, t - (WIDTH - 1) + k, d] * w[d, k] over the tile, in acc's dtype; before t = 0
-    x is the state's step t + WIDTH - 1 (B, WIDTH - 1, D) with HAS_STATE, else zero. The caller chooses
-    the start value (its bias, or zero) and so the rounding order."""
+    """acc + sum_k x[batch, t - (WIDTH - 1) + k, d] * w[d, k] over the tile, in acc's dtype, x as
+    ``causal_inputs`` reads it. The caller chooses the start value (its bias, or zero) and so the rounding
+    order."""
     x_base = x_ptr + batch * stride_xb + offs_d[None, :]
     state_base = state_ptr + batch * stride_sb + offs_d[None, :]
     for k in tl.static_range(WIDTH):
         src_t = offs_t - (WIDTH - 1) + k  # the tap k steps into the window ending at t
-        mask = ((src_t >= 0) & (src_t < L))[:, None] & mask_d[None, :]
-        x = tl.load(x_base + src_t[:, None] * stride_xl, mask=mask, other=0)
-        if HAS_STATE:  # exactly one of the two loads is unmasked, the other adds zero
-            in_state = ((src_t < 0) & (src_t + WIDTH - 1 >= 0))[:, None] & mask_d[None, :]
-            x += tl.load(state_base + (src_t + WIDTH - 1)[:, None] * stride_sl, mask=in_state, other=0)
+        x = causal_inputs(x_base, state_base, src_t, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
         w = tl.load(w_ptr + offs_d * stride_wd + k, mask=mask_d, other=0).to(acc.dtype)
         acc += x.to(acc.dtype) * w[None, :]
     return acc

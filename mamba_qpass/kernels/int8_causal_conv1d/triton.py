@@ -21,7 +21,9 @@ import torch
 import triton
 import triton.language as tl
 
-from mamba_qpass.kernels.conv_window import check_int8_conv_inputs, int8_conv_epilogue, last_conv_inputs
+from mamba_qpass.kernels.conv_window import (
+    causal_inputs, check_int8_conv_inputs, int8_conv_epilogue, last_conv_inputs,
+)
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 
 UNIT_ROUNDOFF_F32 = tl.constexpr(2.0**-24)
@@ -87,14 +89,8 @@ def _tap_weight(w_col, mask_d, k: tl.constexpr):
 @triton.jit
 def _tap_inputs(x_base, state_base, src_t, mask_d, L, stride_xl, stride_sl, WIDTH: tl.constexpr,
                 HAS_STATE: tl.constexpr):
-    """x at the steps src_t (SUB_L,) as int32 (SUB_L, BLOCK_D); before t = 0 the state's step
-    src_t + WIDTH - 1 with HAS_STATE, else zero (as ``conv_window.add_causal_window``)."""
-    mask = ((src_t >= 0) & (src_t < L))[:, None] & mask_d[None, :]
-    x = tl.load(x_base + src_t[:, None] * stride_xl, mask=mask, other=0)
-    if HAS_STATE:  # exactly one of the two loads is unmasked, the other adds zero
-        in_state = ((src_t < 0) & (src_t + WIDTH - 1 >= 0))[:, None] & mask_d[None, :]
-        x += tl.load(state_base + (src_t + WIDTH - 1)[:, None] * stride_sl, mask=in_state, other=0)
-    return x.to(tl.int32)
+    """``conv_window.causal_inputs`` as int32 (SUB_L, BLOCK_D)."""
+    return causal_inputs(x_base, state_base, src_t, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE).to(tl.int32)
 
 
 @triton.jit
