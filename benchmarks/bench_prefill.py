@@ -147,12 +147,22 @@ def bench_config(name: str, g: torch.Generator, profile: bool, shapes: list[tupl
                    mamba_ssm_fp16_cuda_graph_ms=replay_ms["mamba_ssm"])
         if (batch, length) == (1, 2048):
             row["fp32_ssm_ms"], _ = timed_peak(lambda: graphs["fp32_ssm"](x))
+            fp32_ssm_replay = CudaGraphReplay(graphs["fp32_ssm"], max_graphs=1)
+            with torch.no_grad():
+                same = torch.equal(fp32_ssm_replay(x), graphs["fp32_ssm"](x))
+            row["fp32_ssm_cuda_graph_ms"] = timed_peak(lambda: fp32_ssm_replay(x))[0] if same else None
+            del fp32_ssm_replay
             if profile:
                 row["kernels_per_forward"] = print_profile(f"{name} w8a8 B=1 L=2048", layers, lambda: graphs["w8a8"](x))
         speedup = f"{base_ms / ours_ms:.2f}x" if ok else "REFUSED"
         print(f"{name} B={batch} L={length}: mamba-ssm fp16 {base_ms:.2f} ms (+{base_peak:.2f} GiB working), "
               f"w8a8 {ours_ms:.2f} ms (+{ours_peak:.2f} GiB working) -> {speedup}"
               + (f"; fp32_ssm {row['fp32_ssm_ms']:.2f} ms" if "fp32_ssm_ms" in row else ""), flush=True)
+        if "fp32_ssm_cuda_graph_ms" in row:
+            fp32_graph_ms = row["fp32_ssm_cuda_graph_ms"]
+            print(f"{name} B={batch} L={length} fp32_ssm as a CUDA graph: " + (
+                f"{fp32_graph_ms:.2f} ms, {fp32_graph_ms / replay_ms['w8a8']:.2f}x w8a8's graph" if fp32_graph_ms is not None
+                else "REFUSED (its replay differs from its eager logits)"), flush=True)
         replay_speedup = f"{replay_ms['mamba_ssm'] / replay_ms['w8a8']:.2f}x" if ok and replay_ok else "REFUSED"
         print(f"{name} B={batch} L={length} as CUDA graphs (replay == eager: {replay_ok}): mamba-ssm fp16 "
               f"{replay_ms['mamba_ssm']:.2f} ms, w8a8 {replay_ms['w8a8']:.2f} ms -> {replay_speedup}; "

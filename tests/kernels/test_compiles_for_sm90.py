@@ -100,14 +100,16 @@ def hadamard_quant(order):
     )
 
 
-def selective_scan(int8_inputs):
-    tiling = scan.scan_tiling(5120, 16, CUDA)
-    options = dict(num_warps=tiling.pop("num_warps"))
+def selective_scan(int8_inputs, shape, summary):
+    tiling = scan.scan_tiling(*shape, 16, CUDA)
+    options = dict(num_warps=tiling.pop("num_warps")) | EXACT_FP_LAUNCH
+    del tiling["SEGMENT"]  # a runtime argument
     seq = "*i8" if int8_inputs else "*fp16"
     pointers = {n: seq for n in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr")}
-    pointers.update({n: "*fp32" for n in ("A_ptr", "D_ptr", "delta_bias_ptr", "init_ptr", "scales_ptr", "state_ptr")})
+    pointers.update({n: "*fp32" for n in ("A_ptr", "D_ptr", "delta_bias_ptr", "init_ptr", "scales_ptr", "state_ptr",
+                                          "seg_state_ptr", "seg_delta_ptr")})
     pointers["out_ptr"] = "*fp16"
-    flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True, HAS_INIT=True)
+    flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True, HAS_INIT=True, SUMMARY=summary)
     return compile_sm90(
         scan._selective_scan_kernel, pointers,
         dict(**flags, INT8_INPUTS=int8_inputs, **tiling), options,
@@ -173,8 +175,11 @@ results = {
         quantize._quantize_kernel, {"x_ptr": "*fp16", "out_ptr": "*i8"}, dict(BLOCK_M=4, BLOCK_D=1024),
         dict(EXACT_FP_LAUNCH),
     ),
-    "selective_scan-int8": selective_scan(True),
-    "selective_scan-fp16": selective_scan(False),
+    "selective_scan-int8": selective_scan(True, (1, 2048, 5120), False),
+    "selective_scan-int8-summary": selective_scan(True, (1, 2048, 5120), True),
+    "selective_scan-fp16": selective_scan(False, (1, 2048, 5120), False),
+    "selective_scan-int8-rows": selective_scan(True, (16, 2048, 1536), False),
+    "selective_scan-int8-short": selective_scan(True, (1, 512, 5120), False),
     "selective_state_update-int8": selective_state_update(True),
     "selective_state_update-fp32": selective_state_update(False),
     "selective_state_update-int8-dt_proj": selective_state_update(True, dt_proj=True),
@@ -227,6 +232,11 @@ def test_gpu_launch_configurations_compile_for_sm90():
     # 16-row decode tiles are too small for wgmma: int8 mma.sync
     for name in ("int8_linear_conv_step-linear", "int8_linear_conv_step-linear-split_k4"):
         assert results[name]["mma_s8"] > 0, f"{name}: the fused in_proj + conv step does not use int8 mma"
-    for name in ("selective_state_update-int8", "selective_state_update-fp32", "selective_state_update-int8-dt_proj"):
-        # the int8 variant's in-kernel code * scale must round as fp32_ssm's dequantised input does
-        assert results[name]["fma_f32"] == 0, f"{name} fuses float32 a * b + c: w8a8 and fp32_ssm could differ"
+    for int8, float_variant in (("selective_state_update-int8", "selective_state_update-fp32"),
+                                ("selective_state_update-int8-dt_proj", "selective_state_update-fp32"),
+                                ("selective_scan-int8", "selective_scan-fp16")):
+        # The int8 variant's in-kernel code * scale must round as fp32_ssm's dequantised input does: its
+        # only FMAs are the recurrence's explicit ones (advance_state), which the float variant has too.
+        assert results[int8]["fma_f32"] == results[float_variant]["fma_f32"] > 0, (
+            f"{int8} fuses float32 a * b + c that {float_variant} does not: w8a8 and fp32_ssm could differ"
+        )

@@ -181,15 +181,18 @@ def test_real_shapes_on_gpu(shape, inputs):
     assert_close_to_ref(state, ref_state, "cuda")
 
 
-@pytest.mark.parametrize("chunk", [2, 4, 8])
+@pytest.mark.parametrize("chunk,segment", [(2, 1 << 30), (4, 1 << 30), (8, 1 << 30), (1, 3), (2, 4), (4, 4)])
 @pytest.mark.parametrize("int8", [False, True], ids=["float", "int8"])
-def test_chunked_composition_matches_reference(chunk, int8, device, monkeypatch):
-    """The chunk-parallel path (tl.associative_scan within a chunk, the carried state applied after) at a
-    tiny shape, with a sequence length that no chunk length divides. On the GPU this is the default path;
-    on CPU the interpreter otherwise runs one step a chunk, so it is forced here."""
-    tiling = scan_tiling(8, 4, torch.device(device))
-    monkeypatch.setattr(scan_triton, "scan_tiling", lambda *_: tiling | {"CHUNK": chunk, "BLOCK_D": 8})
-    args = make_inputs(1, 11, 8, 4, device, int8=int8)
+def test_chunked_and_segmented_composition_matches_reference(chunk, segment, int8, device, monkeypatch):
+    """The chunked path (tl.associative_scan within a chunk) and the segmented one (segments summarised
+    from a zero state, then each continued from its predecessors' summaries) at a tiny shape, from an
+    initial state, with a sequence length that no chunk or segment length divides. On the GPU this is the
+    default path; on CPU the interpreter otherwise runs one step a chunk and one segment, so it is forced
+    here."""
+    tiling = scan_tiling(2, 11, 8, 4, torch.device(device))
+    forced = tiling | {"CHUNK": chunk, "BLOCK_D": 8, "SEGMENT": segment}
+    monkeypatch.setattr(scan_triton, "scan_tiling", lambda *_: forced)
+    args = make_inputs(2, 11, 8, 4, device, int8=int8)
     scales = SCALES if int8 else None
     out, state = selective_scan(**args, scales=scales)
     if int8:
@@ -198,6 +201,13 @@ def test_chunked_composition_matches_reference(chunk, int8, device, monkeypatch)
         ref, ref_state = selective_scan_ref(**args)
     assert_close_to_ref(out, ref, device)
     assert_close_to_ref(state, ref_state, device)
+
+
+def test_segment_must_hold_whole_chunks(monkeypatch):
+    forced = scan_tiling(1, 11, 8, 4, torch.device("cpu")) | {"CHUNK": 4, "SEGMENT": 6}
+    monkeypatch.setattr(scan_triton, "scan_tiling", lambda *_: forced)
+    with pytest.raises(ValueError, match="SEGMENT must be a multiple of CHUNK"):
+        selective_scan(**make_inputs(1, 11, 8, 4, "cpu"))
 
 
 def _int8_and_dequantised(shape, device):

@@ -3,7 +3,7 @@
 One program owns a batch row and a block of channels: it reads the row's state (BLOCK_D, N) once, applies
 one step of the recurrence with D and the z gate fused, and writes the output and the new state. The
 operations and their order are the chunked scan kernel's for one step (``selective_scan/triton.py``):
-``exp2(delta * A * log2 e)`` decay, ``(delta * B) * u`` drive, ``decay * h + drive``, the C reduction, then
+``exp2(delta * A * log2 e)`` decay, ``(delta * u) * B`` drive, ``advance_state``, the C reduction, then
 ``+ u * D`` and ``* silu(z)``; int8 inputs are dequantised in-kernel as ``code.to(fp32) * scale``.
 
 With ``dt_proj`` given, the program also computes its channels' delta codes from the low-rank dt codes
@@ -25,7 +25,7 @@ import triton.language as tl
 from mamba_qpass.kernels.checks import check_f64_vector, check_shape, check_tensor, check_unit_last_stride
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_scales_tensor
-from mamba_qpass.kernels.selective_scan.triton import _softplus, check_scan_inputs, checked_out_dtype
+from mamba_qpass.kernels.selective_scan.triton import _silu_gate, _softplus, advance_state, check_scan_inputs, checked_out_dtype
 
 
 DT_CHUNK = 64  # dt_rank columns of dt_proj's weight loaded at a time
@@ -85,8 +85,8 @@ def _selective_state_update_kernel(
     state = tl.load(state_ptr + batch * stride_sb + offs_d[:, None] * stride_sd + offs_n[None, :], mask=mask_dn, other=0.0)
     state = state.to(tl.float32)  # a state kept in float16 between steps is computed on in float32
     decay = tl.exp2(dt[:, None] * A_log2)
-    drive = (dt[:, None] * B_t[None, :]) * u[:, None]
-    h = decay * state + drive
+    drive = (dt * u)[:, None] * B_t[None, :]
+    h = advance_state(decay, state, drive)
     y = tl.sum(h * C_t[None, :], axis=1)
     if HAS_D:
         y = y + u * tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
@@ -94,7 +94,7 @@ def _selective_state_update_kernel(
         z = tl.load(z_ptr + batch * stride_zb + offs_d, mask=mask_d, other=0).to(tl.float32)
         if INT8_INPUTS:
             z = z * tl.load(scales_ptr + 4)
-        y = y * (z / (1.0 + tl.exp(-z)))
+        y = _silu_gate(y, z)
     tl.store(out_ptr + batch * stride_ob + offs_d, y.to(out_ptr.dtype.element_ty), mask=mask_d)
     # rounded to nearest even, as torch's .to() (a no-op for a float32 state)
     h_out = h.to(state_out_ptr.dtype.element_ty, fp_downcast_rounding="rtne")
