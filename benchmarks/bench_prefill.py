@@ -27,8 +27,7 @@ from triton.testing import do_bench
 
 import mamba_qpass as qpass
 from mamba_qpass.graph_replay import CudaGraphReplay
-from mamba_qpass.runtime.decode_step import cuda_graph_blockers
-from mamba_qpass.runtime.direct_calls import direct_calls
+from mamba_qpass.runtime.direct_calls import cuda_graph_blockers, direct_calls
 
 CONFIGS = {"130m": (768, 24), "1.4b": (2048, 48), "2.8b": (2560, 64)}  # d_model, layers (state 16, expand 2)
 VOCAB = 50280

@@ -10,8 +10,8 @@ from transformers.modeling_outputs import CausalLMOutput
 from mamba_qpass.capture import ssm_state_positions, with_state
 from mamba_qpass.graph_replay import CudaGraphReplay
 from mamba_qpass.graph_utils import graph_device
-from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep, EagerDecodeStep, cuda_graph_blockers
-from mamba_qpass.runtime.direct_calls import direct_calls
+from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep, EagerDecodeStep
+from mamba_qpass.runtime.direct_calls import cuda_graph_blockers, direct_calls
 from mamba_qpass.runtime.generate import generate
 from mamba_qpass.runtime.sampling import Sampling
 from mamba_qpass.runtime.state_precision import check_ssm_state_dtype, stored
@@ -183,14 +183,15 @@ class QuantizedMambaForCausalLM(nn.Module):
         return step
 
     def _use_cuda_graph(self, asked: bool | None) -> bool:
-        """Whether decode steps replay a CUDA graph: by default on CUDA when the mode's graph can be captured;
-        a mode that cannot be (its per-tensor dequantise nodes read their scale on the host) runs its
-        steps eagerly, with a warning saying why."""
+        """Whether decode steps replay a CUDA graph: by default on CUDA when the mode's graph can be captured
+        with its ops called directly (every mode's can, its per-tensor (de)quantise nodes given their
+        constant scales as numbers); a graph that still reads a scale on the host runs its steps eagerly,
+        with a warning saying why."""
         if asked and self.device.type != "cuda":
             raise ValueError(f"use_cuda_graph needs the model on CUDA, it is on {self.device}")
         if asked is False or self.device.type != "cuda":
             return False
-        blockers = cuda_graph_blockers(self.gm)
+        blockers = cuda_graph_blockers(self._eager_graph())
         if blockers and asked:
             raise ValueError(
                 f"the {self.mode} graph cannot be captured as a CUDA graph: {', '.join(blockers)} read their scale "

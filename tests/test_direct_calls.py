@@ -10,8 +10,7 @@ import mamba_qpass as qpass
 from mamba_qpass import ops
 from mamba_qpass.capture import with_state
 from mamba_qpass.hf import QuantizedMambaForCausalLM
-from mamba_qpass.runtime.decode_step import cuda_graph_blockers
-from mamba_qpass.runtime.direct_calls import direct_calls
+from mamba_qpass.runtime.direct_calls import cuda_graph_blockers, direct_calls
 from models import random_mamba
 from test_w8a8 import token_batches
 

@@ -3,6 +3,8 @@ gives, in every mode and for batched prompts of different lengths; transformers'
 max_length, sampling with a seeded generator, streamer, stopping criteria) behave as there; on CUDA the
 captured decode step replays exactly what the eager step computes."""
 
+import warnings
+
 import pytest
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -199,19 +201,43 @@ def test_float16_ssm_states_keep_the_modes_alike(models):
     torch.testing.assert_close(half(ids[:, -1:]), full(ids[:, -1:]), rtol=1e-2, atol=1e-2)
 
 
-def test_modes_that_read_scales_on_the_host_are_not_captured(models):
-    from mamba_qpass.runtime.decode_step import cuda_graph_blockers
+def test_modes_that_read_scales_on_the_host_are_captured_with_their_ops_called_directly(models):
+    from mamba_qpass.runtime.direct_calls import cuda_graph_blockers
 
     blocked = {mode for mode, model in models.items() if cuda_graph_blockers(model.gm)}
     assert blocked == {"qdq", "fp32_ssm", "fp32_conv"}
+    assert not [mode for mode, model in models.items() if cuda_graph_blockers(model._eager_graph())]
 
 
 @pytest.mark.gpu
-def test_a_mode_that_cannot_be_captured_decodes_eagerly_on_gpu_and_says_so():
+@pytest.mark.parametrize("mode", ["fp32_ssm", "fp32_conv", "qdq"])
+def test_modes_with_dequantise_nodes_decode_as_cuda_graphs(mode):
+    """Their step is captured with the scales as numbers: no warning, and the eager step's tokens; fp32_ssm's
+    are also w8a8's."""
     model = random_mamba(**UNTIED).cuda()
     calibrated = qpass.calibrate(model, [b.cuda() for b in token_batches(97)], progress=False)
-    qmodel = QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, "fp32_ssm"), model.config, "fp32_ssm")
+    qmodel = QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, mode), model.config, mode)
     ids = torch.randint(1, 97, (2, 5), device="cuda")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        graphed = qmodel.generate(ids, max_new_tokens=4, eos_token_id=[])
+    assert not [w for w in caught if "eagerly" in str(w.message)]
+    assert torch.equal(graphed, qmodel.generate(ids, max_new_tokens=4, eos_token_id=[], use_cuda_graph=False))
+    if mode == "fp32_ssm":
+        w8a8 = QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, "w8a8"), model.config, "w8a8")
+        assert torch.equal(graphed, w8a8.generate(ids, max_new_tokens=4, eos_token_id=[]))
+
+
+@pytest.mark.gpu
+def test_a_graph_that_cannot_be_captured_decodes_eagerly_on_gpu_and_says_so(monkeypatch):
+    import mamba_qpass.hf
+
+    model = random_mamba(**UNTIED).cuda()
+    calibrated = qpass.calibrate(model, [b.cuda() for b in token_batches(97)], progress=False)
+    qmodel = QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, "w8a8"), model.config, "w8a8")
+    ids = torch.randint(1, 97, (2, 5), device="cuda")
+    # a host-reading op left after direct calls (a scale that is not a constant of the graph)
+    monkeypatch.setattr(mamba_qpass.hf, "cuda_graph_blockers", lambda graph: ["some_op_reading_on_the_host"])
     with pytest.warns(UserWarning, match="decode steps run eagerly"):
         out = qmodel.generate(ids, max_new_tokens=4, eos_token_id=[])
     assert torch.equal(out, qmodel.generate(ids, max_new_tokens=4, eos_token_id=[], use_cuda_graph=False))

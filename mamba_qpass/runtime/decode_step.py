@@ -9,18 +9,13 @@ import functools
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
 import torch.fx as fx
 
 from mamba_qpass.graph_replay import capture_cuda_graph
 from mamba_qpass.capture import ssm_state_positions
+from mamba_qpass.runtime.direct_calls import direct_calls
 from mamba_qpass.runtime.state_precision import check_ssm_state_dtype, computed, stored
 
-qd = torch.ops.quantized_decomposed
-# Ops whose implementation reads a tensor argument on the host: quantized_decomposed's per-tensor quantize and
-# dequantize with tensor scales call scale.item(), which a CUDA graph cannot capture (qdq, fp32_ssm and
-# fp32_conv hold them).
-HOST_READING_OPS = (qd.quantize_per_tensor.tensor, qd.dequantize_per_tensor.tensor)
 # The fusions save a launch a layer each. The conv's step inside in_proj is used up to this batch: beyond
 # it, it was timed slower on an H200 (2.8b, B=64, with a fixed 16-row tile; the tile is autotuned since).
 FUSED_MAX_BATCH = 16
@@ -45,12 +40,6 @@ def decode_rewrites(batch: int) -> tuple[Callable[[fx.GraphModule], fx.GraphModu
         *((fuse_in_proj_conv,) if batch <= FUSED_MAX_BATCH else ()),
         functools.partial(fuse_dt_proj, max_weight_bytes=DT_PROJ_FUSED_MAX_BYTES // batch),
     )
-
-
-def cuda_graph_blockers(graph: fx.GraphModule) -> list[str]:
-    """The ops of a mode's graph that keep its steps from being captured as a CUDA graph (none in w8a8,
-    float_sim and fp)."""
-    return sorted({str(n.target) for n in graph.graph.nodes if n.op == "call_function" and n.target in HOST_READING_OPS})
 
 
 class EagerDecodeStep:
@@ -95,6 +84,10 @@ class CudaGraphDecodeStep:
         step = step_graph
         for rewrite in decode_rewrites(batch) if rewrites is None else rewrites:
             step = rewrite(step)
+        # captured with its ops called directly: the same kernels, and the per-tensor (de)quantise nodes
+        # of fp32_ssm, fp32_conv and qdq take their constant scales as numbers instead of reading them on
+        # the host at every call, which a capture cannot do
+        step = direct_calls(step)
         self.graph, self.logits = capture_cuda_graph(lambda: self._advance(step), device, pool)
 
     def _advance(self, step_graph: fx.GraphModule) -> torch.Tensor:

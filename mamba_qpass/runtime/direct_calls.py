@@ -19,11 +19,24 @@ passes rewrite, save and compile keeps its ops.
 """
 
 import torch
+import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
 import torch.fx as fx
 
 from mamba_qpass import ops
 from mamba_qpass.graph_utils import attr_of, copied, graph_device
-from mamba_qpass.runtime.decode_step import HOST_READING_OPS
+
+qd = torch.ops.quantized_decomposed
+# Ops whose implementation reads a tensor argument on the host: quantized_decomposed's per-tensor quantize and
+# dequantize with tensor scales call scale.item(), which a CUDA graph cannot capture (qdq, fp32_ssm and
+# fp32_conv hold them; ``direct_calls`` gives them their constant scales as numbers).
+HOST_READING_OPS = (qd.quantize_per_tensor.tensor, qd.dequantize_per_tensor.tensor)
+
+
+def cuda_graph_blockers(graph: fx.GraphModule) -> list[str]:
+    """The ops of a graph that keep it from being captured as a CUDA graph: none in w8a8, float_sim and fp;
+    the per-tensor (de)quantise nodes of qdq, fp32_ssm and fp32_conv until ``direct_calls`` has given them
+    their scales as numbers."""
+    return sorted({str(n.target) for n in graph.graph.nodes if n.op == "call_function" and n.target in HOST_READING_OPS})
 
 
 def _constant(gm: fx.GraphModule, node) -> torch.Tensor | None:
