@@ -15,7 +15,10 @@ CKPT = Path(__file__).resolve().parent.parent / "checkpoints" / "gutenberg-mamba
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_w8a8_fp32_ssm_and_float_sim_agree_bit_for_bit_on_the_checkpoint():
+# (2, 700): several scan chunks, a partial last one; (1, 1300): one row long enough for the scan's segments
+# (summarised, then continued), a partial last one
+@pytest.mark.parametrize("shape", [(2, 700), (1, 1300)], ids=["chunks", "segments"])
+def test_w8a8_fp32_ssm_and_float_sim_agree_bit_for_bit_on_the_checkpoint(shape):
     from transformers import MambaForCausalLM
 
     model = MambaForCausalLM.from_pretrained(CKPT).cuda().eval()
@@ -23,7 +26,7 @@ def test_w8a8_fp32_ssm_and_float_sim_agree_bit_for_bit_on_the_checkpoint():
     g = torch.Generator().manual_seed(0)
     calibration = [torch.randint(0, vocab, (4, 256), generator=g).cuda() for _ in range(2)]
     calibrated = qpass.calibrate(model, calibration, progress=False)
-    ids = torch.randint(0, vocab, (2, 700), generator=g).cuda()  # 700: several scan chunks, a partial last one
+    ids = torch.randint(0, vocab, shape, generator=g).cuda()
     outputs = {
         mode: _outputs_on_gpu(qpass.apply_mode(calibrated, mode), ids) for mode in ("w8a8", "fp32_ssm", "float_sim")
     }
