@@ -203,6 +203,17 @@ def test_chunked_and_segmented_composition_matches_reference(chunk, segment, int
     assert_close_to_ref(state, ref_state, device)
 
 
+@pytest.mark.parametrize("batch,seq_len,channels", [(1, 2048, 5120), (1, 2048, 1536), (1, 512, 5120), (16, 2048, 1536),
+                                                   (2, 8192, 4096), (64, 1, 5120)])
+def test_gpu_tiling_rule(batch, seq_len, channels):
+    """The GPU rule: segments only for long sequences with few (row, channel) pairs, whole chunks per segment,
+    one warp a program."""
+    tiling = scan_tiling(batch, seq_len, channels, 16, torch.device("cuda"))
+    assert tiling["SEGMENT"] % tiling["CHUNK"] == 0 and tiling["num_warps"] == 1
+    segmented = tiling["SEGMENT"] < seq_len
+    assert segmented == (batch * channels < scan_triton._ROWS_WITHOUT_SEGMENTS and seq_len >= scan_triton._SEGMENTED_FROM)
+
+
 def test_segment_must_hold_whole_chunks(monkeypatch):
     forced = scan_tiling(1, 11, 8, 4, torch.device("cpu")) | {"CHUNK": 4, "SEGMENT": 6}
     monkeypatch.setattr(scan_triton, "scan_tiling", lambda *_: forced)
