@@ -11,8 +11,10 @@ top-1 on at least half the tokens (a random model is a hard case for int8), and 
 float_sim give bit-identical logits. Times are medians of CUDA-event timings (``triton.testing.do_bench``).
 
 Each shape is timed twice: eager, as a forward runs from Python (both models launch their kernels one by
-one, so on a slow host short prefills wait on the host), and replayed as CUDA graphs (``CudaGraphReplay``,
-both models alike), which leaves the GPU time; a replay must first reproduce its eager logits bit for bit.
+one, so on a slow host short prefills wait on the host; ours is the graph with its ops called directly,
+``runtime/direct_calls.py``, as the model wrapper's forward runs it), and replayed as CUDA graphs
+(``CudaGraphReplay``, both models alike), which leaves the GPU time; a replay must first reproduce its
+eager logits bit for bit.
 
     python benchmarks/bench_prefill.py [--configs 130m,1.4b,2.8b] [--json out.json] [--profile]
 """
@@ -130,11 +132,12 @@ def bench_config(name: str, g: torch.Generator, profile: bool, shapes: list[tupl
     del graphs["float_sim"], fp_graph
 
     weight_bytes = {"w8a8": tensor_bytes(graphs["w8a8"]), "mamba_ssm_fp16": tensor_bytes(ssm)}
+    eager = {mode: direct_calls(gm) for mode, gm in graphs.items()}
     rows = []
     for batch, length in shapes:
         x = torch.randint(0, VOCAB, (batch, length), generator=g, device="cuda")
         base_ms, base_peak = timed_peak(lambda: ssm(x).logits)
-        ours_ms, ours_peak = timed_peak(lambda: graphs["w8a8"](x))
+        ours_ms, ours_peak = timed_peak(lambda: eager["w8a8"](x))
         replayed = {"w8a8": CudaGraphReplay(graphs["w8a8"], max_graphs=1),
                     "mamba_ssm": CudaGraphReplay(lambda ids: ssm(ids).logits, max_graphs=1)}
         with torch.no_grad():
@@ -147,10 +150,10 @@ def bench_config(name: str, g: torch.Generator, profile: bool, shapes: list[tupl
                    replay_equals_eager=replay_ok, w8a8_cuda_graph_ms=replay_ms["w8a8"],
                    mamba_ssm_fp16_cuda_graph_ms=replay_ms["mamba_ssm"])
         if (batch, length) == (1, 2048):
-            row["fp32_ssm_ms"], _ = timed_peak(lambda: graphs["fp32_ssm"](x))
-            # as the model wrapper runs it: its dequantise nodes take their scales as numbers, read once,
-            # where the graph itself reads them on the host at every call, which a CUDA graph cannot capture
-            fp32_ssm = direct_calls(graphs["fp32_ssm"])
+            row["fp32_ssm_ms"], _ = timed_peak(lambda: eager["fp32_ssm"](x))
+            # the direct-call graph: its dequantise nodes take their scales as numbers, read once, where the
+            # graph itself reads them on the host at every call, which a CUDA graph cannot capture
+            fp32_ssm = eager["fp32_ssm"]
             blockers = cuda_graph_blockers(fp32_ssm)
             if blockers:
                 row["fp32_ssm_cuda_graph_blockers"] = blockers
