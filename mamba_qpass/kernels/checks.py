@@ -3,6 +3,21 @@ message that names the argument, instead of as a wrong answer or a crash inside 
 
 import torch
 
+# The kernels compute element offsets (sum of index * stride) in 32-bit integers.
+MAX_INT32_OFFSET = 2**31 - 1
+
+
+def check_int32_extent(name: str, shape: tuple[int, ...], strides: tuple[int, ...]) -> None:
+    """A tensor of ``shape`` and ``strides`` (elements) whose every element a kernel can reach with a 32-bit
+    offset: beyond that the offsets would wrap and the kernel would read or write the wrong memory."""
+    furthest = sum((size - 1) * abs(stride) for size, stride in zip(shape, strides) if size > 0)
+    if furthest > MAX_INT32_OFFSET:
+        raise ValueError(
+            f"{name} spans {furthest + 1} elements (shape {tuple(shape)}, strides {tuple(strides)}), more than "
+            f"the 2**31 that the Triton kernels index with 32-bit offsets: run the batch in parts (fewer rows "
+            f"or shorter sequences per call)"
+        )
+
 
 def check_tensor(
     name: str,
@@ -21,6 +36,7 @@ def check_tensor(
         raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dims, got shape {tuple(t.shape)}")
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device} but the other inputs are on {device}")
+    check_int32_extent(name, tuple(t.shape), t.stride())
 
 
 def check_unit_last_stride(name: str, t: torch.Tensor) -> None:

@@ -121,6 +121,20 @@ def test_rejects_bad_inputs(case, match, device):
         int8_linear(**kwargs)
 
 
+def test_rejects_tensors_beyond_32_bit_offsets():
+    """Shapes whose element offsets would wrap in the kernels' 32-bit arithmetic (a 262144-token prefill of
+    the 2.8b config's in_proj) fail with a message instead; meta tensors hold no memory."""
+    meta = torch.device("meta")
+    a = torch.empty(32 * 8192, 2560, dtype=torch.int8, device=meta)
+    w = torch.empty(10240, 2560, dtype=torch.int8, device=meta)
+    scale = torch.empty(10240, dtype=torch.float64, device=meta)
+    with pytest.raises(ValueError, match=r"the output spans 2684354560 elements .* run the batch in parts"):
+        int8_linear(a, w, scale, out_inv_scale=scale)
+    with pytest.raises(ValueError, match=r"a spans .* more than the 2\*\*31"):
+        int8_linear(torch.empty(2**20, 2**12, dtype=torch.int8, device=meta),
+                    torch.empty(10240, 2**12, dtype=torch.int8, device=meta), scale)
+
+
 # Real projection shapes (M = B * L tokens, N, K) of mamba-130m (d_model 768, inner 1536, dt_rank 48,
 # N 16) and mamba-2.8b (d_model 2560, inner 5120, dt_rank 160), plus single-token decode.
 REAL_SHAPES = {

@@ -4,7 +4,9 @@ import torch
 import triton
 import triton.language as tl
 
-from mamba_qpass.kernels.checks import check_f64_vector, check_shape, check_tensor, check_unit_last_stride
+from mamba_qpass.kernels.checks import (
+    check_f64_vector, check_int32_extent, check_shape, check_tensor, check_unit_last_stride,
+)
 from mamba_qpass.kernels.int8_linear.tiles import TiledKernel, split_k_workspace
 from mamba_qpass.kernels.quant_math import tl_round_half_even_clamp_int8
 
@@ -196,6 +198,7 @@ def int8_linear(
     rows = a.reshape(-1, k)  # a view whenever the leading dims can be merged (e.g. a column slice)
     residual_rows = residual.reshape(-1, n) if residual is not None else dequant_scale  # unread without HAS_RESIDUAL
     m = rows.shape[0]
+    check_int32_extent("the output", (m, n), (n, 1))
     out = torch.empty(m, n, dtype=torch.int8 if out_inv_scale is not None else out_dtype, device=device)
     if m > 0:
         workspace = split_k_workspace(device, m, n, config)
