@@ -249,6 +249,8 @@ def test_int8_variant_equals_float_variant_on_dequantised_codes(shape, device):
 @pytest.mark.gpu
 @requires_cuda
 def test_a_row_scans_to_the_same_bits_alone_and_in_a_batch():
+    """At a shape where the row alone and the batch get the same tiling (``scan_tiling``): a short sequence."""
+    assert scan_tiling(4, 300, 1536, 16, torch.device("cuda")) == scan_tiling(1, 300, 1536, 16, torch.device("cuda"))
     args = make_inputs(4, 300, 1536, 16, "cuda", int8=True)
     out, state = selective_scan(**args, scales=SCALES)
     alone = {k: v[2:3] if k in ("u", "delta", "B", "C", "z", "initial_state") else v for k, v in args.items()}
