@@ -8,6 +8,7 @@ import torch
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, dequantize_scan_inputs, selective_scan_ref
 from mamba_qpass.kernels.int8_linear.triton import int8_linear
 from mamba_qpass.kernels.selective_state_update.reference import selective_state_update_dt_proj_ref, selective_state_update_ref
+from mamba_qpass.kernels.selective_scan.triton import selective_scan
 from mamba_qpass.kernels.selective_state_update.triton import DtProjection, selective_state_update
 from test_selective_scan import assert_close_to_ref, make_inputs
 
@@ -67,6 +68,20 @@ def test_updates_in_place_and_continues_a_scan(device):
         assert returned is state
         assert_close_to_ref(out, whole[:, t : t + 1], device)
     assert_close_to_ref(state, whole_state, device)
+
+
+def test_decode_steps_continue_the_triton_scan_bit_for_bit(device):
+    """Decoding from the Triton scan's state of a prefix gives the state the Triton scan of the whole
+    sequence reaches, bit for bit: both step each state with ``advance_state`` on the same decay and drive
+    (a sequence this short is not split into segments)."""
+    args = make_inputs(2, 9, 24, 16, device, int8=True)
+    _, whole_state = selective_scan(**args, scales=SCALES)
+    prefix = {k: v[:, :4] if k in SEQUENCES else v for k, v in args.items()}
+    _, state = selective_scan(**prefix, scales=SCALES)
+    for t in range(4, 9):
+        step = {k: v[:, t : t + 1] if k in SEQUENCES else v for k, v in args.items() if k != "initial_state"}
+        _, state = _call(selective_state_update, step | {"state": state}, scales=SCALES)
+    assert torch.equal(state, whole_state)
 
 
 def test_rejects_more_than_one_token(device):
