@@ -153,12 +153,11 @@ def bench_config(name: str, g: torch.Generator, profile: bool, shapes: list[tupl
             row["fp32_ssm_ms"], _ = timed_peak(lambda: eager["fp32_ssm"](x))
             # the direct-call graph: its dequantise nodes take their scales as numbers, read once, where the
             # graph itself reads them on the host at every call, which a CUDA graph cannot capture
-            fp32_ssm = eager["fp32_ssm"]
-            blockers = cuda_graph_blockers(fp32_ssm)
+            blockers = cuda_graph_blockers(eager["fp32_ssm"])
             if blockers:
                 row["fp32_ssm_cuda_graph_blockers"] = blockers
             else:
-                fp32_ssm_replay = CudaGraphReplay(fp32_ssm, max_graphs=1)
+                fp32_ssm_replay = CudaGraphReplay(eager["fp32_ssm"], max_graphs=1)
                 with torch.no_grad():
                     same = torch.equal(fp32_ssm_replay(x), graphs["fp32_ssm"](x))
                 row["fp32_ssm_cuda_graph_ms"] = timed_peak(lambda: fp32_ssm_replay(x))[0] if same else None
