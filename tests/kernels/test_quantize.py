@@ -29,6 +29,19 @@ def test_quantize_ties_and_sliced_input(device):
     assert_same_codes(out, quantize_ref(wide, f64(1.0, device)))
 
 
+@pytest.mark.parametrize("inv_scale", [1.0, 2.0**40, 1e200], ids=["unit", "2^40", "1e200"])
+def test_quantize_codes_at_extremes(inv_scale, device):
+    """The kernels round before they clamp, and clamp in float32 (quant_math): the codes must still be the
+    reference's at the clamp's edges, where the rounding trick stops being exact (|v| >= 2**51), and past
+    float32's range (the 1e200 scale takes products to 1e238)."""
+    edges = [126.5, 127.0, 127.5, 128.5, 2.0**23 + 0.5, 2.0**51, 2.0**52 + 2, 2.0**60, 3e38, float("inf")]
+    small = [0.0, 2.0**-149, 0.5, 1.5, 2.5, 1.0 - 2.0**-24]
+    values = torch.tensor(edges + small, dtype=torch.float32)
+    x = torch.cat([values, -values]).reshape(2, -1).to(device)
+    inv = f64(inv_scale, device)
+    assert_same_codes(quantize(x, inv), quantize_ref(x, inv))
+
+
 def test_quantize_rejects_bad_inputs(device):
     with pytest.raises(ValueError, match="x must have dtype"):
         quantize(torch.zeros(2, 3, dtype=torch.int8, device=device), f64(1.0, device))
