@@ -94,10 +94,13 @@ def rms_norm_quant(hidden):
 def hadamard_quant(order):
     left, right, config = hadamard._hadamard_tiling(2048, order, CUDA)
     blocks = {key: config.pop(key) for key in ("BLOCK_T", "ROWS")} | dict(R=left, C=right, LOG2_C=right.bit_length() - 1)
-    return compile_sm90(
+    counts = compile_sm90(
         hadamard._hadamard_quant_kernel, {"y_ptr": "*fp16", "h_ptr": "*i8", "out_ptr": "*i8"}, blocks,
         config | EXACT_FP_LAUNCH,
     )
+    # the row mixing's explicit FMAs: R of them for each value a thread holds
+    held = blocks["BLOCK_T"] * blocks["ROWS"] * right // (32 * config["num_warps"])
+    return counts | {"mixing_fma_f64": left * held}
 
 
 def selective_scan(int8_inputs, shape, summary):
@@ -202,8 +205,6 @@ NO_FMA = (
     "int8_causal_conv1d-linear",
     "rms_norm_quant-768",
     "rms_norm_quant-2560",
-    "hadamard_quant-1536",
-    "hadamard_quant-5120",
     "quantize",
     "int8_conv_state_update-linear",
     "selective_state_update-int8-dt_proj",  # dt_proj's float64 epilogue, as int8_linear's
@@ -224,6 +225,11 @@ def test_gpu_launch_configurations_compile_for_sm90():
     results = json.loads(done.stdout.strip().splitlines()[-1])
     for name in NO_FMA:
         assert results[name]["fma_f64"] == 0, f"{name} contracts float64 a * b + c into an FMA"
+    for name in ("hadamard_quant-1536", "hadamard_quant-5120"):
+        # its row mixing adds +-y with explicit FMAs (exact); the epilogue's multiply must stay unfused
+        assert results[name]["fma_f64"] == results[name]["mixing_fma_f64"] > 0, (
+            f"{name}: float64 FMAs beyond the row mixing's ({results[name]})"
+        )
     for name in ("int8_causal_conv1d-linear", "int8_causal_conv1d-silu"):
         # its float64 epilogue is a fallback in a branch: compiled in, so the FMA check above sees it
         assert results[name]["mul_f64"] > 0, f"{name} has no float64 epilogue"

@@ -10,10 +10,13 @@ natural order). That is R + log2(C) additions per element instead of a D-long do
 
 Every partial sum is a ±1 sum of at most D float16 values, which the reference's module docstring shows
 is exact in float64 in any order, so the only rounding is the epilogue's multiply by c, as in the reference.
-A row of W gains H_R[row, k] * y, a product by ±1 (or 0 for a padding row): exact, and one float64
-multiply-add per element, where int64 sums need a negate, a select and a two-word add. On an H200 this
-takes 67 us at 2048 x 5120 (int64 sums: 103 us; the int8 digit-plane tensor-core kernel it replaced:
-279 us); the float64 units are what it needs, so GPUs with few of them would prefer the int64 form.
+A row of W gains H_R[row, k] * y, a product by ±1 (or 0 for a padding row): exact, so written as one
+explicit fused multiply-add (the launch turns contraction off for the epilogue, which would otherwise
+make it a multiply and an add), where int64 sums need a negate, a select and a two-word add. On an H200
+this took 67 us at 2048 x 5120 with the multiply and add separate (ncu: 51 float64 instructions an
+element, the float64 pipe 55 % busy; int64 sums: 103 us; the int8 digit-plane tensor-core kernel it
+replaced: 279 us); the float64 units are what it needs, so GPUs with few of them would prefer the int64
+form.
 """
 
 import functools
@@ -48,7 +51,7 @@ def _hadamard_quant_kernel(
     for k in tl.static_range(R):
         y = tl.load(y_ptrs + k * C, mask=mask_t[:, None], other=0.0).to(tl.float64)
         sign = tl.load(left_ptrs + k * C, mask=mask_r, other=0).to(tl.float64)
-        w += sign[None, :, None] * y[:, None, :]
+        w = tl.fma(sign[None, :, None], y[:, None, :], w)
 
     # Each row of W times H_C.T, in LOG2_C butterfly stages.
     x = tl.reshape(w, (BLOCK_T * ROWS, C))
