@@ -24,8 +24,14 @@ def _config(block_m, block_n, block_k, warps, stages, group_m=8, split_k=1) -> t
 
 # Hopper candidates: the tiles that won at some Mamba shape when timed on an H200. Prefill (11 tilings timed
 # at M = 2048 to 32768): 64 x 128 for most projections, 128 x 256 from M = 4096 rows, smaller ones for
-# x_proj's few outputs and dt_proj's K = 160. Fewer candidates keep the first call of a new shape short.
+# x_proj's few outputs and dt_proj's K = 160. The one-warpgroup 128 x 128 and 128 x 64 tiles (seventh
+# session, 26 tilings at the 2.8b projections) fit two programs on an SM, one's wgmmas running while the
+# other waits or stores (Triton waits on each int8 wgmma): 2.8b in_proj at M = 2048 took 116.8 us with
+# 128 x 128 against 129.1 for the best earlier candidate, x_proj at M = 32768 89.9 against 97.8 with
+# 128 x 64. Fewer candidates keep the first call of a new shape short.
 PREFILL_CONFIGS = [
+    _config(128, 128, 128, 4, 3),
+    _config(128, 64, 128, 4, 3),
     _config(128, 256, 128, 8, 3),
     _config(128, 128, 128, 8, 4),
     _config(64, 128, 128, 4, 4),
