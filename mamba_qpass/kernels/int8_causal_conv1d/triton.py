@@ -141,14 +141,16 @@ def _int8_causal_conv1d_kernel(
 
 def prefill_tiling(seq_len: int, channels: int, device: torch.device) -> dict:
     """The kernel's BLOCK_L (steps a program walks), SUB_L (steps of a sub-tile, the float64 fallback's
-    unit), BLOCK_D and launch options. GPU: 4 steps x 128 channels in one warp, one sub-tile a program,
-    the fastest of 12 tilings timed on an H200 (session 5, exact in every one): 34.1 us at
-    (1, 2048, 5120) where the float64 kernel took 60 us, 13.6 us at (1, 2048, 1536), 496 us at
-    (16, 2048, 5120) (a 64-step walk in 1 x 128 sub-tiles: 464 us, but 41 and 31 us at batch 1).
+    unit), BLOCK_D and launch options. GPU: 4 steps x 64 channels in one warp, one sub-tile a program.
+    Session 5 timed 12 tilings on an H200 and took 4 x 128 (34.1 us at (1, 2048, 5120) where the float64
+    kernel took 60 us; a 64-step walk in 1 x 128 sub-tiles: 464 us at (16, 2048, 5120) but 41 us at
+    batch 1); session 7 timed 8 more in one run, every one exact, and 4 x 64 was the fastest at each
+    shape: 32.9 against 35.1 us at (1, 2048, 5120), 493.4 against 512.2 at (16, 2048, 5120), 12.3 against
+    13.8 at (1, 2048, 1536) (a sub-tile of half the values takes the float64 path about half as often).
     CPU (the interpreter): one sub-tile per program and few programs, since each op costs the same
     whatever its size."""
     if device.type == "cuda":
-        return dict(BLOCK_L=4, SUB_L=4, BLOCK_D=128, num_warps=1)
+        return dict(BLOCK_L=4, SUB_L=4, BLOCK_D=64, num_warps=1)
     block_l = min(64, triton.next_power_of_2(seq_len))
     return dict(BLOCK_L=block_l, SUB_L=block_l, BLOCK_D=min(256, triton.next_power_of_2(channels)))
 
