@@ -9,6 +9,12 @@ and only the output's sum over states crosses a few lanes. A chunk's decays ``ex
 drives ``(delta*u)*B`` are computed at once, and the next chunk's inputs are loaded while the current one
 computes.
 
+With int8 inputs delta takes one of 256 values per channel, so a first small launch tabulates
+``softplus(code * scale + delta_bias)`` for every (channel, code) with the very operations the float
+variant applies to each step (``_delta_values``), and the scan reads its deltas from that table: the
+softplus (an exp, a log and a division, about a fifth of the scan's instructions) is computed 256 times
+per channel instead of once per step and per lane holding the channel.
+
 A long sequence with few rows would leave most SMs idle, so time is split into segments (``scan_tiling``
 decides): a first launch summarises every segment but the last (its final state from a zero state, and
 its summed delta, since the decays over a segment multiply to ``exp2(A*log2 e * sum delta)``); the second
@@ -41,6 +47,38 @@ def _softplus(x):
     w = 1.0 + e
     log1p_e = tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
     return tl.where(x > 20.0, x, log1p_e)
+
+
+@triton.jit
+def _delta_values(dt, s_delta, delta_bias, INT8_INPUTS: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
+                  DELTA_SOFTPLUS: tl.constexpr):
+    """The scan's delta from its input (int8 codes, or float), in float32: dequantised, plus the bias,
+    through softplus. Written once, for the float variant's steps and the int8 variant's table."""
+    dt = dt.to(tl.float32)
+    if INT8_INPUTS:
+        dt = dt * s_delta
+    if HAS_DELTA_BIAS:
+        dt = dt + delta_bias
+    if DELTA_SOFTPLUS:
+        dt = _softplus(dt)
+    return dt
+
+
+INT8_CODES = 256  # a delta table's row: one entry per code, at code + 128
+
+
+@triton.jit
+def _delta_table_kernel(
+    scales_ptr, delta_bias_ptr, table_ptr, DIM,
+    HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, CODES: tl.constexpr,
+):
+    """table[d, code + 128] = ``_delta_values(code)`` for channel d."""
+    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < DIM
+    codes = tl.arange(0, CODES) - CODES // 2
+    delta_bias = tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[:, None]
+    dt = _delta_values(codes[None, :], tl.load(scales_ptr + 1), delta_bias, True, HAS_DELTA_BIAS, DELTA_SOFTPLUS)
+    tl.store(table_ptr + offs_d[:, None] * CODES + tl.arange(0, CODES)[None, :], dt, mask=mask_d[:, None])
 
 
 @triton.jit
@@ -82,14 +120,14 @@ def _load_chunk(u_ptrs, delta_ptrs, z_ptrs, B_ptrs, C_ptrs, t, t_end, mask_d, ma
 
 @triton.jit
 def _selective_scan_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, init_ptr, scales_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, init_ptr, scales_ptr, delta_table_ptr,
     out_ptr, state_ptr, seg_state_ptr, seg_delta_ptr,
     L, DIM, N, SEGMENT, SEGMENTS,
     stride_ub, stride_ul, stride_db, stride_dl, stride_Bb, stride_Bl, stride_Cb, stride_Cl,
     stride_zb, stride_zl, stride_Ad, stride_ib, stride_id, stride_ob, stride_ol,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, INT8_INPUTS: tl.constexpr, SUMMARY: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, CODES: tl.constexpr = INT8_CODES,
 ):
     """With SUMMARY, the program scans its segment of time from a zero state and writes only that
     segment's final state and its summed delta; otherwise it starts from the state the earlier segments'
@@ -126,11 +164,9 @@ def _selective_scan_kernel(
             state = advance_state(tl.exp2(seg_delta[None, :] * A_log2), state, local)
     if HAS_D:
         d_skip = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_DELTA_BIAS:
-        delta_bias = tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    delta_bias = tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)  # unused without a bias
     if INT8_INPUTS:
         s_u = tl.load(scales_ptr + 0)
-        s_delta = tl.load(scales_ptr + 1)
         s_B = tl.load(scales_ptr + 2)
         s_C = tl.load(scales_ptr + 3)
         s_z = tl.load(scales_ptr + 4)
@@ -160,17 +196,16 @@ def _selective_scan_kernel(
         u_next, dt_next, z_next, B_next, C_next = _load_chunk(
             u_ptrs, delta_ptrs, z_ptrs, B_ptrs, C_ptrs, t + CHUNK, t_end, mask_d, mask_n, HAS_Z)
 
+        if INT8_INPUTS:
+            dt = tl.load(delta_table_ptr + offs_d[None, :] * CODES + (dt_raw.to(tl.int32) + CODES // 2),
+                         mask=mask_d[None, :], other=0.0)
+        else:
+            dt = _delta_values(dt_raw, 1.0, delta_bias[None, :], False, HAS_DELTA_BIAS, DELTA_SOFTPLUS)
         u = u_raw.to(tl.float32)
-        dt = dt_raw.to(tl.float32)
         B_t = B_raw.to(tl.float32)
         if INT8_INPUTS:
             u = u * s_u
-            dt = dt * s_delta
             B_t = B_t * s_B
-        if HAS_DELTA_BIAS:
-            dt = dt + delta_bias[None, :]
-        if DELTA_SOFTPLUS:
-            dt = _softplus(dt)
         # Steps past the segment leave the state alone: decay exp2(0) = 1, drive 0.
         dt = tl.where((t < t_end)[:, None], dt, 0.0)
 
@@ -283,6 +318,19 @@ def scan_tiling(batch: int, seq_len: int, channels: int, state_size: int, device
     return dict(BLOCK_D=16 if channels >= 4096 else 8, BLOCK_N=block_n, CHUNK=8, SEGMENT=GPU_SEGMENT, num_warps=1)
 
 
+def delta_table_for(scales: torch.Tensor, delta_bias: torch.Tensor, channels: int, has_bias: bool,
+                    softplus: bool) -> torch.Tensor:
+    """The int8 scan's deltas, float32 (channels, 256): entry [d, code + 128] is what the float variant
+    computes from the dequantised code (``_delta_values``). ``scales``: the float32 (5,) scan scales."""
+    table = torch.empty(channels, INT8_CODES, dtype=torch.float32, device=scales.device)
+    block_d = 16 if scales.device.type == "cuda" else min(64, triton.next_power_of_2(channels))
+    _delta_table_kernel[(triton.cdiv(channels, block_d),)](
+        scales, delta_bias, table, channels, HAS_DELTA_BIAS=has_bias, DELTA_SOFTPLUS=softplus,
+        BLOCK_D=block_d, CODES=INT8_CODES, **EXACT_FP_LAUNCH,
+    )
+    return table
+
+
 def selective_scan(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -323,9 +371,11 @@ def selective_scan(
     seg_delta = torch.empty(batch, segments - 1, channels, dtype=torch.float32, device=device)
     z_arg = z if z is not None else u
     init = initial_state if initial_state is not None else final_state  # not read without HAS_INIT
+    bias_arg = delta_bias if delta_bias is not None else A  # not read without HAS_DELTA_BIAS
+    delta_table = delta_table_for(scales_arg, bias_arg, channels, delta_bias is not None, delta_softplus) if scales is not None else A
     args = (
         u, delta, A, B, C, D if D is not None else A, z_arg,
-        delta_bias if delta_bias is not None else A, init, scales_arg, out, final_state, seg_state, seg_delta,
+        bias_arg, init, scales_arg, delta_table, out, final_state, seg_state, seg_delta,
         seq_len, channels, state_size, tiling["SEGMENT"], segments,
         u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
         C.stride(0), C.stride(1), z_arg.stride(0), z_arg.stride(1), A.stride(0),
