@@ -110,7 +110,8 @@ def selective_scan(int8_inputs, shape, summary, softplus=True):
     seq = "*i8" if int8_inputs else "*fp16"
     pointers = {n: seq for n in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr")}
     pointers.update({n: "*fp32" for n in ("A_ptr", "D_ptr", "delta_bias_ptr", "init_ptr", "scales_ptr", "state_ptr",
-                                          "seg_state_ptr", "seg_delta_ptr", "delta_table_ptr")})
+                                          "seg_state_ptr", "seg_delta_ptr", "delta_table_ptr",
+                                          "gate_table_ptr")})
     pointers["out_ptr"] = "*fp16"
     flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=softplus, HAS_INIT=True, SUMMARY=summary)
     return compile_sm90(
@@ -119,10 +120,10 @@ def selective_scan(int8_inputs, shape, summary, softplus=True):
     )
 
 
-def delta_table(softplus):
+def input_tables(softplus):
     return compile_sm90(
-        scan._delta_table_kernel, {n: "*fp32" for n in ("scales_ptr", "delta_bias_ptr", "table_ptr")},
-        dict(HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=softplus, BLOCK_D=16, CODES=scan.INT8_CODES), EXACT_FP_LAUNCH,
+        scan._input_tables_kernel, {n: "*fp32" for n in ("scales_ptr", "delta_bias_ptr", "delta_table_ptr", "gate_table_ptr")},
+        dict(HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=softplus, HAS_Z=True, BLOCK_D=16, CODES=scan.INT8_CODES), EXACT_FP_LAUNCH,
     )
 
 
@@ -192,8 +193,8 @@ results = {
     "selective_scan-int8-short": selective_scan(True, (1, 512, 5120), False),
     "selective_scan-int8-no_softplus": selective_scan(True, (1, 2048, 5120), False, softplus=False),
     "selective_scan-fp16-no_softplus": selective_scan(False, (1, 2048, 5120), False, softplus=False),
-    "selective_scan-delta_table": delta_table(True),
-    "selective_scan-delta_table-no_softplus": delta_table(False),
+    "selective_scan-input_tables": input_tables(True),
+    "selective_scan-input_tables-no_softplus": input_tables(False),
     "selective_state_update-int8": selective_state_update(True),
     "selective_state_update-fp32": selective_state_update(False),
     "selective_state_update-int8-dt_proj": selective_state_update(True, dt_proj=True),
@@ -237,8 +238,8 @@ def test_gpu_launch_configurations_compile_for_sm90():
     for name in NO_FMA:
         assert results[name]["fma_f64"] == 0, f"{name} contracts float64 a * b + c into an FMA"
     # The delta table's code * scale + delta_bias must round twice, as fp32_ssm's dequantise and its
-    # float scan's bias add do.
-    assert results["selective_scan-delta_table-no_softplus"]["fma_f32"] == 0
+    # float scan's bias add do (the gate's code * scale and silu have no a * b + c to contract either).
+    assert results["selective_scan-input_tables-no_softplus"]["fma_f32"] == 0
     for name in ("hadamard_quant-1536", "hadamard_quant-5120"):
         # its row mixing adds +-y with explicit FMAs (exact); the epilogue's multiply must stay unfused
         assert results[name]["fma_f64"] == results[name]["mixing_fma_f64"] > 0, (

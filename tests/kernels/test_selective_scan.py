@@ -289,17 +289,21 @@ def test_reference_rounds_as_the_step_by_step_definition(batch, length):
 
 
 @pytest.mark.parametrize("softplus", [True, False], ids=["softplus", "linear"])
-def test_delta_table_holds_every_codes_delta(softplus, device):
-    """The int8 scan reads delta from a (channel, code + 128) table: softplus(code * scale + delta_bias)
-    for all 256 codes (float32, to float32 rounding: exp and log are approximate on the GPU)."""
+def test_input_tables_hold_every_codes_values(softplus, device):
+    """The int8 scan reads delta from a (channel, code + 128) table, softplus(code * scale + delta_bias),
+    and its gate from a (code + 128) table, silu(code * z's scale), for all 256 codes (float32, to float32
+    rounding: exp and log are approximate on the GPU)."""
     g = torch.Generator().manual_seed(3)
     channels = 24
     bias = (torch.randn(channels, generator=g) * 4).to(device)
-    scales = ScanInputScales(u=0.02, delta=0.09, B=0.05, C=0.05, z=0.04).as_tensor(device)
-    table = scan_triton.delta_table_for(scales, bias, channels, True, softplus)
+    scales = ScanInputScales(u=0.02, delta=0.09, B=0.05, C=0.05, z=0.07).as_tensor(device)
+    delta_table, gate_table = scan_triton.input_tables_for(scales, bias, channels, True, softplus, True)
     codes = torch.arange(-128, 128, device=device, dtype=torch.float32)
     expected = (codes * scales[1])[None, :] + bias[:, None]
     if softplus:
         expected = torch.nn.functional.softplus(expected)
-    assert table.shape == (channels, 256) and table.dtype == torch.float32
-    torch.testing.assert_close(table, expected, rtol=tolerance(torch.float32, device), atol=1e-6)
+    assert delta_table.shape == (channels, 256) and delta_table.dtype == torch.float32
+    assert gate_table.shape == (256,) and gate_table.dtype == torch.float32
+    rtol = tolerance(torch.float32, device)
+    torch.testing.assert_close(delta_table, expected, rtol=rtol, atol=1e-6)
+    torch.testing.assert_close(gate_table, torch.nn.functional.silu(codes * scales[4]), rtol=rtol, atol=1e-6)
