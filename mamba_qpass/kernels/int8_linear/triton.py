@@ -8,7 +8,7 @@ from mamba_qpass.kernels.checks import (
     check_f64_vector, check_int32_extent, check_shape, check_tensor, check_unit_last_stride,
 )
 from mamba_qpass.kernels.int8_linear.tiles import TiledKernel, split_k_workspace
-from mamba_qpass.kernels.quant_math import tl_round_half_even_clamp_int8
+from mamba_qpass.kernels.quant_math import tl_int32_to_float64, tl_round_half_even_clamp_int8
 
 # float32 only: on the GPU a float64 -> float16 store rounds twice (through float32), which a direct
 # conversion in the reference would not, so float16 output could not be bit-exact.
@@ -69,7 +69,7 @@ def int8_tile_accumulate(
 def int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, bias_ptr, HAS_BIAS: tl.constexpr):
     """``int8_linear_epilogue``'s v: float64, one rounded operation at a time (launched without FMA
     contraction)."""
-    v = acc.to(tl.float64) * tl.load(dequant_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
+    v = tl_int32_to_float64(acc) * tl.load(dequant_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
     if HAS_BIAS:
         v = v + tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
     return v
