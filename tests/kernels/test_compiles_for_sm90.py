@@ -103,27 +103,19 @@ def hadamard_quant(order):
     return counts | {"mixing_fma_f64": left * held}
 
 
-def selective_scan(int8_inputs, shape, summary, softplus=True):
+def selective_scan(int8_inputs, shape, summary):
     tiling = scan.scan_tiling(*shape, 16, CUDA)
     options = dict(num_warps=tiling.pop("num_warps")) | EXACT_FP_LAUNCH
     del tiling["SEGMENT"]  # a runtime argument
     seq = "*i8" if int8_inputs else "*fp16"
     pointers = {n: seq for n in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr")}
     pointers.update({n: "*fp32" for n in ("A_ptr", "D_ptr", "delta_bias_ptr", "init_ptr", "scales_ptr", "state_ptr",
-                                          "seg_state_ptr", "seg_delta_ptr", "delta_table_ptr",
-                                          "gate_table_ptr")})
+                                          "seg_state_ptr", "seg_delta_ptr")})
     pointers["out_ptr"] = "*fp16"
-    flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=softplus, HAS_INIT=True, SUMMARY=summary)
+    flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True, HAS_INIT=True, SUMMARY=summary)
     return compile_sm90(
         scan._selective_scan_kernel, pointers,
         dict(**flags, INT8_INPUTS=int8_inputs, **tiling), options,
-    )
-
-
-def input_tables(softplus):
-    return compile_sm90(
-        scan._input_tables_kernel, {n: "*fp32" for n in ("scales_ptr", "delta_bias_ptr", "delta_table_ptr", "gate_table_ptr")},
-        dict(HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=softplus, HAS_Z=True, BLOCK_D=16, CODES=scan.INT8_CODES), EXACT_FP_LAUNCH,
     )
 
 
@@ -191,10 +183,6 @@ results = {
     "selective_scan-fp16": selective_scan(False, (1, 2048, 5120), False),
     "selective_scan-int8-rows": selective_scan(True, (16, 2048, 1536), False),
     "selective_scan-int8-short": selective_scan(True, (1, 512, 5120), False),
-    "selective_scan-int8-no_softplus": selective_scan(True, (1, 2048, 5120), False, softplus=False),
-    "selective_scan-fp16-no_softplus": selective_scan(False, (1, 2048, 5120), False, softplus=False),
-    "selective_scan-input_tables": input_tables(True),
-    "selective_scan-input_tables-no_softplus": input_tables(False),
     "selective_state_update-int8": selective_state_update(True),
     "selective_state_update-fp32": selective_state_update(False),
     "selective_state_update-int8-dt_proj": selective_state_update(True, dt_proj=True),
@@ -237,9 +225,6 @@ def test_gpu_launch_configurations_compile_for_sm90():
     results = json.loads(done.stdout.strip().splitlines()[-1])
     for name in NO_FMA:
         assert results[name]["fma_f64"] == 0, f"{name} contracts float64 a * b + c into an FMA"
-    # The delta table's code * scale + delta_bias must round twice, as fp32_ssm's dequantise and its
-    # float scan's bias add do (the gate's code * scale and silu have no a * b + c to contract either).
-    assert results["selective_scan-input_tables-no_softplus"]["fma_f32"] == 0
     for name in ("hadamard_quant-1536", "hadamard_quant-5120"):
         # its row mixing adds +-y with explicit FMAs (exact); the epilogue's multiply must stay unfused
         assert results[name]["fma_f64"] == results[name]["mixing_fma_f64"] > 0, (
@@ -255,11 +240,9 @@ def test_gpu_launch_configurations_compile_for_sm90():
         assert results[name]["mma_s8"] > 0, f"{name}: the fused in_proj + conv step does not use int8 mma"
     for int8, float_variant in (("selective_state_update-int8", "selective_state_update-fp32"),
                                 ("selective_state_update-int8-dt_proj", "selective_state_update-fp32"),
-                                ("selective_scan-int8-no_softplus", "selective_scan-fp16-no_softplus")):
+                                ("selective_scan-int8", "selective_scan-fp16")):
         # The int8 variant's in-kernel code * scale must round as fp32_ssm's dequantised input does: its
         # only FMAs are the recurrence's explicit ones (advance_state), which the float variant has too.
-        # (The scans are compared without softplus, whose log has FMAs of its own: the int8 scan reads
-        # it from its delta table, the float scan computes it per step.)
         assert results[int8]["fma_f32"] == results[float_variant]["fma_f32"] > 0, (
             f"{int8} fuses float32 a * b + c that {float_variant} does not: w8a8 and fp32_ssm could differ"
         )

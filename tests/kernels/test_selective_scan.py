@@ -286,24 +286,3 @@ def test_reference_rounds_as_the_step_by_step_definition(batch, length):
     out, final = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias)
     expected_out, expected_final = _scan_step_by_step(u, delta, A, B, C, D, z, delta_bias)
     assert torch.equal(out, expected_out) and torch.equal(final, expected_final)
-
-
-@pytest.mark.parametrize("softplus", [True, False], ids=["softplus", "linear"])
-def test_input_tables_hold_every_codes_values(softplus, device):
-    """The int8 scan reads delta from a (channel, code + 128) table, softplus(code * scale + delta_bias),
-    and its gate from a (code + 128) table, silu(code * z's scale), for all 256 codes (float32, to float32
-    rounding: exp and log are approximate on the GPU)."""
-    g = torch.Generator().manual_seed(3)
-    channels = 24
-    bias = (torch.randn(channels, generator=g) * 4).to(device)
-    scales = ScanInputScales(u=0.02, delta=0.09, B=0.05, C=0.05, z=0.07).as_tensor(device)
-    delta_table, gate_table = scan_triton.input_tables_for(scales, bias, channels, True, softplus, True)
-    codes = torch.arange(-128, 128, device=device, dtype=torch.float32)
-    expected = (codes * scales[1])[None, :] + bias[:, None]
-    if softplus:
-        expected = torch.nn.functional.softplus(expected)
-    assert delta_table.shape == (channels, 256) and delta_table.dtype == torch.float32
-    assert gate_table.shape == (256,) and gate_table.dtype == torch.float32
-    rtol = tolerance(torch.float32, device)
-    torch.testing.assert_close(delta_table, expected, rtol=rtol, atol=1e-6)
-    torch.testing.assert_close(gate_table, torch.nn.functional.silu(codes * scales[4]), rtol=rtol, atol=1e-6)

@@ -9,13 +9,6 @@ and only the output's sum over states crosses a few lanes. A chunk's decays ``ex
 drives ``(delta*u)*B`` are computed at once, and the next chunk's inputs are loaded while the current one
 computes.
 
-With int8 inputs delta takes one of 256 values per channel and the gate silu(z) one of 256 values, so
-a first small launch tabulates ``softplus(code * scale + delta_bias)`` for every (channel, code) and
-``silu(code * scale)`` for every code, with the very operations the float variant applies to each step
-(``_delta_values``, ``_silu``), and the scan reads both from the tables: the softplus (an exp, a log
-and a division, about a fifth of the scan's instructions) and the gate's exp and division are computed
-once per table entry instead of once per step and per lane holding the channel.
-
 A long sequence with few rows would leave most SMs idle, so time is split into segments (``scan_tiling``
 decides): a first launch summarises every segment but the last (its final state from a zero state, and
 its summed delta, since the decays over a segment multiply to ``exp2(A*log2 e * sum delta)``); the second
@@ -51,51 +44,9 @@ def _softplus(x):
 
 
 @triton.jit
-def _delta_values(dt, s_delta, delta_bias, INT8_INPUTS: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
-                  DELTA_SOFTPLUS: tl.constexpr):
-    """The scan's delta from its input (int8 codes, or float), in float32: dequantised, plus the bias,
-    through softplus. Written once, for the float variant's steps and the int8 variant's table."""
-    dt = dt.to(tl.float32)
-    if INT8_INPUTS:
-        dt = dt * s_delta
-    if HAS_DELTA_BIAS:
-        dt = dt + delta_bias
-    if DELTA_SOFTPLUS:
-        dt = _softplus(dt)
-    return dt
-
-
-@triton.jit
-def _silu(z):
-    return z / (1.0 + tl.exp(-z))
-
-
-@triton.jit
 def _silu_gate(y, z):
     """``y * silu(z)``: the output gate of the scan and of the decode step."""
-    return y * _silu(z)
-
-
-INT8_CODES = 256  # a table's row: one entry per code, at code + 128
-
-
-@triton.jit
-def _input_tables_kernel(
-    scales_ptr, delta_bias_ptr, delta_table_ptr, gate_table_ptr, DIM,
-    HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr, BLOCK_D: tl.constexpr,
-    CODES: tl.constexpr,
-):
-    """delta_table[d, code + 128] = ``_delta_values(code)`` for channel d; with HAS_Z, the first program
-    also writes gate_table[code + 128] = silu(code * z's scale), as the float variant gates its steps."""
-    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < DIM
-    codes = tl.arange(0, CODES) - CODES // 2
-    delta_bias = tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[:, None]
-    dt = _delta_values(codes[None, :], tl.load(scales_ptr + 1), delta_bias, True, HAS_DELTA_BIAS, DELTA_SOFTPLUS)
-    tl.store(delta_table_ptr + offs_d[:, None] * CODES + tl.arange(0, CODES)[None, :], dt, mask=mask_d[:, None])
-    if HAS_Z:
-        if tl.program_id(0) == 0:
-            tl.store(gate_table_ptr + tl.arange(0, CODES), _silu(codes.to(tl.float32) * tl.load(scales_ptr + 4)))
+    return y * (z / (1.0 + tl.exp(-z)))
 
 
 @triton.jit
@@ -131,14 +82,14 @@ def _load_chunk(u_ptrs, delta_ptrs, z_ptrs, B_ptrs, C_ptrs, t, t_end, mask_d, ma
 
 @triton.jit
 def _selective_scan_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, init_ptr, scales_ptr, delta_table_ptr,
-    gate_table_ptr, out_ptr, state_ptr, seg_state_ptr, seg_delta_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, init_ptr, scales_ptr,
+    out_ptr, state_ptr, seg_state_ptr, seg_delta_ptr,
     L, DIM, N, SEGMENT, SEGMENTS,
     stride_ub, stride_ul, stride_db, stride_dl, stride_Bb, stride_Bl, stride_Cb, stride_Cl,
     stride_zb, stride_zl, stride_Ad, stride_ib, stride_id, stride_ob, stride_ol,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, INT8_INPUTS: tl.constexpr, SUMMARY: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, CODES: tl.constexpr = INT8_CODES,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
 ):
     """With SUMMARY, the program scans its segment of time from a zero state and writes only that
     segment's final state and its summed delta; otherwise it starts from the state the earlier segments'
@@ -175,11 +126,14 @@ def _selective_scan_kernel(
             state = advance_state(tl.exp2(seg_delta[None, :] * A_log2), state, local)
     if HAS_D:
         d_skip = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    delta_bias = tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)  # unused without a bias
+    if HAS_DELTA_BIAS:
+        delta_bias = tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     if INT8_INPUTS:
         s_u = tl.load(scales_ptr + 0)
+        s_delta = tl.load(scales_ptr + 1)
         s_B = tl.load(scales_ptr + 2)
         s_C = tl.load(scales_ptr + 3)
+        s_z = tl.load(scales_ptr + 4)
 
     # Pointers to the segment's first chunk; each advances by CHUNK steps per chunk.
     rows = t_start + offs_t
@@ -206,16 +160,17 @@ def _selective_scan_kernel(
         u_next, dt_next, z_next, B_next, C_next = _load_chunk(
             u_ptrs, delta_ptrs, z_ptrs, B_ptrs, C_ptrs, t + CHUNK, t_end, mask_d, mask_n, HAS_Z)
 
-        if INT8_INPUTS:
-            dt = tl.load(delta_table_ptr + offs_d[None, :] * CODES + (dt_raw.to(tl.int32) + CODES // 2),
-                         mask=mask_d[None, :], other=0.0)
-        else:
-            dt = _delta_values(dt_raw, 1.0, delta_bias[None, :], False, HAS_DELTA_BIAS, DELTA_SOFTPLUS)
         u = u_raw.to(tl.float32)
+        dt = dt_raw.to(tl.float32)
         B_t = B_raw.to(tl.float32)
         if INT8_INPUTS:
             u = u * s_u
+            dt = dt * s_delta
             B_t = B_t * s_B
+        if HAS_DELTA_BIAS:
+            dt = dt + delta_bias[None, :]
+        if DELTA_SOFTPLUS:
+            dt = _softplus(dt)
         # Steps past the segment leave the state alone: decay exp2(0) = 1, drive 0.
         dt = tl.where((t < t_end)[:, None], dt, 0.0)
 
@@ -236,10 +191,10 @@ def _selective_scan_kernel(
             if HAS_D:
                 y = y + u * d_skip[None, :]
             if HAS_Z:
+                z = z_raw.to(tl.float32)
                 if INT8_INPUTS:
-                    y = y * tl.load(gate_table_ptr + (z_raw.to(tl.int32) + CODES // 2))
-                else:
-                    y = _silu_gate(y, z_raw.to(tl.float32))
+                    z = z * s_z
+                y = _silu_gate(y, z)
             tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=(t < t_end)[:, None] & mask_d[None, :])
             out_ptrs += CHUNK * stride_ol
         u_raw, dt_raw, z_raw, B_raw, C_raw = u_next, dt_next, z_next, B_next, C_next
@@ -328,21 +283,6 @@ def scan_tiling(batch: int, seq_len: int, channels: int, state_size: int, device
     return dict(BLOCK_D=16 if channels >= 4096 else 8, BLOCK_N=block_n, CHUNK=8, SEGMENT=GPU_SEGMENT, num_warps=1)
 
 
-def input_tables_for(scales: torch.Tensor, delta_bias: torch.Tensor, channels: int, has_bias: bool,
-                     softplus: bool, has_z: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The int8 scan's tables, float32: deltas (channels, 256), entry [d, code + 128] what the float
-    variant computes from the dequantised code (``_delta_values``); and the gate (256,), silu of the
-    dequantised z code (written only with ``has_z``). ``scales``: the float32 (5,) scan scales."""
-    delta_table = torch.empty(channels, INT8_CODES, dtype=torch.float32, device=scales.device)
-    gate_table = torch.empty(INT8_CODES, dtype=torch.float32, device=scales.device)
-    block_d = 16 if scales.device.type == "cuda" else min(64, triton.next_power_of_2(channels))
-    _input_tables_kernel[(triton.cdiv(channels, block_d),)](
-        scales, delta_bias, delta_table, gate_table, channels, HAS_DELTA_BIAS=has_bias, DELTA_SOFTPLUS=softplus,
-        HAS_Z=has_z, BLOCK_D=block_d, CODES=INT8_CODES, **EXACT_FP_LAUNCH,
-    )
-    return delta_table, gate_table
-
-
 def selective_scan(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -383,14 +323,9 @@ def selective_scan(
     seg_delta = torch.empty(batch, segments - 1, channels, dtype=torch.float32, device=device)
     z_arg = z if z is not None else u
     init = initial_state if initial_state is not None else final_state  # not read without HAS_INIT
-    bias_arg = delta_bias if delta_bias is not None else A  # not read without HAS_DELTA_BIAS
-    delta_table, gate_table = (
-        input_tables_for(scales_arg, bias_arg, channels, delta_bias is not None, delta_softplus, z is not None)
-        if scales is not None else (A, A)  # not read without INT8_INPUTS
-    )
     args = (
         u, delta, A, B, C, D if D is not None else A, z_arg,
-        bias_arg, init, scales_arg, delta_table, gate_table, out, final_state, seg_state, seg_delta,
+        delta_bias if delta_bias is not None else A, init, scales_arg, out, final_state, seg_state, seg_delta,
         seq_len, channels, state_size, tiling["SEGMENT"], segments,
         u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
         C.stride(0), C.stride(1), z_arg.stride(0), z_arg.stride(1), A.stride(0),
