@@ -77,8 +77,10 @@ def int8_causal_conv1d(silu):
     tiling = int8_conv.prefill_tiling(2048, 5120, CUDA)
     options = dict(num_warps=tiling.pop("num_warps"))
     return compile_sm90(
-        int8_conv._int8_causal_conv1d_kernel, {"x_ptr": "*i8", "w_ptr": "*i8", "state_ptr": "*i8", "out_ptr": "*i8"},
-        dict(WIDTH=4, HAS_BIAS=True, SILU=silu, HAS_STATE=True, FIX_NEAR=True, **tiling), options | EXACT_FP_LAUNCH,
+        int8_conv._int8_causal_conv1d_kernel,
+        {"x_ptr": "*i8", "w_ptr": "*i8", "state_ptr": "*i8", "out_ptr": "*i8", "final_ptr": "*i8"},
+        dict(WIDTH=4, HAS_BIAS=True, SILU=silu, HAS_STATE=True, WRITE_FINAL=True, FIX_NEAR=True, **tiling),
+        options | EXACT_FP_LAUNCH,
     )
 
 

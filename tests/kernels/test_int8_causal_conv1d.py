@@ -28,9 +28,13 @@ SHAPES = {"B2-L7-D24": (2, 7, 24), "B2-L63-D40": (2, 63, 40), "B1-L1-D24": (1, 1
 @pytest.mark.parametrize("silu", [True, False], ids=["silu", "linear"])
 def test_matches_reference(batch, seq_len, channels, silu, device):
     x, w, dequant, bias, inv = make_inputs(batch, seq_len, channels, 4, device)
-    out = int8_causal_conv1d(x, w, dequant, bias, inv, silu)[0]
-    assert_same_codes(out, int8_causal_conv1d_ref(x, w, dequant, bias, inv, silu)[0])
+    out, final = int8_causal_conv1d(x, w, dequant, bias, inv, silu)
+    expected, expected_final = int8_causal_conv1d_ref(x, w, dequant, bias, inv, silu)
+    assert_same_codes(out, expected)
     assert out.float().std() > 5, "test data should spread over many codes"
+    # the kernel stores the last W-1 inputs itself (from W-1 steps on), contiguous
+    assert_same_codes(final, expected_final)
+    assert final.is_contiguous()
 
 
 @pytest.mark.parametrize("width", [1, 2, 3])
@@ -69,7 +73,11 @@ def test_x_sliced_from_in_proj_output(device):
     xz, _, _, _, _ = make_inputs(2, 11, 80, 4, device)
     x = xz[..., :40]
     _, w, dequant, bias, inv = make_inputs(2, 11, 40, 4, device, seed=1)
-    assert_same_codes(int8_causal_conv1d(x, w, dequant, bias, inv)[0], int8_causal_conv1d_ref(x, w, dequant, bias, inv)[0])
+    out, final = int8_causal_conv1d(x, w, dequant, bias, inv)
+    expected, expected_final = int8_causal_conv1d_ref(x, w, dequant, bias, inv)
+    assert_same_codes(out, expected)
+    assert_same_codes(final, expected_final)
+    assert final.is_contiguous()
 
 
 def test_saturates_to_int8_range(device):

@@ -95,13 +95,16 @@ def _tap_inputs(x_base, state_base, src_t, mask_d, L, stride_xl, stride_sl, WIDT
 
 @triton.jit
 def _int8_causal_conv1d_kernel(
-    x_ptr, w_ptr, dequant_scale_ptr, bias_ptr, out_inv_scale_ptr, state_ptr, out_ptr,
+    x_ptr, w_ptr, dequant_scale_ptr, bias_ptr, out_inv_scale_ptr, state_ptr, out_ptr, final_ptr,
     L, D, stride_xb, stride_xl, stride_wd, stride_sb, stride_sl, stride_ob, stride_ol,
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, HAS_STATE: tl.constexpr,
-    BLOCK_L: tl.constexpr, SUB_L: tl.constexpr, BLOCK_D: tl.constexpr, FIX_NEAR: tl.constexpr = True,
+    WRITE_FINAL: tl.constexpr, BLOCK_L: tl.constexpr, SUB_L: tl.constexpr, BLOCK_D: tl.constexpr,
+    FIX_NEAR: tl.constexpr = True,
 ):
-    """FIX_NEAR=False keeps float32's codes everywhere (off by one near a rounding boundary at times):
-    for the tests and timings that show what the float64 fallback does and costs."""
+    """With WRITE_FINAL (L >= WIDTH - 1), the programs holding the last WIDTH - 1 steps also store their
+    inputs as the final state, contiguous (B, WIDTH - 1, D): a copy launched on its own would cost a
+    kernel per layer. FIX_NEAR=False keeps float32's codes everywhere (off by one near a rounding
+    boundary at times): for the tests and timings that show what the float64 fallback does and costs."""
     batch = tl.program_id(0)
     start = tl.program_id(1) * BLOCK_L
     offs_d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -127,7 +130,12 @@ def _int8_causal_conv1d_kernel(
         acc = w0 * _tap_inputs(x_base, state_base, offs_t - 3, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
         acc += w1 * _tap_inputs(x_base, state_base, offs_t - 2, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
         acc += w2 * _tap_inputs(x_base, state_base, offs_t - 1, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
-        acc += w3 * _tap_inputs(x_base, state_base, offs_t, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
+        x_now = _tap_inputs(x_base, state_base, offs_t, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
+        acc += w3 * x_now
+        if WRITE_FINAL:
+            step = offs_t - (L - (WIDTH - 1))  # the step's place in the final state, if it has one
+            tl.store(final_ptr + batch * (WIDTH - 1) * D + step[:, None] * D + offs_d[None, :], x_now.to(tl.int8),
+                     mask=((step >= 0) & (offs_t < L))[:, None] & mask_d[None, :])
         codes, near = _float32_codes(acc, scale32, bias32, inv_scale32, HAS_BIAS, SILU)
         if FIX_NEAR:
             if tl.max(near.to(tl.int32)) > 0:
@@ -174,17 +182,19 @@ def int8_causal_conv1d(
     device = x.device
 
     out = torch.empty(batch, seq_len, channels, dtype=torch.int8, device=device)
-    final_state = last_conv_inputs(x, width, initial_state)
+    write_final = seq_len >= width - 1  # else the state's own steps are part of the final state
+    final_state = (torch.empty(batch, width - 1, channels, dtype=torch.int8, device=device) if write_final
+                   else last_conv_inputs(x, width, initial_state))
     if out.numel() == 0:
         return out, final_state
-    state = initial_state if initial_state is not None else final_state  # not read without HAS_STATE
+    state = initial_state if initial_state is not None else out  # not read without HAS_STATE
     tiling = prefill_tiling(seq_len, channels, device)
     grid = (batch, triton.cdiv(seq_len, tiling["BLOCK_L"]), triton.cdiv(channels, tiling["BLOCK_D"]))
     _int8_causal_conv1d_kernel[grid](
         x, weight, dequant_scale, bias if bias is not None else dequant_scale, out_inv_scale, state, out,
-        seq_len, channels, x.stride(0), x.stride(1), weight.stride(0), state.stride(0), state.stride(1),
-        out.stride(0), out.stride(1),
+        final_state, seq_len, channels, x.stride(0), x.stride(1), weight.stride(0), state.stride(0),
+        state.stride(1), out.stride(0), out.stride(1),
         WIDTH=width, HAS_BIAS=bias is not None, SILU=silu, HAS_STATE=initial_state is not None,
-        **tiling, **EXACT_FP_LAUNCH,
+        WRITE_FINAL=write_final, **tiling, **EXACT_FP_LAUNCH,
     )
     return out, final_state
