@@ -168,14 +168,18 @@ def test_near_rounding_boundaries(silu, tiling, device, monkeypatch):
     assert_same_codes(int8_causal_conv1d(*inputs, silu)[0], int8_causal_conv1d_ref(*inputs, silu)[0])
 
 
+@pytest.mark.parametrize("total", [37, 38, 40], ids=lambda n: f"L{n - 5}")
 @pytest.mark.parametrize("width", [2, 3, 4])
-def test_sub_tiles_from_state(width, device, monkeypatch):
-    """Several sub-tiles a program, the first reading the state, the last past L and D; narrower kernels."""
+def test_sub_tiles_from_state(width, total, device, monkeypatch):
+    """Several sub-tiles a program, the first reading the state, the last past L and D; narrower kernels.
+    The final state's steps fall in one or two sub-tiles, depending on L mod 4."""
     use_tiling(monkeypatch, TILINGS["sub-tiles"])
-    x, w, dequant, bias, inv = make_inputs(2, 37, 40, width, device)
+    x, w, dequant, bias, inv = make_inputs(2, total, 40, width, device)
     _, state = int8_causal_conv1d_ref(x[:, :5], w, dequant, bias, inv)
-    out = int8_causal_conv1d(x[:, 5:], w, dequant, bias, inv, True, state)[0]
-    assert_same_codes(out, int8_causal_conv1d_ref(x[:, 5:], w, dequant, bias, inv, True, state)[0])
+    out, final = int8_causal_conv1d(x[:, 5:], w, dequant, bias, inv, True, state)
+    expected, expected_final = int8_causal_conv1d_ref(x[:, 5:], w, dequant, bias, inv, True, state)
+    assert_same_codes(out, expected)
+    assert_same_codes(final, expected_final)
 
 
 @pytest.mark.parametrize("silu", [True, False], ids=["silu", "linear"])

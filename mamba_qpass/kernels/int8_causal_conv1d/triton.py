@@ -133,9 +133,10 @@ def _int8_causal_conv1d_kernel(
         x_now = _tap_inputs(x_base, state_base, offs_t, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
         acc += w3 * x_now
         if WRITE_FINAL:
-            step = offs_t - (L - (WIDTH - 1))  # the step's place in the final state, if it has one
-            tl.store(final_ptr + batch * (WIDTH - 1) * D + step[:, None] * D + offs_d[None, :], x_now.to(tl.int8),
-                     mask=((step >= 0) & (offs_t < L))[:, None] & mask_d[None, :])
+            if t0 + SUB_L > L - (WIDTH - 1):  # a sub-tile holding some of the last steps (the others skip)
+                step = offs_t - (L - (WIDTH - 1))  # the step's place in the final state, if it has one
+                tl.store(final_ptr + batch * (WIDTH - 1) * D + step[:, None] * D + offs_d[None, :], x_now.to(tl.int8),
+                         mask=((step >= 0) & (offs_t < L))[:, None] & mask_d[None, :])
         codes, near = _float32_codes(acc, scale32, bias32, inv_scale32, HAS_BIAS, SILU)
         if FIX_NEAR:
             if tl.max(near.to(tl.int32)) > 0:
