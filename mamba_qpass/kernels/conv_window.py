@@ -78,7 +78,8 @@ def check_conv_state(initial_state: torch.Tensor | None, x: torch.Tensor, width:
 
 def last_conv_inputs(x: torch.Tensor, width: int, initial_state: torch.Tensor | None) -> torch.Tensor:
     """The last W-1 inputs of the state followed by x: (B, W-1, D), contiguous. A copy of at most W-1
-    steps, so no kernel of its own."""
+    steps by PyTorch, so no Triton kernel of its own; still a launch on the GPU, which the int8 prefill
+    kernel saves by storing those steps itself whenever x holds them all."""
     steps = width - 1
     if x.shape[1] >= steps:
         return x[:, x.shape[1] - steps :].contiguous()
