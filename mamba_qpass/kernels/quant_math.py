@@ -13,7 +13,8 @@ beyond the bound of its sign; the rounded value converts to float32 without cros
 [-128, 127] are exact there, and -128 and 127 are float32 numbers that conversion cannot cross); NaN gives
 the same code either way (the float min/max drop it). Why float32: the GPU has no float64 min/max
 instruction, and emulating the two cost about ten instructions a value, a third of the int8 GEMM's
-epilogue. After the clamp the value is integral, so the final conversion to int8 (a truncation) is exact.
+epilogue. After the clamp the value is an integer in [-128, 127], whose code the last step reads off its
+bits.
 
 The GPU converts between number formats at a quarter of its float64 rate (16 results a clock on an SM),
 and an int8 GEMM's epilogue converted three times a value (int32 -> float64, float64 -> float32, float32
@@ -44,8 +45,8 @@ def tl_round_half_even_clamp_int8(v):
 
 @triton.jit
 def tl_int32_to_float64(x):
-    """int32 ``x`` as float64, exactly, without the conversion unit: with x + 2**31 (x with its sign bit
-    flipped, as an unsigned word) below the high word 0x43300000, the bits spell the float64 2**52 + 2**31 + x
-    (the unit in the last place is 1 there), and subtracting 2**52 + 2**31 leaves x."""
+    """int32 ``x`` as float64, exactly, without the conversion unit: the high word 0x43300000 over the low
+    word x + 2**31 (x with its sign bit flipped, read unsigned) spells the float64 2**52 + 2**31 + x (whose
+    unit in the last place is 1), and subtracting 2**52 + 2**31 leaves x."""
     low = (x ^ -2147483648).to(tl.uint32, bitcast=True).to(tl.int64)
     return (low | 0x4330000000000000).to(tl.float64, bitcast=True) - 4503601774854144.0
