@@ -70,10 +70,16 @@ def test_updates_in_place_and_continues_a_scan(device):
     assert_close_to_ref(state, whole_state, device)
 
 
-def test_decode_steps_continue_the_triton_scan_bit_for_bit(device):
+@pytest.mark.gpu
+def test_decode_steps_continue_the_triton_scan_bit_for_bit():
     """Decoding from the Triton scan's state of a prefix gives the state the Triton scan of the whole
     sequence reaches, bit for bit: both step each state with ``advance_state`` on the same decay and drive
-    (a sequence this short is not split into segments)."""
+    (a sequence this short is not split into segments). On the GPU every element goes through the same
+    instructions whatever the tile; in the interpreter exp and log are numpy's, which may take different
+    code paths for the scan's and the step's arrays, so bit-equality there would hold only by luck
+    (``test_updates_in_place_and_continues_a_scan`` checks decode steps against one scan there, to float
+    tolerance)."""
+    device = "cuda"
     args = make_inputs(2, 9, 24, 16, device, int8=True)
     _, whole_state = selective_scan(**args, scales=SCALES)
     prefix = {k: v[:, :4] if k in SEQUENCES else v for k, v in args.items()}
