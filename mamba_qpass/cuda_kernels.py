@@ -9,6 +9,7 @@ int8 graph.
 
 from mamba_qpass import ops
 from mamba_qpass.kernels.causal_conv1d.triton import causal_conv1d as causal_conv1d_triton
+from mamba_qpass.kernels.dequantize.triton import dequantize_int8
 from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
 from mamba_qpass.kernels.int8_conv_state_update.triton import int8_conv_state_update
@@ -29,10 +30,10 @@ def _is_decode_step(x, initial_state) -> bool:
     return initial_state is not None and x.shape[1] == 1
 
 
-def _selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None):
+def _selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None, out_dtype=None):
     if _is_decode_step(u, initial_state):
-        return selective_state_update(u, delta, A, B, C, D, z, delta_bias, delta_softplus, None, initial_state)
-    return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, None, initial_state)
+        return selective_state_update(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state)
+    return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state)
 
 
 def _int8_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype, initial_state=None):
@@ -71,10 +72,10 @@ def _check_step(name: str, x, state) -> None:
         )
 
 
-def selective_scan_in_place(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None):
+def selective_scan_in_place(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None, out_dtype=None):
     _check_step("selective_scan", u, initial_state)
     return selective_state_update(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, None, initial_state, state_out=initial_state
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state, state_out=initial_state
     )
 
 
@@ -112,3 +113,10 @@ def int8_linear_conv_step_in_place(a, weight, dequant_scale, out_inv_scale, conv
         initial_state, state_out=initial_state,
     )
     return codes, (out, state)
+
+
+def dequantize_int8_per_tensor(codes, scale, zero_point, quant_min, quant_max, dtype):
+    """``quantized_decomposed.dequantize_per_tensor.default`` for int8 codes to float32 (its quant_min and
+    quant_max take no part in the arithmetic there either) in one kernel: ``direct_calls`` points such
+    nodes here on CUDA."""
+    return dequantize_int8(codes, scale, zero_point)

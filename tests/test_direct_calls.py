@@ -3,6 +3,8 @@
 every mode and in the step graph with states; the HF-style model runs it eagerly, made again when its
 graph changes."""
 
+import copy
+
 import pytest
 import torch
 
@@ -57,3 +59,21 @@ def test_the_model_runs_its_graph_with_direct_calls_and_follows_a_new_graph(mode
     with torch.no_grad():
         assert torch.equal(qmodel(ids).logits, qmodel.gm(ids))
     assert qmodel._eager.get("source") is qmodel.gm
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["fp32_ssm", "fp32_conv", "qdq"])
+def test_on_cuda_int8_dequantise_nodes_run_one_kernel_with_the_same_bits(model_and_calibrated, mode):
+    """On CUDA the per-tensor int8 dequantise nodes call the Triton kernel (one pass instead of torch's
+    three), and the graph's outputs stay the dispatched graph's bit for bit."""
+    from mamba_qpass.cuda_kernels import dequantize_int8_per_tensor
+
+    model, _ = model_and_calibrated
+    calibrated = qpass.calibrate(copy.deepcopy(model).cuda(), [ids.cuda() for ids in token_batches(97)], progress=False)
+    gm = qpass.apply_mode(calibrated, mode)
+    direct = direct_calls(gm)
+    targets = [n.target for n in direct.graph.nodes if n.op == "call_function"]
+    assert dequantize_int8_per_tensor in targets
+    ids = token_batches(97, count=1, batch=2, length=300, seed=5)[0].cuda()
+    with torch.no_grad():
+        assert torch.equal(direct(ids), gm(ids))

@@ -12,7 +12,10 @@ The per-tensor quantise and dequantise nodes of the modes that keep them (qdq, f
 their scale and zero point from one-element tensors with ``.item()`` at every call, which on CUDA waits
 for the GPU each time. Their ``.tensor`` overloads are ``.default`` with those two numbers
 (``torch.ao.quantization.fx._decomposed``), so ``direct_calls`` reads them once, when it makes the graph,
-and calls ``.default``: the same arithmetic on the same numbers, without the waits.
+and calls ``.default``: the same arithmetic on the same numbers, without the waits. On CUDA an int8
+dequantise to float32 (the nodes before fp32_ssm's float scan and fp32_conv's float conv) calls
+``cuda_kernels.dequantize_int8_per_tensor`` instead, that arithmetic in one Triton kernel where torch runs
+three elementwise ones over float32 tensors (``kernels/dequantize``).
 
 For running only, inside ``no_grad``, with the scales as they are when the graph is made: the graph that
 passes rewrite, save and compile keeps its ops.
@@ -59,6 +62,11 @@ def _one_number(gm: fx.GraphModule, node) -> float | int | None:
     return value.item() if value is not None and value.numel() == 1 else None
 
 
+def _is_int8_to_float32_dequantize(node: fx.Node) -> bool:
+    return (node.target == qd.dequantize_per_tensor.default and node.args[5] == torch.int8
+            and node.kwargs.get("out_dtype") in (None, torch.float32))
+
+
 def direct_calls(gm: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``gm`` (sharing its tensors) whose ``mamba_qpass`` op nodes call the op's implementation on
     the device ``gm``'s tensors are on, and whose per-tensor (de)quantise nodes take their constant scale
@@ -75,6 +83,10 @@ def direct_calls(gm: fx.GraphModule) -> fx.GraphModule:
             if scale is not None and zero_point is not None:
                 node.args = (node.args[0], scale, zero_point, *node.args[3:])
                 node.target = node.target.overloadpacket.default
+                if device_type == "cuda" and _is_int8_to_float32_dequantize(node):
+                    from mamba_qpass.cuda_kernels import dequantize_int8_per_tensor
+
+                    node.target = dequantize_int8_per_tensor
     direct.graph.lint()
     direct.recompile()
     return direct
