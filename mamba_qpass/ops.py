@@ -105,8 +105,9 @@ def selective_scan(
     delta_bias: torch.Tensor | None,
     delta_softplus: bool,
     initial_state: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, None, initial_state)
+    return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state)
 
 
 def _ssm_state_like(u: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
@@ -114,8 +115,8 @@ def _ssm_state_like(u: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
 
 
 @selective_scan.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None):
-    return torch.empty_like(u), _ssm_state_like(u, A)
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None, out_dtype=None):
+    return torch.empty_like(u, dtype=out_dtype), _ssm_state_like(u, A)
 
 
 # --- the int8 datapath -------------------------------------------------------------------------

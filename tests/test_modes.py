@@ -105,9 +105,12 @@ def test_fp32_ssm_graph_differs_from_w8a8_only_in_the_scan_and_its_dequantisatio
             "mamba_qpass.selective_scan.default": layers,
             "quantized_decomposed.dequantize_per_tensor.tensor": 5 * layers,
             "aten.select.int": 5 * layers,
-            "aten._to_copy.default": layers,
         }
     )
+    int8_dtypes = [n.args[10] for n in graphs["w8a8"].graph.nodes if str(n.target) == "mamba_qpass.int8_selective_scan.default"]
+    float_dtypes = [n.kwargs["out_dtype"] for n in graphs["fp32_ssm"].graph.nodes
+                    if str(n.target) == "mamba_qpass.selective_scan.default"]
+    assert float_dtypes == int8_dtypes, "the float scan stores its output in the int8 scan's dtype, no cast after"
 
 
 def test_float_sim_graph_has_no_integer_kernel_and_explicit_rounding(graphs):

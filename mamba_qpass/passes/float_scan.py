@@ -2,8 +2,9 @@
 
 Shared by the modes that keep the int8 datapath around a float SSM (``fp32_ssm``, ``fp32_conv``).
 Each int8 input becomes ``dequantize_per_tensor(codes, scale)``, the same ``code * scale`` float32
-product the int8 scan computes inside; the float scan's output is cast to the int8 scan's output
-dtype, so everything after the scan is unchanged.
+product the int8 scan computes inside; the float scan stores its output in the int8 scan's output
+dtype (rounding its float32 values as a cast would, without a pass over them), so everything after
+the scan is unchanged.
 """
 
 import operator
@@ -36,8 +37,9 @@ def replace_int8_scan(gm: fx.GraphModule, scan: fx.Node, float_u: fx.Node | None
     if float_u is not None:
         values[0] = float_u
     v_u, v_delta, v_B, v_C, v_z = values
-    float_scan = emit(qops.selective_scan.default, v_u, v_delta, A, v_B, v_C, D, v_z, delta_bias, softplus)
-    out = emit.cast(emit(operator.getitem, float_scan, 0), out_dtype)
+    float_scan = emit(qops.selective_scan.default, v_u, v_delta, A, v_B, v_C, D, v_z, delta_bias, softplus,
+                      out_dtype=out_dtype)
+    out = emit(operator.getitem, float_scan, 0)
     replace_outputs(gm, scan, [out, emit(operator.getitem, float_scan, 1)])
     return out
 

@@ -105,8 +105,8 @@ def _int8_selective_scan(emit: Emitter, node: fx.Node) -> list[fx.Node]:
     values = emit.recorded(float_arithmetic(node.target), scales=_buffer(emit, args[9]), **codes)
     for position, value in zip(SCAN_CODE_INPUTS, values):
         args[position] = value
-    scan = emit(qops.selective_scan.default, *args[:9])
-    return [emit.cast(emit(operator.getitem, scan, 0), args[10]), emit(operator.getitem, scan, 1)]
+    scan = emit(qops.selective_scan.default, *args[:9], out_dtype=args[10])
+    return [emit(operator.getitem, scan, 0), emit(operator.getitem, scan, 1)]
 
 
 def _hadamard_quant(emit: Emitter, node: fx.Node) -> fx.Node:
