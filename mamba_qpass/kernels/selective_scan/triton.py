@@ -252,9 +252,11 @@ def checked_out_dtype(u: torch.Tensor, out_dtype: torch.dtype | None) -> torch.d
 
 # Programs that split no time fill an H200 from this many (batch row, channel) pairs on.
 _ROWS_WITHOUT_SEGMENTS = 16 * 1536
-# A sequence at least this long is split into segments of GPU_SEGMENT steps when it would leave SMs idle.
+# A sequence at least this long is split into segments when it would leave SMs idle: of GPU_SEGMENT steps,
+# or shorter ones for a single row of a prefill-length sequence.
 _SEGMENTED_FROM = 1024
 GPU_SEGMENT = 256
+_SHORT_SEGMENTS_UP_TO = (5120, 4096)  # (batch rows x channels, steps)
 
 
 def scan_tiling(batch: int, seq_len: int, channels: int, state_size: int, device: torch.device) -> dict:
@@ -269,7 +271,12 @@ def scan_tiling(batch: int, seq_len: int, channels: int, state_size: int, device
     a channel's chunk of steps for a share of its states. Many rows fill the GPU as they are; one or a
     few long rows would leave most SMs idle, so time is split into segments that are summarised first
     (a segment's final state from zero, and its summed delta) and then scanned from the state their
-    predecessors' summaries give. CPU (the interpreter): few, large programs, since each op costs the same
+    predecessors' summaries give. Times on an H200 (``benchmarks/RESULTS.md``, eighth session), the int8
+    variant, against the earlier rule (16 or 8 channels, 256-step segments): (1, 2048, 5120) 182.5 against
+    189.5 us with 32 channels and 160-step segments, (1, 2048, 4096) 157.1 against 159.8, (1, 2048, 2560)
+    94.0 against 119.0, (1, 2048, 1536) 64.0 against 72.1 with 16 channels and 192 steps; at L = 8192 and
+    with 2 or more rows of 5120 channels short segments gained nothing (within 2 %), so those keep the
+    earlier rule. CPU (the interpreter): few, large programs, since each op costs the same
     whatever its size, one step a chunk, since the interpreter runs ``tl.associative_scan`` one Python
     call per element, and one segment (the chunked and segmented compositions are tested there on their
     own, at tiny shapes)."""
@@ -280,6 +287,11 @@ def scan_tiling(batch: int, seq_len: int, channels: int, state_size: int, device
         return dict(BLOCK_D=16, BLOCK_N=block_n, CHUNK=4, SEGMENT=1 << 30, num_warps=1)
     if seq_len < _SEGMENTED_FROM:
         return dict(BLOCK_D=8, BLOCK_N=block_n, CHUNK=16, SEGMENT=1 << 30, num_warps=1)
+    if batch * channels <= _SHORT_SEGMENTS_UP_TO[0] and seq_len <= _SHORT_SEGMENTS_UP_TO[1]:
+        # session 8, 26 tilings a shape: one row of 2048 steps ran 4 to 21 % faster in shorter segments
+        # (more programs), 32 channels a warp from 2048 channels on
+        wide = channels >= 2048
+        return dict(BLOCK_D=32 if wide else 16, BLOCK_N=block_n, CHUNK=8, SEGMENT=160 if wide else 192, num_warps=1)
     return dict(BLOCK_D=16 if channels >= 4096 else 8, BLOCK_N=block_n, CHUNK=8, SEGMENT=GPU_SEGMENT, num_warps=1)
 
 
