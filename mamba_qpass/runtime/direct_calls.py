@@ -63,7 +63,7 @@ def _one_number(gm: fx.GraphModule, node) -> float | int | None:
 
 
 def _is_int8_to_float32_dequantize(node: fx.Node) -> bool:
-    return (node.target == qd.dequantize_per_tensor.default and node.args[5] == torch.int8
+    return (node.target == qd.dequantize_per_tensor.default and len(node.args) == 6 and node.args[5] == torch.int8
             and node.kwargs.get("out_dtype") in (None, torch.float32))
 
 
