@@ -74,7 +74,7 @@ def gemm(block_m, block_n, block_k, quantize_out, even_k, split_k=1):
 
 
 def int8_causal_conv1d(silu):
-    tiling = int8_conv.prefill_tiling(2048, 5120, CUDA)
+    tiling = int8_conv.prefill_tiling(1, 2048, 5120, CUDA)
     options = dict(num_warps=tiling.pop("num_warps"))
     return compile_sm90(
         int8_conv._int8_causal_conv1d_kernel,

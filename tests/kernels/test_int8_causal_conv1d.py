@@ -146,9 +146,11 @@ def distance_to_half_integers(x, w, dequant, bias, inv, silu):
     return (t - t.floor() - 0.5).abs()
 
 
-# (BLOCK_L, SUB_L, BLOCK_D): the interpreter's (one sub-tile a program), and sub-tiles of 4 steps x 32
-# channels, several a program, the last ones past L and D.
-TILINGS = {"default": None, "sub-tiles": dict(BLOCK_L=16, SUB_L=4, BLOCK_D=32)}
+# (BLOCK_L, BLOCK_D): the interpreter's (one program a sequence of up to 64 steps), the GPU's for one
+# sequence and for many, and 16 steps of 32 channels, the last programs past L and D.
+TILINGS = {"default": None, "gpu": int8_conv.prefill_tiling(1, 2048, 5120, torch.device("cuda")),
+           "gpu_batched": int8_conv.prefill_tiling(16, 2048, 5120, torch.device("cuda")),
+           "rows": dict(BLOCK_L=16, BLOCK_D=32)}
 
 
 def use_tiling(monkeypatch, tiling, **flags):
@@ -170,10 +172,10 @@ def test_near_rounding_boundaries(silu, tiling, device, monkeypatch):
 
 @pytest.mark.parametrize("total", [37, 38, 40], ids=lambda n: f"L{n - 5}")
 @pytest.mark.parametrize("width", [2, 3, 4])
-def test_sub_tiles_from_state(width, total, device, monkeypatch):
-    """Several sub-tiles a program, the first reading the state, the last past L and D; narrower kernels.
-    The final state's steps fall in one or two sub-tiles, depending on L mod 4."""
-    use_tiling(monkeypatch, TILINGS["sub-tiles"])
+def test_programs_from_state(width, total, device, monkeypatch):
+    """Several programs along time, the first reading the state, the last past L and D; narrower kernels.
+    The last program stores the final state, from before its own first step where L mod 16 is 1 or 2."""
+    use_tiling(monkeypatch, TILINGS["rows"])
     x, w, dequant, bias, inv = make_inputs(2, total, 40, width, device)
     _, state = int8_causal_conv1d_ref(x[:, :5], w, dequant, bias, inv)
     out, final = int8_causal_conv1d(x[:, 5:], w, dequant, bias, inv, True, state)
