@@ -85,11 +85,11 @@ def int8_causal_conv1d(silu):
 
 
 def rms_norm_quant(hidden):
-    block_h = triton.next_power_of_2(hidden)
+    tiling = rms._tiling(2048, hidden, CUDA)
+    options = dict(num_warps=tiling.pop("num_warps"))
     return compile_sm90(
-        rms._rms_norm_quant_kernel, {"x_ptr": "*fp16", "w_ptr": "*fp16", "out_ptr": "*i8"},
-        dict(BLOCK_M=rms._rows_per_program(2048, block_h, CUDA), BLOCK_H=block_h),
-        {"num_warps": 8 if block_h >= 4096 else 4} | EXACT_FP_LAUNCH,
+        rms._rms_norm_quant_kernel, {"x_ptr": "*fp16", "w_ptr": "*fp16", "out_ptr": "*i8"}, tiling,
+        options | EXACT_FP_LAUNCH,
     )
 
 

@@ -94,7 +94,8 @@ def test_rejects_bad_inputs(case, match, device):
 
 
 # (tokens, d_model) of mamba-130m (768) and mamba-2.8b (2560).
-REAL_SHAPES = {"130m-L2048": (2048, 768), "2.8b-B2-L512": (1024, 2560)}
+REAL_SHAPES = {"130m-L2048": (2048, 768), "2.8b-B2-L512": (1024, 2560), "1.4b-L2048": (2048, 2048),
+               "2.8b-decode-B16": (16, 2560)}
 
 
 @pytest.mark.gpu
@@ -103,4 +104,18 @@ REAL_SHAPES = {"130m-L2048": (2048, 768), "2.8b-B2-L512": (1024, 2560)}
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 def test_real_shapes_on_gpu(rows, hidden, dtype):
     x, w, inv = make_inputs(rows, hidden, dtype, "cuda")
+    assert_same_codes(rms_norm_quant(x, w, 1e-5, inv), rms_norm_quant_ref(x, w, 1e-5, inv))
+
+
+@pytest.mark.parametrize("rows,hidden", [(300, 40), (300, 2560), (5, 2560), (300, 1000)],
+                         ids=["parts-several-rows", "parts-one-row", "decode-padded", "three-parts"])
+def test_gpu_tilings(rows, hidden, device, monkeypatch):
+    """The GPU's tilings (a row in power-of-two parts, or one padded block for a decode step's few rows)
+    give the reference's codes wherever they run (interpreted here without CUDA)."""
+    from mamba_qpass.kernels.rms_norm_quant import triton as rms
+
+    gpu = rms._tiling(rows, hidden, torch.device("cuda"))
+    gpu.pop("num_warps")
+    monkeypatch.setattr(rms, "_tiling", lambda *_: gpu)
+    x, w, inv = make_inputs(rows, hidden, torch.float32, device, seed=3)
     assert_same_codes(rms_norm_quant(x, w, 1e-5, inv), rms_norm_quant_ref(x, w, 1e-5, inv))
