@@ -5,7 +5,11 @@ for the scan (both fp16, built for the GPU, e.g. with ``build-mamba-ssm-sm90.sh`
 Each row first checks the kernel: integer outputs bit-exact against the reference, the scan within float
 tolerance of the reference and of mamba-ssm's scan on the same (dequantised) values. A row whose check
 fails, or whose baseline is not installed, prints no ratio. Times are medians of
-``triton.testing.do_bench`` (CUDA events); achieved TOP/s and GB/s are computed from them.
+``triton.testing.do_bench_cudagraph``: each function replayed in a CUDA graph, so the host's launch cost
+does not count for either side (timed with CUDA events around launches from Python, a host slower than a
+small kernel showed instead: on a slow host the 130m conv read 55 us that way, 9 us in a graph in the
+lease before);
+achieved TOP/s and GB/s are computed from them.
 
 Decode rows (one token a batch row) last microseconds, less than a launch from the host, so they are timed
 as a CUDA decode step runs them: in a CUDA graph, each call after a write of twice the L2 whose time is
@@ -21,7 +25,7 @@ import json
 
 import torch
 import torch.nn.functional as F
-from triton.testing import do_bench
+from triton.testing import do_bench_cudagraph
 
 from mamba_qpass.kernels.hadamard_quant.reference import hadamard_quant_ref
 from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant
@@ -62,7 +66,7 @@ DECODE_STEPS = [("2.8b B1", 1, 2560, 5120, 160), ("2.8b B16", 16, 2560, 5120, 16
 
 
 def _time(fn) -> float:
-    return do_bench(fn, warmup=25, rep=100, return_mode="median")
+    return do_bench_cudagraph(fn, rep=100, return_mode="median")
 
 
 def _codes(*shape, g):
