@@ -256,7 +256,7 @@ _ROWS_WITHOUT_SEGMENTS = 16 * 1536
 # or shorter ones for a single row of a prefill-length sequence.
 _SEGMENTED_FROM = 1024
 GPU_SEGMENT = 256
-_SHORT_SEGMENTS_UP_TO = (5120, 2048)  # (batch rows x channels, steps): as far as they were timed
+_SHORT_SEGMENTS_UP_TO = (5120, 2048)  # (batch rows x channels, steps): as far as timed, with one row
 
 
 def scan_tiling(batch: int, seq_len: int, channels: int, state_size: int, device: torch.device) -> dict:
@@ -276,10 +276,10 @@ def scan_tiling(batch: int, seq_len: int, channels: int, state_size: int, device
     189.5 us with 32 channels and 160-step segments, (1, 2048, 4096) 157.1 against 159.8, (1, 2048, 2560)
     94.0 against 119.0, (1, 2048, 1536) 64.0 against 72.1 with 16 channels and 192 steps; at L = 8192 and
     with 2 or more rows of 5120 channels short segments gained nothing (within 2 %), so those keep the
-    earlier rule, as do lengths between 2048 and 8192, not timed. CPU (the interpreter): few, large programs, since each op costs the same
-    whatever its size, one step a chunk, since the interpreter runs ``tl.associative_scan`` one Python
-    call per element, and one segment (the chunked and segmented compositions are tested there on their
-    own, at tiny shapes)."""
+    earlier rule, as do lengths between 2048 and 8192, not timed. CPU (the interpreter): few, large
+    programs, since each op costs the same whatever its size, one step a chunk, since the interpreter
+    runs ``tl.associative_scan`` one Python call per element, and one segment (the chunked and segmented
+    compositions are tested there on their own, at tiny shapes)."""
     block_n = triton.next_power_of_2(state_size)
     if device.type != "cuda":
         return dict(BLOCK_D=min(256, triton.next_power_of_2(channels)), BLOCK_N=block_n, CHUNK=1, SEGMENT=1 << 30)
