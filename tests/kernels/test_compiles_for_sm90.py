@@ -68,7 +68,8 @@ def gemm(block_m, block_n, block_k, quantize_out, even_k, split_k=1):
     out = "*i8" if quantize_out else "*fp32"
     return compile_sm90(
         linear._int8_linear_kernel, {"a_ptr": "*i8", "w_ptr": "*i8", "out_ptr": out, "ws_ptr": "*i32", "count_ptr": "*i32"},
-        dict(HAS_BIAS=True, QUANTIZE_OUT=quantize_out, HAS_RESIDUAL=not quantize_out, EVEN_K=even_k, **config.kwargs),
+        dict(HAS_BIAS=True, QUANTIZE_OUT=quantize_out, HAS_RESIDUAL=not quantize_out, EVEN_K=even_k,
+             K_STEPS=tiles.one_row_k_steps(dict(K=2560, **config.kwargs)), **config.kwargs),
         dict(num_warps=config.num_warps, num_stages=config.num_stages) | EXACT_FP_LAUNCH,
     )
 
@@ -142,7 +143,7 @@ def int8_linear_conv_step(block_n, split_k):
     pointers.update(ws_ptr="*i32", count_ptr="*i32")
     return compile_sm90(
         linear_conv_step._int8_linear_conv_step_kernel, pointers,
-        dict(WIDTH=4, CONV_HAS_BIAS=True, SILU=False, EVEN_K=True, **config.kwargs),
+        dict(WIDTH=4, CONV_HAS_BIAS=True, SILU=False, EVEN_K=True, K_STEPS=0, **config.kwargs),
         dict(num_warps=config.num_warps, num_stages=config.num_stages) | EXACT_FP_LAUNCH,
     )
 
@@ -168,7 +169,7 @@ results = {
     "int8_linear-codes-64x64-k_masked": gemm(64, 64, 128, True, False),
     "int8_linear-f32-128x128": gemm(128, 128, 128, False, True),
     "int8_linear-codes-16x16-split_k4": gemm(16, 16, 256, True, False, split_k=4),
-    "int8_linear-codes-1x64-gemv": gemm(1, 64, 128, True, False),
+    "int8_linear-codes-1x4-gemv-unrolled": gemm(1, 4, 512, True, False),
     "int8_linear-f32-1x16-gemv-split_k8": gemm(1, 16, 256, False, True, split_k=8),
     "int8_causal_conv1d-linear": int8_causal_conv1d(False),
     "int8_causal_conv1d-silu": int8_causal_conv1d(True),
@@ -202,7 +203,7 @@ NO_FMA = (
     "int8_linear-codes-64x64-k_masked",
     "int8_linear-f32-128x128",
     "int8_linear-codes-16x16-split_k4",
-    "int8_linear-codes-1x64-gemv",
+    "int8_linear-codes-1x4-gemv-unrolled",
     "int8_linear-f32-1x16-gemv-split_k8",
     "int8_causal_conv1d-linear",
     "rms_norm_quant-768",

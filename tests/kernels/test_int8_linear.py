@@ -192,6 +192,18 @@ def test_residual_refused_with_codes_or_a_wrong_shape(device):
         int8_linear_ref(a, w, dequant, bias, inv, residual=torch.zeros(5, 24, device=device))
 
 
+UNROLLED_ONE_ROW = [c for c in tiles.GPU_CONFIGS if c.kwargs["BLOCK_M"] == 1 and c.kwargs["SPLIT_K"] == 1]
+
+
+@pytest.mark.parametrize("config", UNROLLED_ONE_ROW, ids=lambda c: "1x{BLOCK_N}x{BLOCK_K}".format(**c.kwargs))
+def test_unrolled_one_row_tiles_with_whole_k_steps(config, device):
+    """One-row tiles unroll their K steps; with K a multiple of the step the loads are unmasked (the test
+    below covers the masked last step)."""
+    assert tiles.one_row_k_steps(dict(K=3 * config.kwargs["BLOCK_K"], **config.kwargs)) == 3
+    a, w, dequant, bias, inv = make_inputs(1, 2 * config.kwargs["BLOCK_N"] + 3, 3 * config.kwargs["BLOCK_K"], device)
+    assert_same(linear.int8_linear(a, w, dequant, bias, inv, config=config), int8_linear_ref(a, w, dequant, bias, inv))
+
+
 @pytest.mark.parametrize("index", range(len(tiles.GPU_CONFIGS)))
 @pytest.mark.parametrize("row_tiles", [0, 2], ids=["one_row", "two_tiles_and_a_row"])
 def test_every_gpu_tile_is_exact(index, row_tiles, device):

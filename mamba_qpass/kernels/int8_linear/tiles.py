@@ -46,14 +46,16 @@ PREFILL_CONFIGS = [
 # loading. One-row tiles or 16-row tiles with long K steps; and since a decode projection has few column
 # tiles (out_proj of the 2.8b config: 40 tiles of 64 for 132 SMs), split K multiplies the programs.
 DECODE_CONFIGS = [
-    # one row (B = 1): a GEMV on the CUDA cores (see int8_tile_accumulate). Long K steps over few rows
-    # won for the long-K projections (H200, from cold L2: out_proj 8.7 us against 10.1 for the best
-    # earlier candidate, x_proj 6.7 against 7.0)
-    _config(1, 8, 1024, 2, 2),
-    _config(1, 16, 1024, 4, 2),
-    _config(1, 64, 256, 4, 2),
-    _config(1, 64, 128, 4, 2),
-    _config(1, 128, 128, 4, 2),
+    # one row (B = 1): a GEMV on the CUDA cores with its K loop unrolled (see int8_tile_accumulate), 32 bytes
+    # of weight a thread a K step, so all of a program's loads are in flight at once without spilling. H200,
+    # from cold L2, against the looped one-row tiles before (their best: in_proj 14.0 us, out_proj 9.1):
+    # in_proj 11.1 us with 4 x 512 in 2 warps, out_proj 7.1 with 4 x 1024 in 4 warps
+    _config(1, 4, 512, 2, 1),
+    _config(1, 8, 512, 4, 1),
+    _config(1, 2, 1024, 2, 1),
+    _config(1, 4, 1024, 4, 1),
+    _config(1, 8, 1024, 8, 1),
+    _config(1, 16, 128, 2, 1),  # short K (dt_proj's 160)
     _config(1, 64, 128, 4, 2, split_k=2),
     _config(1, 32, 256, 4, 2, split_k=4),
     _config(1, 16, 256, 2, 2, split_k=8),
@@ -162,15 +164,25 @@ def _interpreter_tile(m: int, n: int, k: int) -> dict:
     )
 
 
+def one_row_k_steps(args: dict) -> int:
+    """The K steps a one-row tile without split K unrolls (``int8_tile_accumulate``); 0, a loop, otherwise."""
+    if args["BLOCK_M"] == 1 and args["SPLIT_K"] == 1:
+        return triton.cdiv(args["K"], args["BLOCK_K"])
+    return 0
+
+
 class TiledKernel:
     """A kernel built on ``int8_tile_accumulate``'s tiles (taking M, N, K and M_BUCKET, and the BLOCK_M,
-    BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K and EVEN_K meta-parameters), launched one program per (output tile,
+    BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, EVEN_K and K_STEPS meta-parameters), launched one program per (output tile,
     K split): with a given config (one of GPU_CONFIGS), autotuned on CUDA over the candidates that fit the
     shape, keyed on ``key`` (the arguments that change the best tile; ``restore_value``: those the kernel
     writes in place, put back after each timed call), or in the interpreter with one fixed tile."""
 
     def __init__(self, kernel, key: list[str], restore_value: list[str] | None = None):
-        self.fixed = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})(kernel)
+        self.fixed = triton.heuristics({
+            "EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0,
+            "K_STEPS": one_row_k_steps,
+        })(kernel)
         self.tuned = triton.autotune(
             GPU_CONFIGS, key=key, prune_configs_by={"early_config_prune": fitting_configs},
             do_bench=time_from_cold_l2, restore_value=restore_value,
