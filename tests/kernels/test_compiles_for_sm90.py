@@ -170,6 +170,7 @@ results = {
     "int8_linear-f32-128x128": gemm(128, 128, 128, False, True),
     "int8_linear-codes-16x16-split_k4": gemm(16, 16, 256, True, False, split_k=4),
     "int8_linear-codes-1x4-gemv-unrolled": gemm(1, 4, 512, True, False),
+    "int8_linear-codes-16x64-swap_ab": gemm(16, 64, 256, True, True),
     "int8_linear-f32-1x16-gemv-split_k8": gemm(1, 16, 256, False, True, split_k=8),
     "int8_causal_conv1d-linear": int8_causal_conv1d(False),
     "int8_causal_conv1d-silu": int8_causal_conv1d(True),
@@ -204,6 +205,7 @@ NO_FMA = (
     "int8_linear-f32-128x128",
     "int8_linear-codes-16x16-split_k4",
     "int8_linear-codes-1x4-gemv-unrolled",
+    "int8_linear-codes-16x64-swap_ab",
     "int8_linear-f32-1x16-gemv-split_k8",
     "int8_causal_conv1d-linear",
     "rms_norm_quant-768",
@@ -236,9 +238,10 @@ def test_gpu_launch_configurations_compile_for_sm90():
     for name in ("int8_causal_conv1d-linear", "int8_causal_conv1d-silu"):
         # its float64 epilogue is a fallback in a branch: compiled in, so the FMA check above sees it
         assert results[name]["mul_f64"] > 0, f"{name} has no float64 epilogue"
-    for name in ("int8_linear-codes-128x256", "int8_linear-codes-64x64-k_masked", "int8_linear-f32-128x128"):
+    for name in ("int8_linear-codes-128x256", "int8_linear-codes-64x64-k_masked", "int8_linear-f32-128x128",
+                 "int8_linear-codes-16x64-swap_ab"):  # 64 weight rows on wgmma's M side, 16 tokens on its N side
         assert results[name]["wgmma_s8"] > 0, f"{name} does not use Hopper's int8 wgmma"
-    # 16-row decode tiles are too small for wgmma: int8 mma.sync
+    # other 16-row decode tiles are too small for wgmma: int8 mma.sync
     for name in ("int8_linear_conv_step-linear", "int8_linear_conv_step-linear-split_k4"):
         assert results[name]["mma_s8"] > 0, f"{name}: the fused in_proj + conv step does not use int8 mma"
     for int8, float_variant in (("selective_state_update-int8", "selective_state_update-fp32"),

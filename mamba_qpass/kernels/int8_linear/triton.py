@@ -17,19 +17,21 @@ RESIDUAL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
-def _k_step(a_ptrs, w_ptrs, offs_k, k_left, EVEN_K: tl.constexpr, ONE_ROW: tl.constexpr):
-    """One K step's (a, weight) tiles; without EVEN_K, masked to the ``k_left`` columns left (zeros past)."""
+def _k_step(a_ptrs, w_ptrs, offs_k, k_left, EVEN_K: tl.constexpr, W_ROWS: tl.constexpr):
+    """One K step's (a, weight) tiles, the weight's as (N, K) rows with W_ROWS, else as (K, N); without
+    EVEN_K, masked to the ``k_left`` columns left (zeros past)."""
     if EVEN_K:
         return tl.load(a_ptrs), tl.load(w_ptrs)
     mask_k = offs_k < k_left
     return (tl.load(a_ptrs, mask=mask_k[None, :], other=0),
-            tl.load(w_ptrs, mask=mask_k[None, :] if ONE_ROW else mask_k[:, None], other=0))
+            tl.load(w_ptrs, mask=mask_k[None, :] if W_ROWS else mask_k[:, None], other=0))
 
 
 @triton.jit
 def int8_tile_accumulate(
     a_ptr, w_ptr, offs_m, offs_n, M, N, k_lo, k_hi, stride_am, stride_wn,
     EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, K_STEPS: tl.constexpr,
+    SWAP_AB: tl.constexpr,
 ):
     """The exact int32 accumulator of a (BLOCK_M, BLOCK_N) tile of a @ weight.T over K in [k_lo, k_hi)
     (k_lo a multiple of BLOCK_K; with EVEN_K, so is k_hi).
@@ -41,7 +43,10 @@ def int8_tile_accumulate(
     trip each time). With K_STEPS (the number of K steps, when known at compile time: a one-row tile
     without split K) its loop is unrolled, so the program issues all of its weight loads before the first
     product: a GEMV is bound by the loads in flight, and a loop waits on each step's loads (H200, 2.8b
-    in_proj at one row from cold L2: 11.1 us unrolled against 14.0 for the best looped tile). Integer sums
+    in_proj at one row from cold L2: 11.1 us unrolled against 14.0 for the best looped tile). With SWAP_AB
+    a tile of a few rows computes (weight @ a.T).T: the weight tile is the product's left operand, so
+    BLOCK_N of its rows fill the MMA's 64-row side (Hopper's wgmma) and the tokens its narrow side (H200,
+    2.8b in_proj at 16 rows from cold L2: 11.6 us against 12.3 for the best 16-row tile). Integer sums
     are exact in any order, so every path gives the same accumulator."""
     offs_k = tl.arange(0, BLOCK_K)
     # Rows and columns past the edge read row/column 0 instead (wrapped), so the loads need no masks;
@@ -66,13 +71,23 @@ def int8_tile_accumulate(
         acc = tl.sum(products, axis=1)[None, :]
     else:
         a_ptrs = a_ptr + (offs_m % M)[:, None] * stride_am + (k_lo + offs_k)[None, :]
-        w_ptrs = w_ptr + (offs_n % N)[None, :] * stride_wn + (k_lo + offs_k)[:, None]  # (BLOCK_K, BLOCK_N) of weight.T
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-        for k_start in range(k_lo, k_hi, BLOCK_K):
-            a, w = _k_step(a_ptrs, w_ptrs, offs_k, k_hi - k_start, EVEN_K, False)
-            acc = tl.dot(a, w, acc, out_dtype=tl.int32)
-            a_ptrs += BLOCK_K
-            w_ptrs += BLOCK_K
+        if SWAP_AB:
+            w_ptrs = w_ptr + (offs_n % N)[:, None] * stride_wn + (k_lo + offs_k)[None, :]  # (BLOCK_N, BLOCK_K) of weight
+            acc_t = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
+            for k_start in range(k_lo, k_hi, BLOCK_K):
+                a, w = _k_step(a_ptrs, w_ptrs, offs_k, k_hi - k_start, EVEN_K, True)
+                acc_t = tl.dot(w, tl.trans(a), acc_t, out_dtype=tl.int32)
+                a_ptrs += BLOCK_K
+                w_ptrs += BLOCK_K
+            acc = tl.trans(acc_t)
+        else:
+            w_ptrs = w_ptr + (offs_n % N)[None, :] * stride_wn + (k_lo + offs_k)[:, None]  # (BLOCK_K, BLOCK_N) of weight.T
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+            for k_start in range(k_lo, k_hi, BLOCK_K):
+                a, w = _k_step(a_ptrs, w_ptrs, offs_k, k_hi - k_start, EVEN_K, False)
+                acc = tl.dot(a, w, acc, out_dtype=tl.int32)
+                a_ptrs += BLOCK_K
+                w_ptrs += BLOCK_K
     return acc
 
 
@@ -102,7 +117,7 @@ def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_
 def int8_tile_accumulate_split(
     a_ptr, w_ptr, ws_ptr, count_ptr, tile, offs_m, offs_n, mask, M, N, K, stride_am, stride_wn,
     EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    K_STEPS: tl.constexpr,
+    K_STEPS: tl.constexpr, SWAP_AB: tl.constexpr,
 ):
     """``(acc, last)``: the tile's int32 accumulator, and whether this program holds all of it and runs the
     epilogue. Without a split, every program does. With SPLIT_K (decode: few output tiles, long K), program
@@ -111,13 +126,13 @@ def int8_tile_accumulate_split(
     total, leaving workspace and counter at zero for the next call."""
     if SPLIT_K == 1:
         acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, 0, K, stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K,
-                                   K_STEPS)
+                                   K_STEPS, SWAP_AB)
         last = True
     else:
         per_split = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
         k_lo = tl.program_id(1) * per_split
         acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, k_lo, min(K, k_lo + per_split),
-                                   stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K, 0)
+                                   stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K, 0, SWAP_AB)
         ws_ptrs = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
         tl.atomic_add(ws_ptrs, acc, mask=mask)
         # Every thread's adds are issued before the counter moves (the counter's acq_rel atomic then
@@ -136,7 +151,7 @@ def _int8_linear_kernel(
     M, N, K, stride_am, stride_wn, stride_rm, stride_om, M_BUCKET,
     HAS_BIAS: tl.constexpr, QUANTIZE_OUT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    SPLIT_K: tl.constexpr, K_STEPS: tl.constexpr,
+    SPLIT_K: tl.constexpr, K_STEPS: tl.constexpr, SWAP_AB: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -145,7 +160,7 @@ def _int8_linear_kernel(
     mask_n = offs_n < N
     mask = (offs_m < M)[:, None] & mask_n[None, :]
     acc, last = int8_tile_accumulate_split(a_ptr, w_ptr, ws_ptr, count_ptr, pid, offs_m, offs_n, mask, M, N, K,
-                                           stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, K_STEPS)
+                                           stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, K_STEPS, SWAP_AB)
     if last:
         v = int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, bias_ptr, HAS_BIAS)
         out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]

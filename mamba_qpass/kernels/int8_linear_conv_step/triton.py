@@ -34,7 +34,7 @@ def _int8_linear_conv_step_kernel(
     M, N, K, D, stride_am, stride_wn, stride_om, stride_cw, stride_sb, stride_sl, stride_tb, stride_tl, stride_cb, M_BUCKET,
     WIDTH: tl.constexpr, CONV_HAS_BIAS: tl.constexpr, SILU: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr,
-    K_STEPS: tl.constexpr,
+    K_STEPS: tl.constexpr, SWAP_AB: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -44,7 +44,7 @@ def _int8_linear_conv_step_kernel(
     mask_n = offs_n < N
     acc, last = int8_tile_accumulate_split(a_ptr, w_ptr, ws_ptr, count_ptr, pid, offs_m, offs_n,
                                            mask_m[:, None] & mask_n[None, :], M, N, K, stride_am, stride_wn,
-                                           EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, K_STEPS)
+                                           EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, K_STEPS, SWAP_AB)
     if last:
         v = int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, dequant_scale_ptr, False)
         codes = tl_round_half_even_clamp_int8(v * tl.load(out_inv_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :])
