@@ -183,6 +183,10 @@ def bench_config(name: str, g: torch.Generator, profile: bool, shapes: list[tupl
                 row.update(time_mode(mode, graphs[mode], eager[mode], x))
             if profile:
                 row["kernels_per_forward"] = print_profile(f"{name} w8a8 B=1 L=2048", layers, lambda: graphs["w8a8"](x))
+                # where float_sim's time goes: its float64 GEMMs and its epilogues as separate elementwise kernels
+                row["float_sim_kernels_per_forward"] = print_profile(
+                    f"{name} float_sim B=1 L=2048", layers, lambda: eager["float_sim"](x)
+                )
         speedup = f"{base_ms / ours_ms:.2f}x" if ok else "REFUSED"
         print(f"{name} B={batch} L={length}: mamba-ssm fp16 {base_ms:.2f} ms (+{base_peak:.2f} GiB working), "
               f"w8a8 {ours_ms:.2f} ms (+{ours_peak:.2f} GiB working) -> {speedup}"
