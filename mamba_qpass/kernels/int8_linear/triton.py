@@ -28,6 +28,19 @@ def _k_step(a_ptrs, w_ptrs, offs_k, k_left, EVEN_K: tl.constexpr, W_ROWS: tl.con
 
 
 @triton.jit
+def _k_step_accumulate(acc, a, w, BLOCK_M: tl.constexpr, SWAP_AB: tl.constexpr):
+    """``acc`` plus one K step's products, in ``int8_tile_accumulate``'s layout for the tile kind."""
+    # one return, after constexpr branches: Triton compiles the code after a branch that returns
+    if BLOCK_M == 1:
+        acc += w.to(tl.int32) * a.to(tl.int32)
+    elif SWAP_AB:
+        acc = tl.dot(w, tl.trans(a), acc, out_dtype=tl.int32)
+    else:
+        acc = tl.dot(a, w, acc, out_dtype=tl.int32)
+    return acc
+
+
+@triton.jit
 def int8_tile_accumulate(
     a_ptr, w_ptr, offs_m, offs_n, M, N, k_lo, k_hi, stride_am, stride_wn,
     EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, K_STEPS: tl.constexpr,
@@ -55,39 +68,32 @@ def int8_tile_accumulate(
         # a's row read in the weight tile's shape (every column the same address), so that its values
         # arrive where the products need them without a layout change through shared memory
         a_ptrs = a_ptr + (offs_n * 0 + tl.min(offs_m) % M)[:, None] * stride_am + (k_lo + offs_k)[None, :]
-        w_ptrs = w_ptr + (offs_n % N)[:, None] * stride_wn + (k_lo + offs_k)[None, :]  # (BLOCK_N, BLOCK_K) of weight
-        products = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.int32)
-        if K_STEPS > 0:
-            for step in tl.static_range(K_STEPS):
-                a_row, w_rows = _k_step(a_ptrs + step * BLOCK_K, w_ptrs + step * BLOCK_K, offs_k,
-                                        k_hi - k_lo - step * BLOCK_K, EVEN_K, True)
-                products += w_rows.to(tl.int32) * a_row.to(tl.int32)
-        else:
-            for k_start in range(k_lo, k_hi, BLOCK_K):
-                a_row, w_rows = _k_step(a_ptrs, w_ptrs, offs_k, k_hi - k_start, EVEN_K, True)
-                products += w_rows.to(tl.int32) * a_row.to(tl.int32)
-                a_ptrs += BLOCK_K
-                w_ptrs += BLOCK_K
-        acc = tl.sum(products, axis=1)[None, :]
+        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.int32)  # products, summed over K at the end
     else:
         a_ptrs = a_ptr + (offs_m % M)[:, None] * stride_am + (k_lo + offs_k)[None, :]
         if SWAP_AB:
-            w_ptrs = w_ptr + (offs_n % N)[:, None] * stride_wn + (k_lo + offs_k)[None, :]  # (BLOCK_N, BLOCK_K) of weight
-            acc_t = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
-            for k_start in range(k_lo, k_hi, BLOCK_K):
-                a, w = _k_step(a_ptrs, w_ptrs, offs_k, k_hi - k_start, EVEN_K, True)
-                acc_t = tl.dot(w, tl.trans(a), acc_t, out_dtype=tl.int32)
-                a_ptrs += BLOCK_K
-                w_ptrs += BLOCK_K
-            acc = tl.trans(acc_t)
+            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)  # transposed
         else:
-            w_ptrs = w_ptr + (offs_n % N)[None, :] * stride_wn + (k_lo + offs_k)[:, None]  # (BLOCK_K, BLOCK_N) of weight.T
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-            for k_start in range(k_lo, k_hi, BLOCK_K):
-                a, w = _k_step(a_ptrs, w_ptrs, offs_k, k_hi - k_start, EVEN_K, False)
-                acc = tl.dot(a, w, acc, out_dtype=tl.int32)
-                a_ptrs += BLOCK_K
-                w_ptrs += BLOCK_K
+    if BLOCK_M == 1 or SWAP_AB:
+        w_ptrs = w_ptr + (offs_n % N)[:, None] * stride_wn + (k_lo + offs_k)[None, :]  # (BLOCK_N, BLOCK_K) of weight
+    else:
+        w_ptrs = w_ptr + (offs_n % N)[None, :] * stride_wn + (k_lo + offs_k)[:, None]  # (BLOCK_K, BLOCK_N) of weight.T
+    if K_STEPS > 0:
+        for step in tl.static_range(K_STEPS):
+            a, w = _k_step(a_ptrs + step * BLOCK_K, w_ptrs + step * BLOCK_K, offs_k, k_hi - k_lo - step * BLOCK_K,
+                           EVEN_K, BLOCK_M == 1 or SWAP_AB)
+            acc = _k_step_accumulate(acc, a, w, BLOCK_M, SWAP_AB)
+    else:
+        for k_start in range(k_lo, k_hi, BLOCK_K):
+            a, w = _k_step(a_ptrs, w_ptrs, offs_k, k_hi - k_start, EVEN_K, BLOCK_M == 1 or SWAP_AB)
+            acc = _k_step_accumulate(acc, a, w, BLOCK_M, SWAP_AB)
+            a_ptrs += BLOCK_K
+            w_ptrs += BLOCK_K
+    if BLOCK_M == 1:
+        acc = tl.sum(acc, axis=1)[None, :]
+    elif SWAP_AB:
+        acc = tl.trans(acc)
     return acc
 
 
