@@ -1,14 +1,16 @@
 """Registers the Triton kernels as the CUDA implementations of the custom ops in ``ops.py``.
 
 Imported by ``mamba_qpass/__init__.py`` where Triton is installed; on a machine without CUDA the
-registrations are simply never dispatched to. Every op registered here has a Triton kernel. The two
-float helpers without a kernel, ``rms_norm`` and ``hadamard_rotate``,
+registrations are simply never dispatched to. Every op registered here has a Triton kernel but
+``code_matmul``, float_sim's exact GEMM, which runs on cuBLAS's float16 tensor cores. The two float
+helpers without a kernel, ``rms_norm`` and ``hadamard_rotate``,
 are plain PyTorch on every device: they run in the float and calibration graphs, never in a lowered
 int8 graph.
 """
 
 from mamba_qpass import ops
 from mamba_qpass.kernels.causal_conv1d.triton import causal_conv1d as causal_conv1d_triton
+from mamba_qpass.kernels.code_matmul.tensor_cores import code_matmul
 from mamba_qpass.kernels.dequantize.triton import dequantize_int8
 from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
@@ -22,6 +24,7 @@ from mamba_qpass.kernels.selective_state_update.triton import DtProjection, sele
 
 
 ops.register_device_kernel(ops.causal_conv1d, "cuda", causal_conv1d_triton)
+ops.register_device_kernel(ops.code_matmul, "cuda", code_matmul)
 
 
 # A one-token call with a state is a decode step: the step kernels (same arithmetic as the scan and conv

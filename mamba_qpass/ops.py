@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from mamba_qpass.kernels.causal_conv1d.reference import causal_conv1d_ref
+from mamba_qpass.kernels.code_matmul.reference import code_matmul_ref
 from mamba_qpass.kernels.hadamard_quant import reference as hadamard_quant_reference
 from mamba_qpass.kernels.hadamard_quant.reference import hadamard_quant_ref
 from mamba_qpass.kernels.hadamard_rotate.reference import hadamard_rotate_ref
@@ -117,6 +118,18 @@ def _ssm_state_like(u: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
 @selective_scan.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None, out_dtype=None):
     return torch.empty_like(u, dtype=out_dtype), _ssm_state_like(u, A)
+
+
+# float_sim's GEMM: the exact integer accumulator of int8 codes held in floats (float64 out), the weight as
+# its float16 nibbles (``numerics.weight_code_nibbles``).
+@_custom_op("code_matmul")
+def code_matmul(a: torch.Tensor, nibbles: torch.Tensor) -> torch.Tensor:
+    return code_matmul_ref(a, nibbles)
+
+
+@code_matmul.register_fake
+def _(a, nibbles):
+    return a.new_empty((*a.shape[:-1], nibbles.shape[0] // 2), dtype=torch.float64)
 
 
 # --- the int8 datapath -------------------------------------------------------------------------

@@ -12,9 +12,10 @@ each int8 tensor code for code. How it stays exact and stays the kernels' specif
   code again, which is how a float simulation drifts off the int8 grid;
 - the exact integer part of each op becomes a float op that is exact too: conv1d in float32 (at most 4
   products of magnitude <= 2^14, so every partial sum is an integer below 2^24 and exact in any order);
-  GEMMs in **float64** (|acc| <= 2^14 * K < 2^53, exact; float32 is not, since |acc| reaches 2^24 for
-  K >= 1024); the Hadamard rotation in float64 (a ±1 sum of float16 values is exact there, see
-  kernels/hadamard_quant);
+  GEMMs as ``code_matmul`` (a float64 accumulator, exact: float64 products on the CPU, float16 tensor
+  cores summing at most 8192 float32 products of a weight's nibbles on CUDA, see kernels/code_matmul);
+  the Hadamard rotation in float64 as two Kronecker factors, H_m ⊗ H_{2^k} (a ±1 sum of float16 values is
+  exact there, see numerics);
 - the scan reads ``code * scale`` in float32 exactly as the int8 scan dequantises, and runs the float32 scan.
 """
 
@@ -24,7 +25,7 @@ import torch
 import torch.fx as fx
 
 from mamba_qpass.graph_utils import attr_of, is_call, replace_outputs
-from mamba_qpass.numerics import hadamard_output_scale
+from mamba_qpass.numerics import hadamard_factors, hadamard_output_scale, weight_code_nibbles
 from mamba_qpass.ops import float_arithmetic, residual_arithmetic
 from mamba_qpass.passes.emit import Emitter, Input
 from mamba_qpass.passes.float_scan import SCAN_CODE_INPUTS
@@ -64,9 +65,10 @@ def _rms_norm_quant(emit: Emitter, node: fx.Node) -> fx.Node:
 def _int8_linear(emit: Emitter, node: fx.Node) -> fx.Node:
     a, weight, dequant, bias, inv, out_dtype, *fused = node.args
     residual = fused[0] if fused else None
-    a64 = emit.cast(a, F64)
-    outputs = attr_of(emit.gm, weight).shape[0]
-    acc = emit(aten.linear.default, a64, emit.cast(_float_codes_attr(emit, weight), F64))
+    codes = attr_of(emit.gm, weight)
+    nibbles = emit.attr(f"{weight.target}_nibbles", weight_code_nibbles(codes))
+    outputs = codes.shape[0]
+    acc = emit(qops.code_matmul.default, a, nibbles)
     out = emit.recorded(
         float_arithmetic(node.target),
         acc=_activation(emit, acc, F64, outputs),
@@ -113,7 +115,16 @@ def _hadamard_quant(emit: Emitter, node: fx.Node) -> fx.Node:
     y, hadamard, inv = node.args
     order = attr_of(emit.gm, hadamard).shape[0]
     scale = emit.attr(f"{inv.target}_hadamard", hadamard_output_scale(attr_of(emit.gm, inv), order))
-    rotated = emit(aten.linear.default, emit.cast(y, F64), emit.cast(hadamard, F64))
+    # H_D = H_R ⊗ H_C, so H_D @ y is H_R @ Y @ H_C.T on y read as (R, C): O(D (R + C)) float64 work a row,
+    # not O(D^2). Each intermediate is a ±1 sum of the y, exact in float64 as the full product is.
+    rows, cols = hadamard_factors(order)
+    full = attr_of(emit.gm, hadamard).to(F64)
+    right = emit.attr(f"{hadamard.target}_right_f64", full[:cols, :cols].clone(memory_format=torch.contiguous_format))
+    left = emit.attr(f"{hadamard.target}_left_f64", full[::cols, ::cols].clone(memory_format=torch.contiguous_format))
+    y_matrix = emit(aten.unflatten.int, emit.cast(y, F64), -1, [rows, cols])
+    by_cols = emit(aten.transpose.int, emit(aten.linear.default, y_matrix, right), -1, -2)
+    by_rows = emit(aten.transpose.int, emit(aten.linear.default, by_cols, left), -1, -2)
+    rotated = emit(aten.flatten.using_ints, by_rows, -2, -1)
     codes = emit.recorded(
         float_arithmetic(node.target),
         rotated=_activation(emit, rotated, F64, order), output_scale=_buffer(emit, scale),
