@@ -9,6 +9,7 @@ from mamba_qpass.dynamo_backend import backend
 from mamba_qpass.capture import capture
 from mamba_qpass.comparison import ComparisonReport
 from mamba_qpass.errors import UnsupportedModelError
+from mamba_qpass.exact_inductor import compile_exact, exact_inductor_options
 from mamba_qpass.modes import mode_names
 from mamba_qpass.quant_config import QuantConfig
 from mamba_qpass.saturation import SaturationWarning, saturation
@@ -30,6 +31,6 @@ except ModuleNotFoundError as err:
 
 __all__ = [
     "__version__",
-    "apply", "apply_mode", "backend", "build_modes", "calibrate", "capture", "compare", "ComparisonReport", "mode_names",
+    "apply", "apply_mode", "backend", "build_modes", "calibrate", "capture", "compare", "compile_exact", "ComparisonReport", "exact_inductor_options", "mode_names",
     "QuantConfig", "SaturationWarning", "SavedModelError", "UnsupportedModelError", "load", "save", "saturation",
 ]

@@ -26,6 +26,10 @@ MAX_EXACT_HADAMARD_ORDER = 2**13
 PALEY_PRIMES = {12: 11, 20: 19}  # order m -> prime q with m = q + 1
 
 NIBBLE = 16  # a weight code w is NIBBLE * high + low: high = floor(w / 16) in [-8, 7], low = w mod 16 in [0, 15]
+# A product of an activation code with a nibble is at most 128 * 15 in magnitude, so a sum of up to this
+# many of them is an integer below 2**24: exact in float32, whatever the order of the additions.
+NIBBLE_PRODUCT_TERMS = 8192
+assert NIBBLE_PRODUCT_TERMS * -INT8_MIN * (NIBBLE - 1) < 2**24
 
 
 def int8_grid(v: torch.Tensor) -> torch.Tensor:

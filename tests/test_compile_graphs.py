@@ -58,6 +58,23 @@ def test_w8a8_graph_compiles_with_inductor_outside_no_grad(model_and_calibrated)
     assert torch.equal(torch.compile(gm, fullgraph=True)(ids), gm(ids))
 
 
+@pytest.mark.slow
+def test_float_sim_compiled_exactly_gives_w8a8s_logits(model_and_calibrated):
+    torch._dynamo.reset()
+    ids = token_batches(97, count=1, batch=2, length=19, seed=4)[0]
+    compiled = qpass.compile_exact(_graph(model_and_calibrated, "float_sim"), dynamic=False)
+    with torch.no_grad():
+        assert torch.equal(compiled(ids), _graph(model_and_calibrated, "w8a8")(ids))
+
+
+def test_exact_inductor_options_keep_the_rounding_in_every_mode():
+    assert qpass.exact_inductor_options()["emulate_precision_casts"] is True
+    overhead = qpass.exact_inductor_options("reduce-overhead")
+    assert overhead["triton.cudagraphs"] is True and overhead["emulate_precision_casts"] is True
+    with pytest.raises(RuntimeError, match="Unrecognized mode=fastest"):
+        qpass.exact_inductor_options("fastest")
+
+
 def test_gradients_through_an_int8_op_are_refused_with_the_reason(model_and_calibrated):
     gm = _graph(model_and_calibrated, "w8a8")
     scan = next(n for n in gm.graph.nodes if n.target == ops.int8_selective_scan.default)

@@ -178,7 +178,7 @@ def test_the_inductor_hand_off_keeps_the_logits_and_one_graph(model, calibration
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("mode", ["w8a8", "fp32_ssm"])
+@pytest.mark.parametrize("mode", ["w8a8", "fp32_ssm", "float_sim"])
 def test_the_backend_on_the_gpu_with_and_without_inductor(calibration, mode):
     """The Triton kernels through the backend: graph as it is and handed to inductor, one compile for every
     shape, qpass.apply's logits bit for bit."""

@@ -95,7 +95,7 @@ def _opcheck_samples() -> dict[str, tuple]:
         "rms_norm_quant": (x, _rand(6, seed=20), 1e-5, inv),
         "hadamard_quant": (_rand(2, 7, 12, seed=21).half(), hadamard_matrix(12), inv),
         "quantize": (x, inv),
-        "code_matmul": (_codes(2, 7, 6, seed=33).float(), weight_code_nibbles(_codes(5, 6, seed=34))),
+        "nibble_products": (_codes(2, 7, 6, seed=33).float(), weight_code_nibbles(_codes(5, 6, seed=34))),
         # with the state to continue from: a one-token step, as generation runs them
         "causal_conv1d-state": (x[:, :1], _rand(6, 4, seed=1), _rand(6, seed=2), True, _rand(2, 3, 6, seed=29)),
         "int8_causal_conv1d-state": (_codes(2, 1, 6, seed=16), _codes(6, 4, seed=17), _f64(6, seed=18).abs() * 0.01,

@@ -12,8 +12,10 @@ each int8 tensor code for code. How it stays exact and stays the kernels' specif
   code again, which is how a float simulation drifts off the int8 grid;
 - the exact integer part of each op becomes a float op that is exact too: conv1d in float32 (at most 4
   products of magnitude <= 2^14, so every partial sum is an integer below 2^24 and exact in any order);
-  GEMMs as ``code_matmul`` (a float64 accumulator, exact: float64 products on the CPU, float16 tensor
-  cores summing at most 8192 float32 products of a weight's nibbles on CUDA, see kernels/code_matmul);
+  GEMMs as float32 ``nibble_products`` of the codes (cast to float16) with a weight's nibbles, at most
+  8192 columns each (float16 tensor cores on CUDA), and their exact float64 accumulator 16 * high + low
+  (kernels/code_matmul); the casts and the recombination are graph nodes that a compiler fuses with the
+  epilogues around them;
   the Hadamard rotation in float64 as two Kronecker factors, H_m ⊗ H_{2^k} (a ±1 sum of float16 values is
   exact there, see numerics);
 - the scan reads ``code * scale`` in float32 exactly as the int8 scan dequantises, and runs the float32 scan.
@@ -24,9 +26,10 @@ import operator
 import torch
 import torch.fx as fx
 
+from mamba_qpass import numerics
 from mamba_qpass.graph_utils import attr_of, is_call, replace_outputs
 from mamba_qpass.numerics import hadamard_factors, hadamard_output_scale, weight_code_nibbles
-from mamba_qpass.ops import float_arithmetic, residual_arithmetic
+from mamba_qpass.ops import float_arithmetic, nibble_accumulator, residual_arithmetic
 from mamba_qpass.passes.emit import Emitter, Input
 from mamba_qpass.passes.float_scan import SCAN_CODE_INPUTS
 from mamba_qpass.taps import move_tap
@@ -35,6 +38,7 @@ aten = torch.ops.aten
 qops = torch.ops.mamba_qpass
 F64 = torch.float64
 F32 = torch.float32
+F16 = torch.float16
 
 
 def _buffer(emit: Emitter, node: fx.Node | None) -> Input | None:
@@ -62,13 +66,30 @@ def _rms_norm_quant(emit: Emitter, node: fx.Node) -> fx.Node:
     return emit.cast(codes, F32)
 
 
+def _code_matmul(emit: Emitter, a: fx.Node, weight: fx.Node) -> fx.Node:
+    """The float64 accumulator of ``a``'s codes times the int8 ``weight``, summed over chunks of K short enough
+    for float32 nibble products to stay exact."""
+    codes = attr_of(emit.gm, weight)
+    outputs, k = codes.shape
+    terms = numerics.NIBBLE_PRODUCT_TERMS
+    a16 = emit.cast(a, F16)
+    acc = None
+    for start in range(0, k, terms):
+        chunk = slice(start, min(start + terms, k))
+        suffix = "" if k <= terms else f"_{start}"
+        nibbles = emit.attr(f"{weight.target}_nibbles{suffix}", weight_code_nibbles(codes[:, chunk].contiguous()))
+        part = a16 if k <= terms else emit(aten.slice.Tensor, a16, -1, chunk.start, chunk.stop)
+        products = emit(qops.nibble_products.default, part, nibbles)
+        part_acc = emit.recorded(nibble_accumulator(), products=_activation(emit, products, F32, 2 * outputs))
+        acc = part_acc if acc is None else emit(aten.add.Tensor, acc, part_acc)
+    return acc
+
+
 def _int8_linear(emit: Emitter, node: fx.Node) -> fx.Node:
     a, weight, dequant, bias, inv, out_dtype, *fused = node.args
     residual = fused[0] if fused else None
-    codes = attr_of(emit.gm, weight)
-    nibbles = emit.attr(f"{weight.target}_nibbles", weight_code_nibbles(codes))
-    outputs = codes.shape[0]
-    acc = emit(qops.code_matmul.default, a, nibbles)
+    outputs = attr_of(emit.gm, weight).shape[0]
+    acc = _code_matmul(emit, a, weight)
     out = emit.recorded(
         float_arithmetic(node.target),
         acc=_activation(emit, acc, F64, outputs),

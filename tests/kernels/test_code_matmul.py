@@ -1,13 +1,19 @@
-"""code_matmul (float16 tensor cores on CUDA, float32 on CPU) against its float64 reference and against
-int64 arithmetic: the same accumulator exactly, on operands that push every float32 sum towards 2**24."""
+"""float_sim's GEMM: nibble products (float16 tensor cores on CUDA, float64 reference elsewhere) and their
+float64 accumulator against int64 arithmetic, exactly, on operands that push every float32 sum towards
+2**24; and the chunking of a K longer than one exact float32 sum, through float_sim's graph."""
 
 import pytest
 import torch
 
-from mamba_qpass import ops
-from mamba_qpass.kernels.code_matmul.reference import code_matmul_ref, weight_from_nibbles
-from mamba_qpass.kernels.code_matmul.tensor_cores import TERMS, code_matmul
+import mamba_qpass as qpass
+from mamba_qpass import numerics, ops
+from mamba_qpass.kernels.code_matmul.reference import (
+    TERMS, accumulator_from_products, code_matmul_ref, nibble_products_ref, weight_from_nibbles,
+)
 from mamba_qpass.numerics import weight_code_nibbles
+from models import random_mamba
+
+qops = torch.ops.mamba_qpass
 
 
 def _exact(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -16,6 +22,10 @@ def _exact(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 def _random_codes(shape, g, low=-128) -> torch.Tensor:
     return torch.randint(low, 128, shape, generator=g).to(torch.int8)
+
+
+def _accumulator(a: torch.Tensor, nibbles: torch.Tensor) -> torch.Tensor:
+    return accumulator_from_products(ops.nibble_products(a, nibbles))
 
 
 def test_nibbles_hold_every_weight_code():
@@ -32,16 +42,25 @@ def test_nibbles_reject_non_int8_weights():
         weight_code_nibbles(torch.zeros(3, 4))
 
 
-@pytest.mark.parametrize("k", [1, 160, 5120, TERMS + 300], ids=lambda k: f"K{k}")
-def test_code_matmul_is_exact_on_random_codes(k, device):
+@pytest.mark.parametrize("k", [1, 160, 5120, TERMS], ids=lambda k: f"K{k}")
+def test_nibble_products_give_the_exact_accumulator_on_random_codes(k, device):
     g = torch.Generator().manual_seed(k)
     a, weight = _random_codes((2, 5, k), g), _random_codes((24, k), g, low=-127)
     nibbles = weight_code_nibbles(weight).to(device)
     a_float = a.float().to(device)
     exact = _exact(a.reshape(-1, k), weight).reshape(2, 5, 24)
     assert torch.equal(code_matmul_ref(a_float, nibbles).cpu(), exact)
-    out = code_matmul(a_float, nibbles)
+    products = ops.nibble_products(a_float, nibbles)
+    assert products.dtype == torch.float32 and products.shape == (2, 5, 48) and products.device.type == device.type
+    assert torch.equal(products.cpu(), nibble_products_ref(a_float, nibbles).cpu())
+    out = accumulator_from_products(products)
     assert out.dtype == torch.float64 and torch.equal(out.cpu(), exact)
+
+
+def test_nibble_products_refuse_a_k_longer_than_an_exact_float32_sum(device):
+    a = torch.zeros(1, TERMS + 1, device=device)
+    with pytest.raises(ValueError, match=f"at most {TERMS} terms.*split K into chunks"):
+        ops.nibble_products(a, torch.zeros(2, TERMS + 1, dtype=torch.float16, device=device))
 
 
 def _near_float32_limit(k: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,21 +81,29 @@ def _near_float32_limit(k: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     return a, weight
 
 
-@pytest.mark.parametrize("k", [TERMS, 2 * TERMS], ids=lambda k: f"K{k}")
-def test_code_matmul_keeps_every_bit_near_the_float32_limit(k, device):
-    a, weight = _near_float32_limit(k, rows=16)
+def test_nibble_products_keep_every_bit_near_the_float32_limit(device):
+    a, weight = _near_float32_limit(TERMS, rows=16)
     exact = _exact(a, weight)
-    low_sums = (a[:, :TERMS].long() * (weight[:, :TERMS].long() % 16)).sum(1)
+    low_sums = (a.long() * (weight.long() % 16)).sum(1)
     assert low_sums.abs().max() > 2**23.8, "the low nibbles' float32 sums must come near 2**24"
-    out = code_matmul(a.float().to(device), weight_code_nibbles(weight).to(device))
+    out = _accumulator(a.float().to(device), weight_code_nibbles(weight).to(device))
     assert torch.equal(out.cpu(), exact), f"{(out.cpu() != exact).sum().item()} of {exact.numel()} sums differ"
 
 
-def test_the_op_runs_the_device_implementation(device):
-    g = torch.Generator().manual_seed(3)
-    a, weight = _random_codes((7, 300), g), _random_codes((9, 300), g, low=-127)
-    out = ops.code_matmul(a.float().to(device), weight_code_nibbles(weight).to(device))
-    assert out.device.type == device.type and torch.equal(out.cpu(), _exact(a, weight))
+def test_float_sim_sums_a_long_k_in_exact_chunks(monkeypatch):
+    """With chunks of 16 columns every GEMM of a tiny model is split (K = 32 and 64): float_sim's logits
+    stay w8a8's bit for bit, and the chunks show in its graph."""
+    model = random_mamba(initializer_range=0.02)
+    g = torch.Generator().manual_seed(5)
+    calibrated = qpass.calibrate(model, [torch.randint(0, 97, (2, 24), generator=g)], progress=False)
+    monkeypatch.setattr(numerics, "NIBBLE_PRODUCT_TERMS", 16)
+    float_sim = qpass.apply_mode(calibrated, "float_sim")
+    products = [n for n in float_sim.graph.nodes if n.target == qops.nibble_products.default]
+    linears = [n for n in qpass.apply_mode(calibrated, "w8a8").graph.nodes if n.target == qops.int8_linear.default]
+    assert len(products) > 2 * len(linears)
+    ids = torch.randint(0, 97, (2, 30), generator=g)
+    with torch.no_grad():
+        assert torch.equal(float_sim(ids), qpass.apply_mode(calibrated, "w8a8")(ids))
 
 
 @pytest.mark.gpu
@@ -84,8 +111,8 @@ def test_the_op_runs_the_device_implementation(device):
     "m,n,k", [(2048, 10240, 2560), (2048, 2560, 5120), (2048, 192, 5120), (2048, 5120, 160), (1, 10240, 2560), (16, 2560, 5120)],
     ids=lambda v: str(v),
 )
-def test_code_matmul_is_exact_at_the_2_8b_shapes_on_the_gpu(m, n, k):
+def test_nibble_products_are_exact_at_the_2_8b_shapes_on_the_gpu(m, n, k):
     g = torch.Generator().manual_seed(m + n + k)
     a = _random_codes((m, k), g).float().cuda()
     nibbles = weight_code_nibbles(_random_codes((n, k), g, low=-127)).cuda()
-    assert torch.equal(code_matmul(a, nibbles), code_matmul_ref(a, nibbles))
+    assert torch.equal(_accumulator(a, nibbles), code_matmul_ref(a, nibbles))
