@@ -60,11 +60,15 @@ def test_w8a8_graph_compiles_with_inductor_outside_no_grad(model_and_calibrated)
 
 @pytest.mark.slow
 def test_float_sim_compiled_exactly_gives_w8a8s_logits(model_and_calibrated):
+    """The HF-style model, as users hold it, through ``qpass.compile_exact``: one graph for every length."""
+    model, calibrated = model_and_calibrated
+    float_sim = QuantizedMambaForCausalLM(_graph(model_and_calibrated, "float_sim"), model.config, "float_sim")
+    w8a8 = QuantizedMambaForCausalLM(_graph(model_and_calibrated, "w8a8"), model.config, "w8a8")
     torch._dynamo.reset()
-    ids = token_batches(97, count=1, batch=2, length=19, seed=4)[0]
-    compiled = qpass.compile_exact(_graph(model_and_calibrated, "float_sim"), dynamic=False)
-    with torch.no_grad():
-        assert torch.equal(compiled(ids), _graph(model_and_calibrated, "w8a8")(ids))
+    compiled = qpass.compile_exact(float_sim, dynamic=True)
+    for length in (7, 19):
+        ids = token_batches(97, count=1, batch=2, length=length, seed=length)[0]
+        assert torch.equal(compiled(ids).logits, w8a8(ids).logits), length
 
 
 def test_exact_inductor_options_keep_the_rounding_in_every_mode():
