@@ -2,7 +2,7 @@
 
 Imported by ``mamba_qpass/__init__.py`` where Triton is installed; on a machine without CUDA the
 registrations are simply never dispatched to. Every op registered here has a Triton kernel but
-``nibble_products``, float_sim's exact GEMM, which runs on cuBLAS's float16 tensor cores. The two float
+``code_matmul_chunk``, float_sim's exact GEMM, which runs on cuBLAS's float16 tensor cores. The two float
 helpers without a kernel, ``rms_norm`` and ``hadamard_rotate``,
 are plain PyTorch on every device: they run in the float and calibration graphs, never in a lowered
 int8 graph.
@@ -10,7 +10,7 @@ int8 graph.
 
 from mamba_qpass import ops
 from mamba_qpass.kernels.causal_conv1d.triton import causal_conv1d as causal_conv1d_triton
-from mamba_qpass.kernels.code_matmul.tensor_cores import nibble_products
+from mamba_qpass.kernels.code_matmul.tensor_cores import code_matmul_chunk
 from mamba_qpass.kernels.dequantize.triton import dequantize_int8
 from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
@@ -24,7 +24,7 @@ from mamba_qpass.kernels.selective_state_update.triton import DtProjection, sele
 
 
 ops.register_device_kernel(ops.causal_conv1d, "cuda", causal_conv1d_triton)
-ops.register_device_kernel(ops.nibble_products, "cuda", nibble_products)
+ops.register_device_kernel(ops.code_matmul_chunk, "cuda", code_matmul_chunk)
 
 
 # A one-token call with a state is a decode step: the step kernels (same arithmetic as the scan and conv

@@ -25,11 +25,10 @@ MAX_EXACT_HADAMARD_ORDER = 2**13
 
 PALEY_PRIMES = {12: 11, 20: 19}  # order m -> prime q with m = q + 1
 
-NIBBLE = 16  # a weight code w is NIBBLE * high + low: high = floor(w / 16) in [-8, 7], low = w mod 16 in [0, 15]
-# A product of an activation code with a nibble is at most 128 * 15 in magnitude, so a sum of up to this
-# many of them is an integer below 2**24: exact in float32, whatever the order of the additions.
-NIBBLE_PRODUCT_TERMS = 8192
-assert NIBBLE_PRODUCT_TERMS * -INT8_MIN * (NIBBLE - 1) < 2**24
+# A product of two int8 codes is at most 128 * 128 = 2**14 in magnitude, so every partial sum of up to this
+# many of them is an integer of magnitude at most 2**24: exact in float32, whatever the order of the additions.
+CODE_PRODUCT_TERMS = 1024
+assert CODE_PRODUCT_TERMS * INT8_MIN * INT8_MIN <= 2**24
 
 
 def int8_grid(v: torch.Tensor) -> torch.Tensor:
@@ -42,17 +41,6 @@ def int8_grid(v: torch.Tensor) -> torch.Tensor:
 def round_half_even_clamp_int8(v: torch.Tensor) -> torch.Tensor:
     """int8 codes of a float64 tensor: ``int8_grid`` converted (exactly) to int8."""
     return int8_grid(v).to(torch.int8)
-
-
-def weight_code_nibbles(codes: torch.Tensor) -> torch.Tensor:
-    """int8 weight codes (N, K) as float16 (2N, K): rows [:N] the high parts floor(w / 16), rows [N:] the
-    low parts w mod 16, so w = 16 * high + low. Each part is small enough that a float32 sum of its products
-    with int8 activation codes stays exact over thousands of terms (``kernels/code_matmul``)."""
-    if codes.dtype != torch.int8 or codes.dim() != 2:
-        raise ValueError(f"weight codes are an int8 (N, K) matrix, got {codes.dtype} {tuple(codes.shape)}")
-    wide = codes.to(torch.int16)
-    high = torch.div(wide, NIBBLE, rounding_mode="floor")
-    return torch.cat([high, wide - NIBBLE * high]).to(torch.float16)
 
 
 def _sylvester(order: int) -> torch.Tensor:

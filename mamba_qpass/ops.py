@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from mamba_qpass.kernels.causal_conv1d.reference import causal_conv1d_ref
-from mamba_qpass.kernels.code_matmul.reference import accumulator_from_products, nibble_products_ref
+from mamba_qpass.kernels.code_matmul.reference import code_matmul_chunk_ref
 from mamba_qpass.kernels.hadamard_quant import reference as hadamard_quant_reference
 from mamba_qpass.kernels.hadamard_quant.reference import hadamard_quant_ref
 from mamba_qpass.kernels.hadamard_rotate.reference import hadamard_rotate_ref
@@ -120,16 +120,16 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None, o
     return torch.empty_like(u, dtype=out_dtype), _ssm_state_like(u, A)
 
 
-# float_sim's GEMM: the float32 products of int8 codes held in floats with a weight's float16 nibbles
-# (``numerics.weight_code_nibbles``), exact for K <= TERMS; kernels/code_matmul turns them into the accumulator.
-@_custom_op("nibble_products")
-def nibble_products(a: torch.Tensor, nibbles: torch.Tensor) -> torch.Tensor:
-    return nibble_products_ref(a, nibbles)
+# float_sim's GEMM, a chunk of K at a time: the accumulator of int8 codes held in floats, float32 out, exact
+# for K <= numerics.CODE_PRODUCT_TERMS (kernels/code_matmul).
+@_custom_op("code_matmul_chunk")
+def code_matmul_chunk(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return code_matmul_chunk_ref(a, weight)
 
 
-@nibble_products.register_fake
-def _(a, nibbles):
-    return a.new_empty((*a.shape[:-1], nibbles.shape[0]), dtype=torch.float32)
+@code_matmul_chunk.register_fake
+def _(a, weight):
+    return a.new_empty((*a.shape[:-1], weight.shape[0]), dtype=torch.float32)
 
 
 # --- the int8 datapath -------------------------------------------------------------------------
@@ -262,11 +262,6 @@ def float_arithmetic(op: torch._ops.OpOverload) -> Callable:
         )
     module, name = _FLOAT_ARITHMETIC[op._opname]
     return getattr(module, name)
-
-
-def nibble_accumulator() -> Callable:
-    """The reference function turning ``nibble_products``' float32 output into the float64 accumulator."""
-    return accumulator_from_products
 
 
 def residual_arithmetic() -> Callable:

@@ -6,7 +6,7 @@ import torch
 from transformers.models.mamba import modeling_mamba as hf
 
 from mamba_qpass import ops
-from mamba_qpass.numerics import hadamard_matrix, weight_code_nibbles
+from mamba_qpass.numerics import hadamard_matrix
 from mamba_qpass.kernels.causal_conv1d.reference import causal_conv1d_ref
 from mamba_qpass.kernels.selective_scan.reference import selective_scan_ref
 
@@ -95,7 +95,7 @@ def _opcheck_samples() -> dict[str, tuple]:
         "rms_norm_quant": (x, _rand(6, seed=20), 1e-5, inv),
         "hadamard_quant": (_rand(2, 7, 12, seed=21).half(), hadamard_matrix(12), inv),
         "quantize": (x, inv),
-        "nibble_products": (_codes(2, 7, 6, seed=33).float(), weight_code_nibbles(_codes(5, 6, seed=34))),
+        "code_matmul_chunk": (_codes(2, 7, 6, seed=33).float(), _codes(5, 6, seed=34).half()),
         # with the state to continue from: a one-token step, as generation runs them
         "causal_conv1d-state": (x[:, :1], _rand(6, 4, seed=1), _rand(6, seed=2), True, _rand(2, 3, 6, seed=29)),
         "int8_causal_conv1d-state": (_codes(2, 1, 6, seed=16), _codes(6, 4, seed=17), _f64(6, seed=18).abs() * 0.01,

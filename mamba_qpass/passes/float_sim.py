@@ -12,10 +12,10 @@ each int8 tensor code for code. How it stays exact and stays the kernels' specif
   code again, which is how a float simulation drifts off the int8 grid;
 - the exact integer part of each op becomes a float op that is exact too: conv1d in float32 (at most 4
   products of magnitude <= 2^14, so every partial sum is an integer below 2^24 and exact in any order);
-  GEMMs as float32 ``nibble_products`` of the codes (cast to float16) with a weight's nibbles, at most
-  8192 columns each (float16 tensor cores on CUDA), and their exact float64 accumulator 16 * high + low
-  (kernels/code_matmul); the casts and the recombination are graph nodes that a compiler fuses with the
-  epilogues around them;
+  GEMMs as float32 ``code_matmul_chunk``s of the codes (cast to float16) over chunks of at most 1024
+  columns (float16 tensor cores on CUDA; every partial sum an integer of magnitude at most 2^24), their
+  results added in float64 (kernels/code_matmul); the casts and the additions are graph nodes that a
+  compiler fuses with the epilogues around them;
   the Hadamard rotation in float64 as two Kronecker factors, H_m ⊗ H_{2^k} (a ±1 sum of float16 values is
   exact there, see numerics);
 - the scan reads ``code * scale`` in float32 exactly as the int8 scan dequantises, and runs the float32 scan.
@@ -28,8 +28,8 @@ import torch.fx as fx
 
 from mamba_qpass import numerics
 from mamba_qpass.graph_utils import attr_of, is_call, replace_outputs
-from mamba_qpass.numerics import hadamard_factors, hadamard_output_scale, weight_code_nibbles
-from mamba_qpass.ops import float_arithmetic, nibble_accumulator, residual_arithmetic
+from mamba_qpass.numerics import hadamard_factors, hadamard_output_scale
+from mamba_qpass.ops import float_arithmetic, residual_arithmetic
 from mamba_qpass.passes.emit import Emitter, Input
 from mamba_qpass.passes.float_scan import SCAN_CODE_INPUTS
 from mamba_qpass.taps import move_tap
@@ -67,20 +67,19 @@ def _rms_norm_quant(emit: Emitter, node: fx.Node) -> fx.Node:
 
 
 def _code_matmul(emit: Emitter, a: fx.Node, weight: fx.Node) -> fx.Node:
-    """The float64 accumulator of ``a``'s codes times the int8 ``weight``, summed over chunks of K short enough
-    for float32 nibble products to stay exact."""
+    """The float64 accumulator of ``a``'s codes times the int8 ``weight``: float32 GEMMs over chunks of K
+    short enough to stay exact, added in float64."""
     codes = attr_of(emit.gm, weight)
-    outputs, k = codes.shape
-    terms = numerics.NIBBLE_PRODUCT_TERMS
+    k = codes.shape[1]
+    terms = numerics.CODE_PRODUCT_TERMS
     a16 = emit.cast(a, F16)
     acc = None
     for start in range(0, k, terms):
         chunk = slice(start, min(start + terms, k))
         suffix = "" if k <= terms else f"_{start}"
-        nibbles = emit.attr(f"{weight.target}_nibbles{suffix}", weight_code_nibbles(codes[:, chunk].contiguous()))
+        weight16 = emit.attr(f"{weight.target}_f16{suffix}", codes[:, chunk].to(F16).contiguous())
         part = a16 if k <= terms else emit(aten.slice.Tensor, a16, -1, chunk.start, chunk.stop)
-        products = emit(qops.nibble_products.default, part, nibbles)
-        part_acc = emit.recorded(nibble_accumulator(), products=_activation(emit, products, F32, 2 * outputs))
+        part_acc = emit.cast(emit(qops.code_matmul_chunk.default, part, weight16), F64)
         acc = part_acc if acc is None else emit(aten.add.Tensor, acc, part_acc)
     return acc
 
