@@ -79,8 +79,9 @@ def _code_matmul(emit: Emitter, a: fx.Node, weight: fx.Node) -> fx.Node:
         suffix = "" if k <= terms else f"_{start}"
         weight16 = emit.attr(f"{weight.target}_f16{suffix}", codes[:, chunk].to(F16).contiguous())
         part = a16 if k <= terms else emit(aten.slice.Tensor, a16, -1, chunk.start, chunk.stop)
-        part_acc = emit.cast(emit(qops.code_matmul_chunk.default, part, weight16), F64)
-        acc = part_acc if acc is None else emit(aten.add.Tensor, acc, part_acc)
+        chunk_acc = emit(qops.code_matmul_chunk.default, part, weight16)
+        # adding float32 to float64 widens it exactly, so only the first chunk needs a cast of its own
+        acc = emit.cast(chunk_acc, F64) if acc is None else emit(aten.add.Tensor, acc, chunk_acc)
     return acc
 
 
