@@ -8,6 +8,7 @@ from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
 
 from mamba_qpass.capture import ssm_state_positions, with_state
+from mamba_qpass.exact_inductor import compile_exact
 from mamba_qpass.graph_replay import CudaGraphReplay
 from mamba_qpass.graph_utils import graph_device
 from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep, EagerDecodeStep
@@ -97,16 +98,28 @@ class QuantizedMambaForCausalLM(nn.Module):
         self._runtime: dict = {}
         self._eager: dict = {}  # gm with its ops called directly, for the device it was made on
         self._prefill_replay: CudaGraphReplay | None = None
+        self._compiled = None  # gm through inductor, after compile()
+
+    def compile(self, mode: str | None = None, dynamic: bool = True) -> None:
+        """Run ``forward`` through inductor with every rounding of the graph kept (``qpass.compile_exact``):
+        its elementwise ops fused into Triton kernels (C++ ones on a CPU), the same logits bit for bit
+        (float_sim gains most: its epilogues are many small float ops). It compiles at the first
+        call, and again for a new kind of shape (``dynamic``: one graph for every length and batch size
+        but 1). Replaces ``nn.Module.compile``, whose inductor defaults may change a rounding. ``mode`` is
+        an inductor mode ("reduce-overhead", "max-autotune"); ``generate``'s decode steps are not compiled."""
+        self._compiled = compile_exact(self.gm, mode=mode, dynamic=dynamic)
+        if self._prefill_replay is not None:
+            self._prefill_replay = CudaGraphReplay(self._compiled, self._prefill_replay.max_graphs)
 
     def enable_cuda_graphs(self, max_graphs: int = 4) -> None:
         """Run ``forward`` as a CUDA graph captured per input shape (the ``max_graphs`` most recently used
         kept): the same kernels and outputs bit for bit, without the host's cost of launching about ten
         kernels a layer. Pays when one shape recurs (a server's fixed batch, a benchmark); each new shape
         costs three forwards to capture and holds its own activations. Call again after moving the model;
-        ``disable_cuda_graphs()`` drops the graphs."""
+        ``disable_cuda_graphs()`` drops the graphs. After ``compile()`` the compiled forward is captured."""
         if self.device.type != "cuda":
             raise ValueError(f"CUDA graphs need the model on CUDA, it is on {self.device}: move it with .cuda() first")
-        self._prefill_replay = CudaGraphReplay(self.gm, max_graphs)
+        self._prefill_replay = CudaGraphReplay(self.gm if self._compiled is None else self._compiled, max_graphs)
 
     def disable_cuda_graphs(self) -> None:
         self._prefill_replay = None
@@ -140,8 +153,9 @@ class QuantizedMambaForCausalLM(nn.Module):
             _check_right_padded(attention_mask)
         if self._prefill_replay is not None:
             return CausalLMOutput(logits=self._prefill_replay(input_ids))
-        # under torch.compile the graph keeps its ops, which Dynamo sees as single nodes
-        return CausalLMOutput(logits=(self.gm if torch.compiler.is_compiling() else self._eager_graph())(input_ids))
+        if torch.compiler.is_compiling():  # the graph keeps its ops, which Dynamo sees as single nodes
+            return CausalLMOutput(logits=self.gm(input_ids))
+        return CausalLMOutput(logits=(self._eager_graph() if self._compiled is None else self._compiled)(input_ids))
 
     def _eager_graph(self) -> fx.GraphModule:
         """``gm`` with its ops called directly (``runtime/direct_calls.py``: the same functions and outputs

@@ -60,7 +60,8 @@ def test_w8a8_graph_compiles_with_inductor_outside_no_grad(model_and_calibrated)
 
 @pytest.mark.slow
 def test_float_sim_compiled_exactly_gives_w8a8s_logits(model_and_calibrated):
-    """The HF-style model, as users hold it, through ``qpass.compile_exact``: one graph for every length."""
+    """The HF-style model, as users hold it, through ``qpass.compile_exact`` (one graph for every length)
+    and through its own ``compile()``."""
     model, calibrated = model_and_calibrated
     float_sim = QuantizedMambaForCausalLM(_graph(model_and_calibrated, "float_sim"), model.config, "float_sim")
     w8a8 = QuantizedMambaForCausalLM(_graph(model_and_calibrated, "w8a8"), model.config, "w8a8")
@@ -69,6 +70,10 @@ def test_float_sim_compiled_exactly_gives_w8a8s_logits(model_and_calibrated):
     for length in (7, 19):
         ids = token_batches(97, count=1, batch=2, length=length, seed=length)[0]
         assert torch.equal(compiled(ids).logits, w8a8(ids).logits), length
+    float_sim.compile()  # the same, in place: what `mamba-qpass eval --compile` does
+    assert float_sim._compiled is not None
+    ids = token_batches(97, count=1, batch=3, length=11, seed=11)[0]
+    assert torch.equal(float_sim(ids).logits, w8a8(ids).logits)
 
 
 def test_exact_inductor_options_keep_the_rounding_in_every_mode():

@@ -185,6 +185,16 @@ def test_eval_of_a_saved_model_scores_what_calibrating_again_scores(model_dir, r
     assert "holds the w8a8 model only" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_eval_compiled_scores_what_the_graph_scores(model_dir, report, tmp_path):
+    """--compile runs float_sim through inductor (every rounding kept): the same documents and perplexity."""
+    compiled = _eval(model_dir, tmp_path / "compiled.json", *LAMBADA_ARGS, "--compile", modes="float_sim")
+    ours, theirs = compiled["results"]["float_sim"], report["results"]["float_sim"]
+    assert compiled["config"]["compile"] is True
+    assert ours["tasks"]["lambada_openai"]["documents"] == theirs["tasks"]["lambada_openai"]["documents"]
+    assert ours["text_perplexity"] == theirs["text_perplexity"]
+
+
 CHOICE_DOCS = [
     {"question": "The cat sat on the", "choices": [" mat", " moon", " idea"], "label": 0},
     {"question": "Water boils at one hundred", "choices": [" degrees", " apples"], "label": 0},

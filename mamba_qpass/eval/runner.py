@@ -32,6 +32,7 @@ class EvalConfig:
     stride: int = 256
     reference: str = "w8a8"  # per-document agreement is measured against this mode
     progress: bool = True
+    compile: bool = False  # each mode's forward through inductor with its rounding kept (QuantizedMambaForCausalLM.compile)
 
     def __post_init__(self):
         if not self.tasks:
@@ -122,6 +123,8 @@ def _evaluate(models, modes, tokenizer, config: EvalConfig, text_tokens, on_mode
     results: dict[str, dict] = {}
     start = time.perf_counter()
     for mode, qmodel in models:
+        if config.compile:
+            qmodel.compile()
         runs[mode] = _run_tasks(qmodel, tokenizer, config)
         text = None
         if text_tokens is not None:
