@@ -19,8 +19,9 @@ call allocates beyond what was resident.
 
 With ``--rewrites``, one CUDA-graph decode step is also timed alone (100 replays) without the step-graph
 rewrites of ``runtime/``, with each added in turn and with the default set (``decode_rewrites(batch)``,
-what generate runs), from the same states, after checking that every variant's logits equal the functional
-step's bit for bit: what each rewrite buys, in one run.
+what generate runs), and the default set captured without programmatic dependent launch
+(``kernels/dependent_launch.py``), from the same states, after checking that every variant's logits equal
+the functional step's bit for bit: what each rewrite and the dependent launches buy, in one run.
 
     python benchmarks/bench_decode.py [--configs 130m,1.4b,2.8b] [--batches 1,16,64] [--json out.json] [--profile] [--rewrites] [--float16-states]
 """
@@ -36,6 +37,7 @@ import mamba_qpass as qpass
 from bench_prefill import CONFIGS, VOCAB, calibrated_pair, print_profile, run_benchmark, sqnr_db, tensor_bytes
 from mamba_qpass.capture import ssm_state_positions
 from mamba_qpass.hf import QuantizedMambaForCausalLM
+from mamba_qpass.kernels.dependent_launch import independent_launches
 from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep
 from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
 from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
@@ -149,6 +151,8 @@ def rewrite_step_ms(step_graph, states, tokens) -> dict | None:
     """ms per CUDA-graph decode step with each set of REWRITES, from the same states; None (and a line
     saying so) unless every variant's logits over 4 steps equal the functional step's bit for bit."""
     steps = {name: CudaGraphDecodeStep(step_graph, states, rewrites=rewrites) for name, rewrites in REWRITES.items()}
+    with independent_launches():  # captured without programmatic dependent launch: what it buys
+        steps["default, independent launches"] = CudaGraphDecodeStep(step_graph, states)
     logits = {}
     for name, step in steps.items():
         step.start(states)

@@ -36,9 +36,11 @@ from mamba_qpass.kernels.int8_conv_state_update import triton as conv_step
 from mamba_qpass.kernels.int8_linear_conv_step import triton as linear_conv_step
 
 CUDA = torch.device("cuda")  # only a descriptor: picks the GPU branch of the launch-config helpers
+USE_GDC = False  # the kernels' dependent-launch flag, set for the decode launches compiled last
 
 
 def compile_sm90(kernel, pointer_types, constexprs, options):
+    constexprs = constexprs | dict(USE_GDC=USE_GDC)
     names = list(inspect.signature(kernel.fn).parameters)
     signature = {
         n: "constexpr" if n in constexprs else pointer_types.get(n, "*fp64") if n.endswith("_ptr") else "i32"
@@ -52,6 +54,8 @@ def compile_sm90(kernel, pointer_types, constexprs, options):
         "fma_f32": ptx.count("fma.rn.f32"),
         "mma_s8": len(re.findall(r"mma[^\n]*s8", ptx)),
         "wgmma_s8": len(re.findall(r"wgmma[^\n]*s8", ptx)),
+        "gdc_wait": ptx.count("griddepcontrol.wait"),
+        "gdc_launch": ptx.count("griddepcontrol.launch_dependents"),
     }
 
 
@@ -156,6 +160,13 @@ def int8_conv_state_update():
     )
 
 
+def quantize_rows():
+    return compile_sm90(
+        quantize._quantize_kernel, {"x_ptr": "*fp16", "out_ptr": "*i8"}, dict(BLOCK_M=4, BLOCK_D=1024),
+        dict(EXACT_FP_LAUNCH),
+    )
+
+
 def causal_conv1d():
     block_l, block_d = conv_window.conv_blocks(2048, 5120, CUDA)
     return compile_sm90(
@@ -178,10 +189,7 @@ results = {
     "rms_norm_quant-2560": rms_norm_quant(2560),
     "hadamard_quant-1536": hadamard_quant(1536),
     "hadamard_quant-5120": hadamard_quant(5120),
-    "quantize": compile_sm90(
-        quantize._quantize_kernel, {"x_ptr": "*fp16", "out_ptr": "*i8"}, dict(BLOCK_M=4, BLOCK_D=1024),
-        dict(EXACT_FP_LAUNCH),
-    ),
+    "quantize": quantize_rows(),
     "selective_scan-int8": selective_scan(True, (1, 2048, 5120), False),
     "selective_scan-int8-summary": selective_scan(True, (1, 2048, 5120), True),
     "selective_scan-fp16": selective_scan(False, (1, 2048, 5120), False),
@@ -193,6 +201,22 @@ results = {
     "int8_conv_state_update-linear": int8_conv_state_update(),
     "int8_linear_conv_step-linear": int8_linear_conv_step(128, 1),
     "int8_linear_conv_step-linear-split_k4": int8_linear_conv_step(64, 4),
+    "causal_conv1d-bf16": causal_conv1d(),
+}
+# the kernels of a decode step, and one of each other kind, as launched with programmatic dependent launch
+USE_GDC = True
+results["dependent"] = {
+    "int8_linear-codes-1x4-gemv-unrolled": gemm(1, 4, 512, True, False),
+    "int8_linear-f32-1x16-gemv-split_k8": gemm(1, 16, 256, False, True, split_k=8),
+    "int8_linear-codes-16x64-swap_ab": gemm(16, 64, 256, True, True),
+    "int8_linear_conv_step-linear-split_k4": int8_linear_conv_step(64, 4),
+    "int8_conv_state_update-linear": int8_conv_state_update(),
+    "selective_state_update-int8-dt_proj": selective_state_update(True, dt_proj=True),
+    "hadamard_quant-5120": hadamard_quant(5120),
+    "rms_norm_quant-2560": rms_norm_quant(2560),
+    "quantize": quantize_rows(),
+    "selective_scan-int8-short": selective_scan(True, (1, 512, 5120), False),
+    "int8_causal_conv1d-silu": int8_causal_conv1d(True),
     "causal_conv1d-bf16": causal_conv1d(),
 }
 print(json.dumps(results))
@@ -228,6 +252,14 @@ def test_gpu_launch_configurations_compile_for_sm90():
     )
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
+    dependent = results.pop("dependent")
+    for name, counts in results.items():
+        assert counts["gdc_wait"] == counts["gdc_launch"] == 0, f"{name} waits on a kernel it was not told to"
+    for name, counts in dependent.items():
+        assert counts["gdc_wait"] > 0 and counts["gdc_launch"] > 0, f"{name} with USE_GDC does not wait and signal"
+        # waiting changes when a kernel runs, never its arithmetic
+        arithmetic = {k: v for k, v in counts.items() if not k.startswith("gdc")}
+        assert arithmetic == {k: v for k, v in results[name].items() if not k.startswith("gdc")}, name
     for name in NO_FMA:
         assert results[name]["fma_f64"] == 0, f"{name} contracts float64 a * b + c into an FMA"
     for name in ("hadamard_quant-1536", "hadamard_quant-5120"):

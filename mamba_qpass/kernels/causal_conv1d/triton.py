@@ -12,6 +12,7 @@ from mamba_qpass.kernels.checks import check_shape, check_tensor, check_unit_las
 from mamba_qpass.kernels.conv_window import (
     add_causal_window, check_conv_inputs, check_conv_state, conv_blocks, last_conv_inputs,
 )
+from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -21,12 +22,13 @@ def _causal_conv1d_kernel(
     x_ptr, w_ptr, bias_ptr, state_ptr, out_ptr,
     L, D, stride_xb, stride_xl, stride_wd, stride_sb, stride_sl, stride_ob, stride_ol,
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, HAS_STATE: tl.constexpr,
-    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, USE_GDC: tl.constexpr = False,
 ):
     batch = tl.program_id(0)
     offs_t = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
     offs_d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
+    wait_for_earlier_kernels(USE_GDC)
     acc = tl.zeros((BLOCK_L, BLOCK_D), dtype=tl.float32)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[None, :]
@@ -71,5 +73,6 @@ def causal_conv1d(
         seq_len, channels, x.stride(0), x.stride(1), weight.stride(0), state.stride(0), state.stride(1),
         out.stride(0), out.stride(1),
         WIDTH=width, HAS_BIAS=bias is not None, SILU=silu, HAS_STATE=initial_state is not None, BLOCK_L=block_l, BLOCK_D=block_d,
+        **dependent_launch(device, batch * seq_len),
     )
     return out, final_state

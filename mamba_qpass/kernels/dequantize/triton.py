@@ -5,14 +5,16 @@ import triton
 import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_tensor, rows_view
+from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 
 
 @triton.jit
 def _dequantize_int8_kernel(
     codes_ptr, out_ptr, scale, zero_point, M, D, stride_cm, stride_om,
-    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, USE_GDC: tl.constexpr = False,
 ):
+    wait_for_earlier_kernels(USE_GDC)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask = (offs_m < M)[:, None] & (offs_d < D)[None, :]
@@ -36,6 +38,6 @@ def dequantize_int8(codes: torch.Tensor, scale: float, zero_point: int) -> torch
         # scale; a zero point of int8 codes is exact there
         _dequantize_int8_kernel[grid](
             rows, out, float(scale), float(zero_point), m, d, rows.stride(0), out.stride(0),
-            BLOCK_M=block_m, BLOCK_D=block_d, **EXACT_FP_LAUNCH,
+            BLOCK_M=block_m, BLOCK_D=block_d, **EXACT_FP_LAUNCH, **dependent_launch(codes.device, m),
         )
     return out.reshape(codes.shape)

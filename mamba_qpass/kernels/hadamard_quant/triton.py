@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_f64_scalar, check_shape, check_tensor, check_unit_last_stride, rows_view
+from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
 from mamba_qpass.kernels.hadamard_quant.kronecker import kronecker_split
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 from mamba_qpass.numerics import MAX_EXACT_HADAMARD_ORDER, hadamard_norm
@@ -36,6 +37,7 @@ def _hadamard_quant_kernel(
     y_ptr, h_ptr, scale_ptr, norm_ptr, out_ptr,
     M, stride_ym, stride_h, stride_om,
     R: tl.constexpr, C: tl.constexpr, LOG2_C: tl.constexpr, BLOCK_T: tl.constexpr, ROWS: tl.constexpr,
+    USE_GDC: tl.constexpr = False,
 ):
     tokens = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     rows = tl.program_id(1) * ROWS + tl.arange(0, ROWS)
@@ -44,6 +46,7 @@ def _hadamard_quant_kernel(
     mask_r = rows < R
     y_ptrs = y_ptr + tokens[:, None] * stride_ym + cols[None, :]
     left_ptrs = h_ptr + rows * (C * stride_h)  # column k of H_R is H[rows * C, k * C]
+    wait_for_earlier_kernels(USE_GDC)
 
     # W = H_R[rows] @ Y: one row of Y added into every row of W with the sign H_R[row, k]. Unrolled (R is
     # at most 32 for D <= 8192), so the R independent loads are in flight together rather than one by one.
@@ -117,6 +120,6 @@ def hadamard_quant(y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch
         _hadamard_quant_kernel[grid](
             rows, hadamard, out_inv_scale, _norm_tensor(order, device), out,
             m, rows.stride(0), hadamard.stride(0), out.stride(0),
-            R=left, C=right, LOG2_C=right.bit_length() - 1, **config, **EXACT_FP_LAUNCH,
+            R=left, C=right, LOG2_C=right.bit_length() - 1, **config, **EXACT_FP_LAUNCH, **dependent_launch(device, m),
         )
     return out.reshape(y.shape)

@@ -24,6 +24,7 @@ import triton.language as tl
 from mamba_qpass.kernels.conv_window import (
     causal_inputs, check_int8_conv_inputs, int8_conv_epilogue, last_conv_inputs,
 )
+from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 
 UNIT_ROUNDOFF_F32 = tl.constexpr(2.0**-24)
@@ -126,6 +127,7 @@ def _int8_causal_conv1d_kernel(
     L, D, stride_xb, stride_xl, stride_wd, stride_sb, stride_sl, stride_ob, stride_ol,
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, HAS_STATE: tl.constexpr,
     WRITE_FINAL: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, FIX_NEAR: tl.constexpr = True,
+    USE_GDC: tl.constexpr = False,
 ):
     """With WRITE_FINAL (L >= WIDTH - 1), the program holding the last steps also stores the last
     WIDTH - 1 inputs as the final state, contiguous (B, WIDTH - 1, D): a copy launched on its own would
@@ -139,6 +141,7 @@ def _int8_causal_conv1d_kernel(
     x_base = x_ptr + batch * stride_xb + offs_d[None, :]
     state_base = state_ptr + batch * stride_sb + offs_d[None, :]
     out_base = out_ptr + batch * stride_ob + offs_d[None, :]
+    wait_for_earlier_kernels(USE_GDC)
 
     # Four taps (MAX_WIDTH), right-aligned: tap j multiplies x[t - 3 + j] by weight column j + WIDTH - 4,
     # so a narrower kernel's first taps are zero (and their products wasted). Held for the whole program.
@@ -242,6 +245,6 @@ def int8_causal_conv1d(
         final_state, seq_len, channels, x.stride(0), x.stride(1), weight.stride(0), state.stride(0),
         state.stride(1), out.stride(0), out.stride(1),
         WIDTH=width, HAS_BIAS=bias is not None, SILU=silu, HAS_STATE=initial_state is not None,
-        WRITE_FINAL=write_final, **tiling, **EXACT_FP_LAUNCH,
+        WRITE_FINAL=write_final, **tiling, **EXACT_FP_LAUNCH, **dependent_launch(device, batch * seq_len),
     )
     return out, final_state

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from mamba_qpass.kernels.conv_window import check_int8_conv_inputs, conv_state_out, int8_conv_epilogue
+from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 
 
@@ -19,10 +20,12 @@ def _int8_conv_state_update_kernel(
     x_ptr, w_ptr, dequant_scale_ptr, bias_ptr, out_inv_scale_ptr, state_ptr, out_ptr, state_out_ptr,
     D, stride_xb, stride_wd, stride_sb, stride_sl, stride_ob, stride_tb, stride_tl,
     WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK_D: tl.constexpr,
+    USE_GDC: tl.constexpr = False,
 ):
     batch = tl.program_id(0)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
+    wait_for_earlier_kernels(USE_GDC)
     acc = tl.zeros((BLOCK_D,), dtype=tl.int32)
     # the window oldest first: state steps 0 .. W-2, then x; the new state drops step 0 and appends x. Each
     # step is read before it is written one slot down, so state_out may be state itself.
@@ -70,6 +73,6 @@ def int8_conv_state_update(
         state, out, state_out,
         channels, x.stride(0), weight.stride(0), state.stride(0), state.stride(1), out.stride(0),
         state_out.stride(0), state_out.stride(1),
-        WIDTH=width, HAS_BIAS=bias is not None, SILU=silu, BLOCK_D=block_d, **EXACT_FP_LAUNCH,
+        WIDTH=width, HAS_BIAS=bias is not None, SILU=silu, BLOCK_D=block_d, **EXACT_FP_LAUNCH, **dependent_launch(device, batch),
     )
     return out, state_out

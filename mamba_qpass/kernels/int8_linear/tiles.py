@@ -12,6 +12,7 @@ import torch
 import triton
 from triton.testing import do_bench_cudagraph
 
+from mamba_qpass.kernels.dependent_launch import dependent_launch
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 
 
@@ -175,7 +176,7 @@ def one_row_k_steps(args: dict) -> int:
 
 class TiledKernel:
     """A kernel built on ``int8_tile_accumulate``'s tiles (taking M, N, K and M_BUCKET, and the BLOCK_M,
-    BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, SWAP_AB, EVEN_K and K_STEPS meta-parameters), launched one program per (output tile,
+    BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, SWAP_AB, EVEN_K, K_STEPS and USE_GDC (``dependent_launch``) meta-parameters), launched one program per (output tile,
     K split): with a given config (one of GPU_CONFIGS), autotuned on CUDA over the candidates that fit the
     shape, keyed on ``key`` (the arguments that change the best tile; ``restore_value``: those the kernel
     writes in place, put back after each timed call), or in the interpreter with one fixed tile."""
@@ -196,8 +197,8 @@ class TiledKernel:
 
         if config is not None:
             launch = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
-            self.fixed[grid](*args, **flags, **launch, **EXACT_FP_LAUNCH)
+            self.fixed[grid](*args, **flags, **launch, **EXACT_FP_LAUNCH, **dependent_launch(device, m))
         elif device.type == "cuda":
-            self.tuned[grid](*args, **flags, **EXACT_FP_LAUNCH)
+            self.tuned[grid](*args, **flags, **EXACT_FP_LAUNCH, **dependent_launch(device, m))
         else:
             self.fixed[grid](*args, **flags, **_interpreter_tile(m, n, k), **EXACT_FP_LAUNCH)

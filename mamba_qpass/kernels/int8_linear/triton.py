@@ -7,6 +7,7 @@ import triton.language as tl
 from mamba_qpass.kernels.checks import (
     check_f64_vector, check_int32_extent, check_shape, check_tensor, check_unit_last_stride,
 )
+from mamba_qpass.kernels.dependent_launch import wait_for_earlier_kernels
 from mamba_qpass.kernels.int8_linear.tiles import TiledKernel, split_k_workspace
 from mamba_qpass.kernels.quant_math import tl_int32_to_float64, tl_round_half_even_clamp_int8
 
@@ -157,8 +158,9 @@ def _int8_linear_kernel(
     M, N, K, stride_am, stride_wn, stride_rm, stride_om, M_BUCKET,
     HAS_BIAS: tl.constexpr, QUANTIZE_OUT: tl.constexpr, HAS_RESIDUAL: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    SPLIT_K: tl.constexpr, K_STEPS: tl.constexpr, SWAP_AB: tl.constexpr,
+    SPLIT_K: tl.constexpr, K_STEPS: tl.constexpr, SWAP_AB: tl.constexpr, USE_GDC: tl.constexpr = False,
 ):
+    wait_for_earlier_kernels(USE_GDC)
     pid = tl.program_id(0)
     pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

@@ -21,11 +21,13 @@ import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_f64_vector
 from mamba_qpass.kernels.conv_window import check_int8_conv_inputs, conv_state_out, int8_conv_epilogue
+from mamba_qpass.kernels.dependent_launch import wait_for_earlier_kernels
 from mamba_qpass.kernels.int8_linear.tiles import TiledKernel, split_k_workspace
 from mamba_qpass.kernels.int8_linear.triton import (
     check_int8_linear_inputs, grouped_tile, int8_tile_accumulate_split, int8_tile_values,
 )
 from mamba_qpass.kernels.quant_math import tl_round_half_even_clamp_int8
+
 
 @triton.jit
 def _int8_linear_conv_step_kernel(
@@ -34,8 +36,9 @@ def _int8_linear_conv_step_kernel(
     M, N, K, D, stride_am, stride_wn, stride_om, stride_cw, stride_sb, stride_sl, stride_tb, stride_tl, stride_cb, M_BUCKET,
     WIDTH: tl.constexpr, CONV_HAS_BIAS: tl.constexpr, SILU: tl.constexpr, EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr,
-    K_STEPS: tl.constexpr, SWAP_AB: tl.constexpr,
+    K_STEPS: tl.constexpr, SWAP_AB: tl.constexpr, USE_GDC: tl.constexpr = False,
 ):
+    wait_for_earlier_kernels(USE_GDC)
     pid = tl.program_id(0)
     pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

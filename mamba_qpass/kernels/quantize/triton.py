@@ -5,6 +5,7 @@ import triton
 import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_f64_scalar, check_tensor, rows_view
+from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -13,8 +14,9 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 @triton.jit
 def _quantize_kernel(
     x_ptr, out_inv_scale_ptr, out_ptr, M, D, stride_xm, stride_om,
-    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, USE_GDC: tl.constexpr = False,
 ):
+    wait_for_earlier_kernels(USE_GDC)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask = (offs_m < M)[:, None] & (offs_d < D)[None, :]
@@ -38,6 +40,6 @@ def quantize(x: torch.Tensor, out_inv_scale: torch.Tensor) -> torch.Tensor:
         grid = (triton.cdiv(m, block_m), triton.cdiv(d, block_d))
         _quantize_kernel[grid](
             rows, out_inv_scale, out, m, d, rows.stride(0), out.stride(0),
-            BLOCK_M=block_m, BLOCK_D=block_d, **EXACT_FP_LAUNCH,
+            BLOCK_M=block_m, BLOCK_D=block_d, **EXACT_FP_LAUNCH, **dependent_launch(device, m),
         )
     return out.reshape(x.shape)

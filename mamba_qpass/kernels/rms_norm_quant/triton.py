@@ -8,6 +8,7 @@ import triton
 import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_f64_scalar, check_shape, check_tensor, check_unit_last_stride
+from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -38,11 +39,13 @@ def _rms_norm_quant_kernel(
     x_ptr, w_ptr, params_ptr, out_inv_scale_ptr, out_ptr,
     M, H, stride_xm, stride_om,
     BLOCK_M: tl.constexpr, PART0: tl.constexpr, PART1: tl.constexpr, PART2: tl.constexpr,
+    USE_GDC: tl.constexpr = False,
 ):
     """A row is read as up to three column blocks of power-of-two widths (``_tiling``): 2560 as 2048 + 512
     rather than one block of 4096, whose padding would be converted and multiplied too."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < M
+    wait_for_earlier_kernels(USE_GDC)
     x0 = _load_part(x_ptr, offs_m, mask_m, stride_xm, H, 0, PART0)
     sum_sq = tl.sum(x0 * x0, axis=1)
     if PART1 > 0:
@@ -133,6 +136,6 @@ def rms_norm_quant(
         tiling = _tiling(m, hidden, device)
         _rms_norm_quant_kernel[(triton.cdiv(m, tiling["BLOCK_M"]),)](
             rows, weight, _norm_params(eps, hidden, device), out_inv_scale, out, m, hidden, rows.stride(0),
-            out.stride(0), **tiling, **EXACT_FP_LAUNCH,
+            out.stride(0), **tiling, **EXACT_FP_LAUNCH, **dependent_launch(device, m),
         )
     return out.reshape(x.shape)

@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_shape, check_tensor, check_unit_last_stride
+from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_out_dtype, scan_scales_tensor
 
@@ -89,7 +90,7 @@ def _selective_scan_kernel(
     stride_zb, stride_zl, stride_Ad, stride_ib, stride_id, stride_ob, stride_ol,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, INT8_INPUTS: tl.constexpr, SUMMARY: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, USE_GDC: tl.constexpr = False,
 ):
     """With SUMMARY, the program scans its segment of time from a zero state and writes only that
     segment's final state and its summed delta; otherwise it starts from the state the earlier segments'
@@ -104,6 +105,7 @@ def _selective_scan_kernel(
     mask_nd = mask_n[:, None] & mask_d[None, :]
     t_start = segment * SEGMENT
     t_end = tl.minimum(t_start + SEGMENT, L)
+    wait_for_earlier_kernels(USE_GDC)
 
     # Tiles are (time, state, channel): channels across lanes, so a chunk's steps and a share of a
     # channel's states sit in one thread's registers and the recurrence never crosses threads.
@@ -350,7 +352,7 @@ def selective_scan(
     flags = dict(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
         DELTA_SOFTPLUS=delta_softplus, HAS_INIT=initial_state is not None, INT8_INPUTS=scales is not None,
-        **{k: v for k, v in tiling.items() if k != "SEGMENT"}, **EXACT_FP_LAUNCH,
+        **{k: v for k, v in tiling.items() if k != "SEGMENT"}, **EXACT_FP_LAUNCH, **dependent_launch(device, batch * seq_len),
     )
     blocks = triton.cdiv(channels, tiling["BLOCK_D"])
     if segments > 1:

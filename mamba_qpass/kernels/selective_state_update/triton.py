@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_f64_vector, check_shape, check_tensor, check_unit_last_stride
+from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_scales_tensor
 from mamba_qpass.kernels.selective_scan.triton import _silu_gate, _softplus, advance_state, check_scan_inputs, checked_out_dtype
@@ -44,7 +45,7 @@ def _selective_state_update_kernel(
     stride_wd,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
     INT8_INPUTS: tl.constexpr, DT_PROJ: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_R: tl.constexpr, DT_CHUNK: tl.constexpr,
+    BLOCK_R: tl.constexpr, DT_CHUNK: tl.constexpr, USE_GDC: tl.constexpr = False,
 ):
     batch = tl.program_id(0)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -52,6 +53,7 @@ def _selective_state_update_kernel(
     mask_d = offs_d < DIM
     mask_n = offs_n < N
     mask_dn = mask_d[:, None] & mask_n[None, :]
+    wait_for_earlier_kernels(USE_GDC)
 
     u = tl.load(u_ptr + batch * stride_ub + offs_d, mask=mask_d, other=0).to(tl.float32)
     if DT_PROJ:  # delta_ptr holds the dt_rank low-rank codes: delta's codes are dt_proj's, computed here
@@ -191,6 +193,6 @@ def selective_state_update(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
         DELTA_SOFTPLUS=delta_softplus, INT8_INPUTS=scales is not None, DT_PROJ=dt_proj is not None,
         BLOCK_N=triton.next_power_of_2(state_size), BLOCK_R=max(DT_CHUNK, triton.next_power_of_2(dt_rank)), DT_CHUNK=DT_CHUNK,
-        **tiling, **EXACT_FP_LAUNCH,
+        **tiling, **EXACT_FP_LAUNCH, **dependent_launch(u.device, batch),
     )
     return out, state_out
