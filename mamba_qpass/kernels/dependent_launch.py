@@ -39,7 +39,8 @@ _disabled = 0  # depth of open independent_launches() blocks
 
 @functools.lru_cache(maxsize=None)
 def _supported(device_index: int) -> bool:
-    return torch.cuda.get_device_capability(device_index)[0] >= 9
+    """NVIDIA Hopper or newer (ROCm devices are "cuda" devices to torch too, with their own numbering)."""
+    return torch.version.hip is None and torch.cuda.get_device_capability(device_index)[0] >= 9
 
 
 def dependent_launch(device: torch.device, tokens: int) -> dict:
