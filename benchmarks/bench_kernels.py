@@ -15,7 +15,9 @@ Decode rows (one token a batch row) last microseconds, less than a launch from t
 as a CUDA decode step runs them: in a CUDA graph, each call after a write of twice the L2 whose time is
 taken off (``tiles.time_from_cold_l2``, the int8 GEMM autotuner's timer), since in a model each layer's
 weights come from memory, not from L2; the baselines are timed the same way. The fused decode kernels are
-timed against the two kernels each replaces, run one after the other.
+timed against the two kernels each replaces, run one after the other. Every row is timed without
+programmatic dependent launch (``kernels/dependent_launch.py``): what it saves between a model's kernels,
+``bench_decode.py --rewrites`` shows.
 
     python benchmarks/bench_kernels.py [--only gemm,conv,scan,hadamard,decode] [--json out.json]
 """
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from triton.testing import do_bench_cudagraph
 
+from mamba_qpass.kernels.dependent_launch import independent_launches
 from mamba_qpass.kernels.hadamard_quant.reference import hadamard_quant_ref
 from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant
 from mamba_qpass.kernels.int8_causal_conv1d.reference import int8_causal_conv1d_ref
@@ -222,7 +225,10 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(groups))
     if unknown:
         raise SystemExit(f"--only: unknown group(s) {', '.join(unknown)}; choose from {', '.join(groups)}")
-    rows = [row for name in chosen for row in groups[name]()]
+    # each kernel on its own: launched the usual way, as the baselines are (a decode-sized launch would
+    # otherwise start during the timer's L2 flush, kernels/dependent_launch.py)
+    with independent_launches():
+        rows = [row for name in chosen for row in groups[name]()]
     print(f"device: {torch.cuda.get_device_name()}")
     print(f"{'kernel':<38} {'check':>6} {'ours ms':>9} {'base ms':>9} {'speedup':>8} {'achieved':>22}  baseline")
     for r in rows:
