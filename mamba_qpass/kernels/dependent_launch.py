@@ -46,9 +46,9 @@ def _supported(device_index: int) -> bool:
 def dependent_launch(device: torch.device, tokens: int) -> dict:
     """The arguments a launch on ``device`` over ``tokens`` token rows adds: the kernel's ``USE_GDC`` flag
     and, where it is on, Triton's ``launch_pdl`` option."""
-    if _disabled or tokens > MAX_TOKENS or device.type != "cuda":
-        return dict(USE_GDC=False)
-    if not _supported(device.index if device.index is not None else torch.cuda.current_device()):
+    if _disabled or tokens > MAX_TOKENS or device.type != "cuda" or not _supported(
+        device.index if device.index is not None else torch.cuda.current_device()
+    ):
         return dict(USE_GDC=False)
     return dict(USE_GDC=True, launch_pdl=True)
 
