@@ -9,12 +9,10 @@ its programs then does what reads nothing an earlier kernel writes, and waits (`
 kernel before has completed with its writes visible.
 
 The rule that keeps every result what it was: a kernel launched this way calls ``wait_for_earlier_kernels``
-before its first load and its first store. Then every kernel's reads and writes follow the end of the
-kernel before it, which followed the end of the one before that: the stream's order, wherever it matters.
-What a kernel may do before its wait is ask L2 for the lines it is going to read (``prefetch_to_l2``): its
-weights, and the states it updates. The kernels before it are short at decode and leave the memory mostly
-idle, and a prefetch brings nothing into the program: the loads after the wait read L2, which holds the
-latest write to every line, so a line prefetched before an earlier kernel wrote it still reads as written. A kernel signals its successor right after its own wait,
+before its first load of anything an earlier kernel may write (activations, states, workspaces) and before
+its first store; only reads of the model's constants (weights, scales) may come before it. Then every
+kernel's reads and writes follow the end of the kernel before it, which followed the end of the one before
+that: the stream's order, wherever it matters. A kernel signals its successor right after its own wait,
 so at most one kernel waits ahead of the one running. Kernels launched the usual way (torch's, cuBLAS's)
 interleave freely: they wait for the full end of what precedes them, and a kernel after them sees them
 ended when its wait returns.
@@ -74,14 +72,3 @@ def wait_for_earlier_kernels(USE_GDC: tl.constexpr):
     if USE_GDC:
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
-
-
-@triton.jit
-def prefetch_to_l2(ptrs, USE_GDC: tl.constexpr):
-    """Asks L2 for the line of each pointer in ``ptrs`` (any shape, every pointer inside its tensor), for a
-    kernel to call before ``wait_for_earlier_kernels``: the lines then stream in while the kernel before
-    runs (module docstring). Nothing without USE_GDC, so nothing under the interpreter, which has no
-    inline PTX."""
-    if USE_GDC:
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
-                                  is_pure=False, pack=1)

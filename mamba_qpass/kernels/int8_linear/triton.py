@@ -7,7 +7,7 @@ import triton.language as tl
 from mamba_qpass.kernels.checks import (
     check_f64_vector, check_int32_extent, check_shape, check_tensor, check_unit_last_stride,
 )
-from mamba_qpass.kernels.dependent_launch import prefetch_to_l2, wait_for_earlier_kernels
+from mamba_qpass.kernels.dependent_launch import wait_for_earlier_kernels
 from mamba_qpass.kernels.int8_linear.tiles import TiledKernel, split_k_workspace
 from mamba_qpass.kernels.quant_math import tl_int32_to_float64, tl_round_half_even_clamp_int8
 
@@ -121,36 +121,6 @@ def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_
 
 
 @triton.jit
-def split_k_range(K, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
-    """[k_lo, k_hi): the K columns this program sums, all of them without a split, else its K split's
-    share (the grid's second axis), whole BLOCK_K steps but the last."""
-    k_lo = 0
-    k_hi = K
-    if SPLIT_K > 1:
-        per_split = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
-        k_lo = tl.program_id(1) * per_split
-        k_hi = tl.minimum(K, k_lo + per_split)
-    return k_lo, k_hi
-
-
-PREFETCH_LINES = tl.constexpr(8)  # 128-byte lines of a weight row asked for at a time
-
-
-@triton.jit
-def prefetch_weight_rows(w_ptr, offs_n, N, K, stride_wn, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-                         USE_GDC: tl.constexpr):
-    """The weight this program will read (rows ``offs_n``, wrapped as ``int8_tile_accumulate`` wraps them,
-    over its ``split_k_range``) into L2, for the time before ``wait_for_earlier_kernels``: at decode a GEMV
-    is its weight's read, and the short kernels before it leave the memory idle."""
-    if USE_GDC:
-        k_lo, k_hi = split_k_range(K, BLOCK_K, SPLIT_K)
-        rows = w_ptr + (offs_n % N)[:, None] * stride_wn
-        lines = tl.arange(0, PREFETCH_LINES) * 128
-        for k in range(k_lo, k_hi, PREFETCH_LINES * 128):
-            prefetch_to_l2(rows + tl.minimum(k + lines, k_hi - 1)[None, :], USE_GDC)
-
-
-@triton.jit
 def int8_tile_accumulate_split(
     a_ptr, w_ptr, ws_ptr, count_ptr, tile, offs_m, offs_n, mask, M, N, K, stride_am, stride_wn,
     EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
@@ -166,8 +136,9 @@ def int8_tile_accumulate_split(
                                    K_STEPS, SWAP_AB)
         last = True
     else:
-        k_lo, k_hi = split_k_range(K, BLOCK_K, SPLIT_K)
-        acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, k_lo, k_hi,
+        per_split = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
+        k_lo = tl.program_id(1) * per_split
+        acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, k_lo, min(K, k_lo + per_split),
                                    stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K, 0, SWAP_AB)
         ws_ptrs = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
         tl.atomic_add(ws_ptrs, acc, mask=mask)
@@ -189,12 +160,11 @@ def _int8_linear_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     SPLIT_K: tl.constexpr, K_STEPS: tl.constexpr, SWAP_AB: tl.constexpr, USE_GDC: tl.constexpr = False,
 ):
+    wait_for_earlier_kernels(USE_GDC)
     pid = tl.program_id(0)
     pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    prefetch_weight_rows(w_ptr, offs_n, N, K, stride_wn, BLOCK_K, SPLIT_K, USE_GDC)
-    wait_for_earlier_kernels(USE_GDC)
     mask_n = offs_n < N
     mask = (offs_m < M)[:, None] & mask_n[None, :]
     acc, last = int8_tile_accumulate_split(a_ptr, w_ptr, ws_ptr, count_ptr, pid, offs_m, offs_n, mask, M, N, K,

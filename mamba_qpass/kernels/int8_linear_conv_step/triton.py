@@ -24,7 +24,7 @@ from mamba_qpass.kernels.conv_window import check_int8_conv_inputs, conv_state_o
 from mamba_qpass.kernels.dependent_launch import wait_for_earlier_kernels
 from mamba_qpass.kernels.int8_linear.tiles import TiledKernel, split_k_workspace
 from mamba_qpass.kernels.int8_linear.triton import (
-    check_int8_linear_inputs, grouped_tile, int8_tile_accumulate_split, int8_tile_values, prefetch_weight_rows,
+    check_int8_linear_inputs, grouped_tile, int8_tile_accumulate_split, int8_tile_values,
 )
 from mamba_qpass.kernels.quant_math import tl_round_half_even_clamp_int8
 
@@ -38,12 +38,11 @@ def _int8_linear_conv_step_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr,
     K_STEPS: tl.constexpr, SWAP_AB: tl.constexpr, USE_GDC: tl.constexpr = False,
 ):
+    wait_for_earlier_kernels(USE_GDC)
     pid = tl.program_id(0)
     pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    prefetch_weight_rows(w_ptr, offs_n, N, K, stride_wn, BLOCK_K, SPLIT_K, USE_GDC)
-    wait_for_earlier_kernels(USE_GDC)
     mask_m = offs_m < M
     mask_n = offs_n < N
     acc, last = int8_tile_accumulate_split(a_ptr, w_ptr, ws_ptr, count_ptr, pid, offs_m, offs_n,

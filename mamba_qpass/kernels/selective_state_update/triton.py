@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_f64_vector, check_shape, check_tensor, check_unit_last_stride
-from mamba_qpass.kernels.dependent_launch import dependent_launch, prefetch_to_l2, wait_for_earlier_kernels
+from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_scales_tensor
 from mamba_qpass.kernels.selective_scan.triton import _silu_gate, _softplus, advance_state, check_scan_inputs, checked_out_dtype
@@ -53,14 +53,6 @@ def _selective_state_update_kernel(
     mask_d = offs_d < DIM
     mask_n = offs_n < N
     mask_dn = mask_d[:, None] & mask_n[None, :]
-    if USE_GDC:  # what the program reads most of, into L2 while the kernel before runs: state, A, dt_proj's rows
-        rows = (offs_d % DIM)[:, None]
-        state_lines = tl.minimum(tl.arange(0, (BLOCK_N + 31) // 32) * 32, N - 1)[None, :]  # 32 or more elements a line
-        prefetch_to_l2(state_ptr + batch * stride_sb + rows * stride_sd + state_lines, USE_GDC)
-        prefetch_to_l2(A_ptr + rows * stride_Ad + state_lines, USE_GDC)
-        if DT_PROJ:
-            weight_lines = tl.minimum(tl.arange(0, (BLOCK_R + 127) // 128) * 128, DT_RANK - 1)[None, :]
-            prefetch_to_l2(dt_w_ptr + rows * stride_wd + weight_lines, USE_GDC)
     wait_for_earlier_kernels(USE_GDC)
 
     u = tl.load(u_ptr + batch * stride_ub + offs_d, mask=mask_d, other=0).to(tl.float32)
