@@ -7,11 +7,12 @@ float32 value that is rounded, and a bound on its distance from the float64 valu
 in both; a value nearer (about 1e-4 of them on realistic data) takes the code of the float64 epilogue
 shared with the one-token kernels (``conv_window.int8_conv_epilogue``, the reference's arithmetic).
 
-A program walks BLOCK_L time steps of BLOCK_D channels one step (a row) at a time: it loads each input
-row once, adds it to the partial window sums it enters, and finishes one of them. Only a row holding a
-near value runs the float64 epilogue, for all its values (a branch on the whole row, as Triton has no
-per-value branches), keeping the near ones. The per-channel weights, scales and bias are loaded once
-per program. ``prefill_tiling`` holds the sizes.
+A program walks BLOCK_L time steps of BLOCK_D channels one step (a row) at a time, four steps to a
+loop iteration: it loads each input row once, adds it to the partial window sums it enters, finishes
+one of them and stores its codes, noting the steps that hold a near value. After the walk, only those
+steps are done again, every value of the step in float64, and their codes stored over float32's (Triton
+has no per-value branches). The per-channel weights, scales and bias, and the float32 epilogue's
+constants, are made once per program. ``prefill_tiling`` holds the sizes.
 
 Codes can then differ from the reference only where float64 exp rounds differently in the last bit
 and the value lies within ~1e-15 (relative) of a rounding boundary; without SiLU they are identical.
@@ -30,79 +31,118 @@ from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 UNIT_ROUNDOFF_F32 = tl.constexpr(2.0**-24)
 ERROR_SAFETY = tl.constexpr(4.0)  # room for the neglected terms of second order and for float64's own error
 TINY = tl.constexpr(2.0**-100)  # absolute error in y from underflow: a flushed subnormal, exp(-v) past float32
-NEG_LOG2_E = tl.constexpr(-1.4426950408889634)  # exp(-v) = 2**(v * NEG_LOG2_E), the product as tl.exp forms it
+LOG2_E = tl.constexpr(1.4426950408889634)
+# The bound's coefficients, in units of ERROR_SAFETY * UNIT_ROUNDOFF_F32 (derived in _float32_codes)
+INPUT_ERROR = tl.constexpr(2.2)  # on |acc * S * I| + |Bb * I|: the error in v I
+RELATIVE_ERROR = tl.constexpr(15.4)  # on |t'|: SiLU's exp, 1 + exp, rsqrt, its square, the product
+EXPONENT_ERROR = tl.constexpr(3.4)  # on |v'| |t'|: exp's error growing with its argument
 
 
 @triton.jit
-def _bound_terms(bias, inv_scale, HAS_BIAS: tl.constexpr, SILU: tl.constexpr):
-    """(per_a, floor): the parts of ``_float32_codes``'s bound that do not change along time, computed
-    once per program, so that a value's bound is ``per_a * |a'| + floor + growth * |t'|`` (three FMAs);
-    ``bias`` float32 (1, BLOCK_D), ``inv_scale`` float32."""
-    scale_err = tl.abs(inv_scale) * (ERROR_SAFETY * UNIT_ROUNDOFF_F32)
-    per_a = (3.3 if SILU else 3.0) * scale_err
-    floor = tl.zeros_like(bias) + tl.abs(inv_scale) * TINY
+def _epilogue_constants(scale, bias, inv_scale, HAS_BIAS: tl.constexpr, SILU: tl.constexpr):
+    """The float32 constants of ``_float32_codes``, once per program, from the float64 per-channel ``scale``
+    and ``bias`` (1, BLOCK_D) and the scalar ``inv_scale``: (scaled, offset, exponent, per_acc, floor,
+    per_v), each rounded once from float64."""
+    scaled = (scale * inv_scale).to(tl.float32)
     if HAS_BIAS:
-        floor += per_a * tl.abs(bias)
-    return per_a, floor
-
-
-@triton.jit
-def _float32_codes(acc, scale, bias, inv_scale, per_a, floor, HAS_BIAS: tl.constexpr, SILU: tl.constexpr):
-    """(codes, near): ``int8_conv_epilogue`` in float32, and where its codes may differ from float64's.
-
-    With u = 2**-24 and primes for the float32 values (scale', bias', inv' rounded from float64), the
-    exact values a = acc * scale, v = a + bias, y = SiLU(v), t = y * inv satisfy, to first order in u:
-      a'  = fl(acc * scale'): acc is exact in float32 (|acc| <= 4 * 128 * 128), two roundings: 2u |a|
-      v'  = fl(a' + bias'): those plus bias' and the sum's roundings, 3u (|a'| + |bias'|), the sum of
-            magnitudes since a + bias may cancel
-      y'  = SiLU, v' r**2 for r = rsqrt(1 + exp(-v')): as SiLU's derivative lies in [-0.1, 1.1], 1.1
-            times the error in v', plus y' times the relative errors of exp, 1 + exp, r, r**2 and the
-            product. exp(-v') is 2**fl(v' * -log2(e)): on the GPU ex2.approx.ftz of the product, the
-            code of CUDA's __expf, which the CUDA guide bounds by 2 + 1.173 |v| ulp (a 2**x below
-            2**-126 flushed to zero leaves 1 + exp as it is), and, interpreted, numpy's exp2 (a few
-            ulp, taken as 4) of a product whose rounding and float32 log2(e) add 1.3 |v| u; an ulp is at
-            most 2u relative, so exp errs by <= (8 + 2.35 |v'|) u. 1 + exp adds u; r errs by 2**-22.9
-            < 2.2u (the GPU's rsqrt.approx.ftz, by the PTX ISA; interpreted, 1 / sqrt rounds twice),
-            twice that in r**2 plus its rounding, 5.4u; the product u
-      t'  = fl(y' * inv'): inv's rounding and the product's, 2u |t'|
-    giving |t' - t| <= u |inv'| (3.3 (|a'| + |bias'|) + (17.5 + 2.35 |v'|) |y'|), and without SiLU
-    u |inv'| (3 (|a'| + |bias'|) + 2 |y'|). The float64 epilogue errs by the same count of roundings
-    in 2**-53, which the safety factor covers with the neglected u**2 terms (on 2e7 random values, acc,
-    scales, biases and inverse scales spread over decades, the interpreter's error stays below 0.84 of
-    the bound without the factor, 0.34 with SiLU). Where exp overflows (v' < -88.7: 1 + exp = inf,
-    r = 0, y' = -0) or a value underflows, the error in y is absolute and below 2**-120, hence the
-    TINY term.
-
-    The bound is that times the safety factor, computed as ``per_a * |a'| + floor + growth * |t'|``
-    (``_bound_terms``): |inv'| |y'| is |t'| within u, and the bound's own float32 roundings (a few u,
-    relative, all its terms being positive) are as small, both inside the safety factor. Where
-    |inv'| TINY underflows in ``floor`` (|inv'| < 2**-49), a t' with |t'| > 0.25, the only ones a
-    bound below a quarter can leave near, has |y'| > 2**47, far from any underflow.
-
-    Far (not near) means that r +- 0.5, for the code r of the clamped t', are at least the bound away.
-    c - r is exact (Sterbenz), and so is 0.5 - |c - r| wherever it is below a quarter, hence bounds of
-    a quarter or more count as near; so do infinite and NaN ones (inputs beyond float32's range). A t'
-    clamped to 127 that is far has t64 > 127 - 0.5, the same code (likewise at -128). The codes are the
-    low bytes of c + 1.5 * 2**23 (``quant_math.tl_round_half_even_clamp_int8``), a conversion saved."""
-    a = acc.to(tl.float32) * scale
-    if HAS_BIAS:
-        v = a + bias
+        offset = (bias * inv_scale).to(tl.float32)
     else:
-        v = a
+        offset = tl.zeros_like(scaled)
+    unit = ERROR_SAFETY * UNIT_ROUNDOFF_F32
+    inv_magnitude = tl.abs(inv_scale.to(tl.float32))
+    per_acc = (INPUT_ERROR * unit) * tl.abs(scaled)
+    floor = (INPUT_ERROR * unit) * tl.abs(offset) + inv_magnitude * TINY
+    exponent = 0.0
+    per_v = 0.0
     if SILU:
-        root = tl.math.rsqrt(1.0 + tl.exp2(v * NEG_LOG2_E))
-        y = v * (root * root)
-        growth = tl.fma(tl.abs(v), 2.35 * ERROR_SAFETY * UNIT_ROUNDOFF_F32, 17.5 * ERROR_SAFETY * UNIT_ROUNDOFF_F32)
+        exponent = ((1.0 / inv_scale) * -LOG2_E).to(tl.float32)
+        per_v = (EXPONENT_ERROR * unit) / inv_magnitude
+    return scaled, offset, exponent, per_acc, floor, per_v
+
+
+@triton.jit
+def _float32_codes(acc, scaled, offset, exponent, per_acc, floor, per_v, SILU: tl.constexpr):
+    """(codes, near): ``int8_conv_epilogue`` in float32 with the output scale folded in, and where its codes
+    may differ from float64's.
+
+    Exact values, for the float64 scale S, bias Bb and inverse output scale I: v = acc * S + Bb,
+    y = SiLU(v) (or v), t = y * I, the value rounded to a code. In float32, with u = 2**-24 and primes for
+    computed values (``_epilogue_constants``: scaled = S I, offset = Bb I, exponent = -log2(e) / I, each
+    rounded once):
+      v I:  vi' = fl(acc * scaled + offset), one fused multiply-add (acc is exact in float32, |acc| <= 4 *
+            128 * 128). With the roundings of scaled and offset, |vi' - v I| <= 2u (|acc scaled| + |offset|)
+            (1 + u). Let v' = vi' / I, the v at which SiLU is then evaluated.
+      exp:  e' = 2**fl(vi' * exponent), the argument -v' log2(e) times two roundings. On the GPU ex2.approx,
+            the code of CUDA's __expf, which the CUDA guide bounds by 2 + 1.173 |v| ulp with the one
+            rounding of __expf's own product; the second rounding adds |v'| u. Interpreted, numpy's exp2
+            (a few ulp, taken as 4) of the twice-rounded argument: (8 + 2 |v'|) u. An ulp is at most 2u
+            relative, so e' errs by at most (8 + 3.4 |v'|) u relative.
+      y I:  t' = fl(vi' * r'**2) for r' = rsqrt(1 + e'): 1 + e' adds u; r' errs by 2**-22.9 < 2.2u (the GPU's
+            rsqrt.approx.ftz, by the PTX ISA; interpreted, 1 / sqrt rounds twice), twice that in r'**2 plus
+            its rounding, 5.4u; the product u. With e''s error, which 1 / (1 + e) passes on at most whole:
+            |t' - I SiLU(v')| <= (15.4 + 3.4 |v'|) u |t'|, to first order.
+      SiLU's derivative lies in [-0.1, 1.1], so |I SiLU(v') - I SiLU(v)| <= 1.1 |vi' - v I|.
+    Together |t' - t| <= u (2.2 (|acc scaled| + |offset|) + (15.4 + 3.4 |v'|) |t'|), and without SiLU (t' =
+    vi') u 2.2 (|acc scaled| + |offset|). The float64 epilogue errs by the same count of roundings in
+    2**-53, which ERROR_SAFETY covers with the neglected u**2 terms and the bound's own float32 roundings
+    (a few u, relative, all its terms being positive). Where exp overflows (v' < -88.7: 1 + e' = inf,
+    r' = 0, t' = -0) or a value underflows, the error in y is absolute and below 2**-120, hence the
+    |I| TINY in ``floor`` (where that underflows, |I| < 2**-26, so such a t is below 2**-146 and t' is 0 or
+    another value far below a half).
+
+    Far (not near) means the float32 sum |c - r| + bound is below a half, for the clamped c of t' and its
+    code r: then t lies within a half of r, strictly, and rounds to r too (a t' clamped to 127 that is far
+    has t > 127 - 0.5, the same code; likewise at -128). c - r is exact (Sterbenz), and a rounded sum at
+    least a half whenever the exact one is, so the test errs only towards near; infinite and NaN bounds
+    (inputs beyond float32's range) count as near, and so does a NaN t' (the clamp keeps it NaN). The codes are the low bytes of c + 1.5 * 2**23 (``quant_math.tl_round_half_even_clamp_int8``),
+    a conversion saved."""
+    accf = acc.to(tl.float32)
+    vi = tl.fma(accf, scaled, offset)
+    bound = tl.fma(per_acc, tl.abs(accf), floor)
+    if SILU:
+        root = tl.math.rsqrt(1.0 + tl.exp2(vi * exponent))
+        t = vi * (root * root)
+        growth = tl.fma(tl.abs(vi), per_v, RELATIVE_ERROR * ERROR_SAFETY * UNIT_ROUNDOFF_F32)
+        bound = tl.fma(growth, tl.abs(t), bound)
     else:
-        y = v
-        growth = 2.0 * ERROR_SAFETY * UNIT_ROUNDOFF_F32
-    t = y * inv_scale
-    bound = tl.fma(growth, tl.abs(t), tl.fma(per_a, tl.abs(a), floor))
-    clamped = tl.minimum(tl.maximum(t, -128.0), 127.0)
+        t = vi
+    # a NaN t' stays NaN through the clamp, so the test below finds it near
+    clamped = tl.minimum(tl.maximum(t, -128.0, propagate_nan=tl.PropagateNan.ALL), 127.0,
+                         propagate_nan=tl.PropagateNan.ALL)
     shifted = clamped + 12582912.0  # 1.5 * 2**23: float32 rounds half to even
     rounded = shifted - 12582912.0
-    far = (0.5 - tl.abs(clamped - rounded) >= bound) & (bound < 0.25)
-    return shifted.to(tl.int32, bitcast=True).to(tl.int8), ~far
+    near = ~(tl.abs(clamped - rounded) + bound < 0.5)
+    return shifted.to(tl.int32, bitcast=True).to(tl.int8), near
+
+
+@triton.jit
+def _bit_or(a, b):
+    return a | b
+
+
+STEPS_A_GROUP = tl.constexpr(4)
+
+
+@triton.jit
+def _group_rows(x_base, first, stride_xl, mask):
+    """The inputs of a group's STEPS_A_GROUP (4) steps from ``first`` on, one row each."""
+    rows = x_base + first * stride_xl
+    return (tl.load(rows, mask=mask, other=0), tl.load(rows + stride_xl, mask=mask, other=0),
+            tl.load(rows + 2 * stride_xl, mask=mask, other=0), tl.load(rows + 3 * stride_xl, mask=mask, other=0))
+
+
+@triton.jit
+def _step(x, p0, p1, p2, w0, w1, w2, w3, near_steps, step, out_ptrs, mask, epilogue, SILU: tl.constexpr,
+          FIX_NEAR: tl.constexpr):
+    """One step of the walk: its inputs ``x`` complete the window ending there (p0 holds the window's sum
+    over the steps before) and enter the three after it; the step's codes are stored, and bit ``step`` of
+    ``near_steps`` set where a value is near a boundary. Returns the new (p0, p1, p2, near_steps)."""
+    x = x.to(tl.int32)
+    codes, near = _float32_codes(p0 + w3 * x, *epilogue, SILU)
+    tl.store(out_ptrs, codes, mask=mask)
+    if FIX_NEAR:
+        near_steps = tl.where(near, near_steps | (1 << step), near_steps)
+    return p1 + w2 * x, p2 + w1 * x, w0 * x, near_steps
 
 
 @triton.jit
@@ -150,11 +190,10 @@ def _int8_causal_conv1d_kernel(
     w1 = _tap_weight(w_col, mask_d, WIDTH - 3)
     w2 = _tap_weight(w_col, mask_d, WIDTH - 2)
     w3 = _tap_weight(w_col, mask_d, WIDTH - 1)
-    scale32 = tl.load(dequant_scale_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[None, :]
-    bias32 = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[None, :]  # unread without a bias
+    scale = tl.load(dequant_scale_ptr + offs_d, mask=mask_d, other=0.0)[None, :]
+    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)[None, :]  # unread without a bias
     inv_scale = tl.load(out_inv_scale_ptr)
-    inv_scale32 = inv_scale.to(tl.float32)
-    per_a, floor = _bound_terms(bias32, inv_scale32, HAS_BIAS, SILU)
+    scaled, offset, exponent, per_acc, floor, per_v = _epilogue_constants(scale, bias, inv_scale, HAS_BIAS, SILU)
 
     # Each input enters the four windows that hold it once loaded: p0, p1, p2 carry the sums of the
     # windows ending at t, t + 1, t + 2 over the steps before t, so a step loads and widens one row.
@@ -165,25 +204,51 @@ def _int8_causal_conv1d_kernel(
     p0 = w0 * x0 + w1 * x1 + w2 * x2
     p1 = w0 * x1 + w1 * x2
     p2 = w0 * x2
-    # Each step's row is loaded a step ahead (the last step reloads its own), so its latency overlaps the
-    # step before.
-    x_next = tl.load(x_base + start * stride_xl, mask=mask_d[None, :], other=0)
-    for t in range(start, end):
-        x = x_next.to(tl.int32)
-        x_next = tl.load(x_base + tl.minimum(t + 1, end - 1) * stride_xl, mask=mask_d[None, :], other=0)
-        acc = p0 + w3 * x
-        p0 = p1 + w2 * x
-        p1 = p2 + w1 * x
-        p2 = w0 * x
-        codes, near = _float32_codes(acc, scale32, bias32, inv_scale32, per_a, floor, HAS_BIAS, SILU)
-        if FIX_NEAR:
-            if tl.max(near.to(tl.int32)) > 0:  # a branch on the whole row: Triton has no per-value ones
-                # float64 scale and bias read again here, not held: registers for the common case
-                scale = tl.load(dequant_scale_ptr + offs_d, mask=mask_d, other=0.0)[None, :]
-                bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)[None, :]
-                exact = int8_conv_epilogue(acc, scale, bias, inv_scale, HAS_BIAS, SILU)
-                codes = tl.where(near, exact, codes)
-        tl.store(out_base + t * stride_ol, codes, mask=mask_d[None, :])
+    # Bit j of a value's near_steps: step start + j has it near a rounding boundary. Collected per value
+    # and resolved once per program, after the walk: a per-step test of the whole row would cost a
+    # reduction across the warp and a branch at every step.
+    near_steps = tl.zeros((1, BLOCK_D), dtype=tl.int32)
+    epilogue = (scaled, offset, exponent, per_acc, floor, per_v)
+    mask = mask_d[None, :]
+    if (end - start == BLOCK_L) & (tl.constexpr(BLOCK_L) % STEPS_A_GROUP == 0):
+        # A whole block (every program but a sequence's last, where BLOCK_L does not divide L): groups of
+        # steps unrolled, each group's rows loaded while the group before computes (the last group reloads
+        # its own), and the loop's own instructions (addresses, counter, moving the partial sums between
+        # registers) paid once a group.
+        row0, row1, row2, row3 = _group_rows(x_base, start, stride_xl, mask)
+        for group in range(start, end, STEPS_A_GROUP):
+            next0, next1, next2, next3 = _group_rows(x_base, tl.minimum(group + STEPS_A_GROUP, end - STEPS_A_GROUP), stride_xl, mask)
+            out = out_base + group * stride_ol
+            p0, p1, p2, near_steps = _step(row0, p0, p1, p2, w0, w1, w2, w3, near_steps, group - start, out, mask,
+                                           epilogue, SILU, FIX_NEAR)
+            p0, p1, p2, near_steps = _step(row1, p0, p1, p2, w0, w1, w2, w3, near_steps, group + 1 - start,
+                                           out + stride_ol, mask, epilogue, SILU, FIX_NEAR)
+            p0, p1, p2, near_steps = _step(row2, p0, p1, p2, w0, w1, w2, w3, near_steps, group + 2 - start,
+                                           out + 2 * stride_ol, mask, epilogue, SILU, FIX_NEAR)
+            p0, p1, p2, near_steps = _step(row3, p0, p1, p2, w0, w1, w2, w3, near_steps, group + 3 - start,
+                                           out + 3 * stride_ol, mask, epilogue, SILU, FIX_NEAR)
+            row0, row1, row2, row3 = next0, next1, next2, next3
+    else:
+        # Step by step, each step's row loaded a step ahead (the last step reloads its own).
+        x_next = tl.load(x_base + start * stride_xl, mask=mask, other=0)
+        for t in range(start, end):
+            row = x_next
+            x_next = tl.load(x_base + tl.minimum(t + 1, end - 1) * stride_xl, mask=mask, other=0)
+            p0, p1, p2, near_steps = _step(row, p0, p1, p2, w0, w1, w2, w3, near_steps, t - start,
+                                           out_base + t * stride_ol, mask, epilogue, SILU, FIX_NEAR)
+    if FIX_NEAR:
+        # Steps with a near value, rare (about one in 10**4 values on realistic data), are done again in
+        # float64 (the reference's arithmetic), every value of the step, and stored over float32's codes.
+        steps = tl.reduce(tl.reshape(near_steps, (BLOCK_D,)), 0, _bit_or)
+        if steps != 0:
+            for t in range(start, end):
+                if (steps >> (t - start)) & 1:
+                    acc = w0 * _history_row(x_base, state_base, t - 3, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
+                    acc += w1 * _history_row(x_base, state_base, t - 2, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
+                    acc += w2 * _history_row(x_base, state_base, t - 1, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
+                    acc += w3 * _history_row(x_base, state_base, t, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
+                    exact = int8_conv_epilogue(acc, scale, bias, inv_scale, HAS_BIAS, SILU)
+                    tl.store(out_base + t * stride_ol, exact, mask=mask_d[None, :])
     if WRITE_FINAL:
         if end == L:  # the last WIDTH - 1 steps, all in x as L >= WIDTH - 1, copied again from the cache
             final_base = final_ptr + batch * (WIDTH - 1) * D + offs_d[None, :]
@@ -192,6 +257,7 @@ def _int8_causal_conv1d_kernel(
                 tl.store(final_base + k * D, row, mask=mask_d[None, :])
 
 
+MAX_BLOCK_L = 32  # steps a program walks: one bit each in near_steps, an int32
 # From this many tokens (batch rows x steps) the GPU tiling takes longer walks over wider rows.
 _MANY_TOKENS = 8 * 2048
 
@@ -199,18 +265,20 @@ _MANY_TOKENS = 8 * 2048
 def prefill_tiling(batch: int, seq_len: int, channels: int, device: torch.device) -> dict:
     """The kernel's BLOCK_L (steps a program walks, one row of BLOCK_D channels at a time, the float64
     fallback's unit) and BLOCK_D, and launch options. GPU: one warp a program, 4 or 8 consecutive channels
-    a thread (a 4- or 8-byte load a row). Compiled for sm_90 a step takes 37 instructions a value at
-    128 channels (98 registers) and 34 at 256 (166 registers), against 74 for the 4 x 64 sub-tiles of
-    four overlapping tap loads that this walk replaced. Timed on an H200 (eighth session, 9 tilings, each
-    exact): 16 steps of 128 channels were fastest for one sequence, 22.7 us at (1, 2048, 5120) against
-    32.5 for the sub-tiles and 9.0 against 12.1 at (1, 2048, 1536); with many rows of tokens 32 steps of
-    256 channels, 330.9 against 483.6 us at (16, 2048, 5120) (16 x 128: 355.9).
+    a thread (a 4- or 8-byte load a row). Compiled for sm_90, with SiLU, a step takes 29.4 instructions
+    a value at 128 channels (96 registers) and 28.8 at 256 (168 registers); the walk before steps of four,
+    the output scale folded into the epilogue and the steps' near test after the walk took 36 and 34, and
+    the 4 x 64 sub-tiles of four overlapping tap loads before that 74. Timed on an H200 (eighth session, 9
+    tilings of that earlier walk, each exact): 16 steps of 128 channels were fastest for one sequence,
+    22.7 us at (1, 2048, 5120) against 32.5 for the sub-tiles and 9.0 against 12.1 at (1, 2048, 1536);
+    with many rows of tokens 32 steps of 256 channels, 330.9 against 483.6 us at (16, 2048, 5120) (16 x
+    128: 355.9). The walk in steps of four is not timed yet.
     CPU (the interpreter): few programs, since each op costs the same whatever its size."""
     if device.type == "cuda":
         if batch * seq_len >= _MANY_TOKENS:
             return dict(BLOCK_L=32, BLOCK_D=256, num_warps=1)
         return dict(BLOCK_L=16, BLOCK_D=128, num_warps=1)
-    return dict(BLOCK_L=min(64, triton.next_power_of_2(seq_len)), BLOCK_D=min(256, triton.next_power_of_2(channels)))
+    return dict(BLOCK_L=min(MAX_BLOCK_L, triton.next_power_of_2(seq_len)), BLOCK_D=min(256, triton.next_power_of_2(channels)))
 
 
 def int8_causal_conv1d(
@@ -239,6 +307,8 @@ def int8_causal_conv1d(
         return out, final_state
     state = initial_state if initial_state is not None else out  # not read without HAS_STATE
     tiling = prefill_tiling(batch, seq_len, channels, device)
+    if tiling["BLOCK_L"] > MAX_BLOCK_L:
+        raise ValueError(f"int8 conv tiling: BLOCK_L must be at most {MAX_BLOCK_L}, got {tiling}")
     grid = (batch, triton.cdiv(seq_len, tiling["BLOCK_L"]), triton.cdiv(channels, tiling["BLOCK_D"]))
     _int8_causal_conv1d_kernel[grid](
         x, weight, dequant_scale, bias if bias is not None else dequant_scale, out_inv_scale, state, out,
