@@ -85,7 +85,9 @@ def _float32_codes(acc, scaled, offset, exponent, per_acc, floor, per_v, SILU: t
     Together |t' - t| <= u (2.2 (|acc scaled| + |offset|) + (15.4 + 3.4 |v'|) |t'|), and without SiLU (t' =
     vi') u 2.2 (|acc scaled| + |offset|). The float64 epilogue errs by the same count of roundings in
     2**-53, which ERROR_SAFETY covers with the neglected u**2 terms and the bound's own float32 roundings
-    (a few u, relative, all its terms being positive). Where exp overflows (v' < -88.7: 1 + e' = inf,
+    (a few u, relative, all its terms being positive). On 2e7 random values (acc, scales, biases and
+    inverse scales spread over decades) numpy's float32, as the interpreter computes, stays below 0.90 of
+    the bound without the factor, 0.33 with SiLU. Where exp overflows (v' < -88.7: 1 + e' = inf,
     r' = 0, t' = -0) or a value underflows, the error in y is absolute and below 2**-120, hence the
     |I| TINY in ``floor`` (where that underflows, |I| < 2**-26, so such a t is below 2**-146 and t' is 0 or
     another value far below a half).
