@@ -134,7 +134,8 @@ def selective_state_update(int8_inputs, dt_proj=False):
     pointers.update({n: "*fp32" for n in ("A_ptr", "D_ptr", "delta_bias_ptr", "state_ptr", "scales_ptr", "state_out_ptr")})
     pointers.update(out_ptr="*fp16", dt_w_ptr="*i8")  # dt_dequant_ptr, dt_inv_ptr: float64 by default
     flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True, INT8_INPUTS=int8_inputs, DT_PROJ=dt_proj)
-    dt_blocks = dict(BLOCK_R=256, DT_CHUNK=scan_step.DT_CHUNK)  # the 2.8b config's dt_rank of 160
+    chunk = scan_step.DT_CHUNK  # the 2.8b config's dt_rank of 160, in whole chunks as the launcher takes it
+    dt_blocks = dict(BLOCK_R=triton.cdiv(160, chunk) * chunk, DT_CHUNK=chunk)
     return compile_sm90(
         scan_step._selective_state_update_kernel, pointers, dict(**flags, BLOCK_N=16, **dt_blocks, **tiling),
         options | EXACT_FP_LAUNCH,
@@ -276,6 +277,7 @@ def test_gpu_launch_configurations_compile_for_sm90():
     # other 16-row decode tiles are too small for wgmma: int8 mma.sync
     for name in ("int8_linear_conv_step-linear", "int8_linear_conv_step-linear-split_k4"):
         assert results[name]["mma_s8"] > 0, f"{name}: the fused in_proj + conv step does not use int8 mma"
+    assert results["selective_state_update-int8-dt_proj"]["mma_s8"] > 0, "the state update's dt_proj is not on int8 mma"
     for int8, float_variant in (("selective_state_update-int8", "selective_state_update-fp32"),
                                 ("selective_state_update-int8-dt_proj", "selective_state_update-fp32"),
                                 ("selective_scan-int8", "selective_scan-fp16")):

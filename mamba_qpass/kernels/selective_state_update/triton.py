@@ -7,9 +7,9 @@ operations and their order are the chunked scan kernel's for one step (``selecti
 ``+ u * D`` and ``* silu(z)``; int8 inputs are dequantised in-kernel as ``code.to(fp32) * scale``.
 
 With ``dt_proj`` given, the program also computes its channels' delta codes from the low-rank dt codes
-(x_proj's first dt_rank outputs) and dt_proj's int8 weight rows: the exact int32 dot product and
-``int8_linear``'s float64 epilogue, so the codes are the dt_proj GEMM's, and a decode step saves that
-launch (``selective_state_update_dt_proj_ref`` is the composition).
+(x_proj's first dt_rank outputs) and dt_proj's int8 weight rows: the exact int32 dot product (on the
+int8 tensor cores) and ``int8_linear``'s float64 epilogue, so the codes are the dt_proj GEMM's, and a
+decode step saves that launch (``selective_state_update_dt_proj_ref`` is the composition).
 
 Outputs match the reference to float32 rounding (exp is approximate on GPU). The int8 and float variants
 run the same operations on the same float32 values and are launched without FMA contraction, so they agree
@@ -29,7 +29,8 @@ from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_s
 from mamba_qpass.kernels.selective_scan.triton import _silu_gate, _softplus, advance_state, check_scan_inputs, checked_out_dtype
 
 
-DT_CHUNK = 64  # dt_rank columns of dt_proj's weight loaded at a time
+DT_CHUNK = 64  # dt_rank columns of dt_proj's weight multiplied at a time (at 32, sm_90 code stages every step through shared memory)
+DOT_COLUMNS = tl.constexpr(16)
 # float16 for a state kept in less precision between decode steps. Not bfloat16: Triton's interpreter
 # truncates float32 -> bfloat16 where torch and the GPU round to nearest even, so the CPU tests could not
 # show that kernel and reference agree.
@@ -57,14 +58,19 @@ def _selective_state_update_kernel(
 
     u = tl.load(u_ptr + batch * stride_ub + offs_d, mask=mask_d, other=0).to(tl.float32)
     if DT_PROJ:  # delta_ptr holds the dt_rank low-rank codes: delta's codes are dt_proj's, computed here
-        acc = tl.zeros((BLOCK_D,), dtype=tl.int32)
+        # On the int8 tensor cores: the weight rows times the low-rank codes repeated in DOT_COLUMNS columns
+        # (a dot's narrowest side), every column the same exact sums. Widening each weight byte and
+        # multiplying on the CUDA cores cost about three instructions a weight, for every batch row.
+        acc = tl.zeros((BLOCK_D, DOT_COLUMNS), dtype=tl.int32)
         for r0 in tl.static_range(0, BLOCK_R, DT_CHUNK):
             offs_r = r0 + tl.arange(0, DT_CHUNK)
             mask_r = offs_r < DT_RANK
-            low = tl.load(delta_ptr + batch * stride_db + offs_r, mask=mask_r, other=0).to(tl.int32)
+            low = tl.load(delta_ptr + batch * stride_db + offs_r[:, None] + tl.zeros((1, DOT_COLUMNS), tl.int32),
+                          mask=mask_r[:, None], other=0)
             w = tl.load(dt_w_ptr + offs_d[:, None] * stride_wd + offs_r[None, :], mask=mask_d[:, None] & mask_r[None, :],
-                        other=0).to(tl.int32)
-            acc += tl.sum(w * low[None, :], axis=1)
+                        other=0)
+            acc = tl.dot(w, low, acc, out_dtype=tl.int32)
+        acc = tl.max(acc, axis=1)
         v = acc.to(tl.float64) * tl.load(dt_dequant_ptr + offs_d, mask=mask_d, other=0.0)
         dt = tl_round_half_even_clamp_int8(v * tl.load(dt_inv_ptr + offs_d, mask=mask_d, other=0.0)).to(tl.float32)
     else:
@@ -192,7 +198,7 @@ def selective_state_update(
         dt_args[0].stride(0),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
         DELTA_SOFTPLUS=delta_softplus, INT8_INPUTS=scales is not None, DT_PROJ=dt_proj is not None,
-        BLOCK_N=triton.next_power_of_2(state_size), BLOCK_R=max(DT_CHUNK, triton.next_power_of_2(dt_rank)), DT_CHUNK=DT_CHUNK,
+        BLOCK_N=triton.next_power_of_2(state_size), BLOCK_R=max(DT_CHUNK, triton.cdiv(dt_rank, DT_CHUNK) * DT_CHUNK), DT_CHUNK=DT_CHUNK,
         **tiling, **EXACT_FP_LAUNCH, **dependent_launch(u.device, batch),
     )
     return out, state_out
