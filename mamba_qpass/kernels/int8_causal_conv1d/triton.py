@@ -243,6 +243,9 @@ def _int8_causal_conv1d_kernel(
         # float64 (the reference's arithmetic), every value of the step, and stored over float32's codes.
         steps = tl.reduce(tl.reshape(near_steps, (BLOCK_D,)), 0, _bit_or)
         if steps != 0:
+            # float64 scale and bias read again, not held through the walk: registers for the common case
+            scale = tl.load(dequant_scale_ptr + offs_d, mask=mask_d, other=0.0)[None, :]
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)[None, :]
             for t in range(start, end):
                 if (steps >> (t - start)) & 1:
                     acc = w0 * _history_row(x_base, state_base, t - 3, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
@@ -267,8 +270,8 @@ _MANY_TOKENS = 8 * 2048
 def prefill_tiling(batch: int, seq_len: int, channels: int, device: torch.device) -> dict:
     """The kernel's BLOCK_L (steps a program walks, one row of BLOCK_D channels at a time, the float64
     fallback's unit) and BLOCK_D, and launch options. GPU: one warp a program, 4 or 8 consecutive channels
-    a thread (a 4- or 8-byte load a row). Compiled for sm_90, with SiLU, a step takes 29.4 instructions
-    a value at 128 channels (96 registers) and 28.8 at 256 (168 registers); the walk before steps of four,
+    a thread (a 4- or 8-byte load a row). Compiled for sm_90, with SiLU, a step takes 29.2 instructions
+    a value at 128 channels (96 registers) and 28.5 at 256 (168 registers); the walk before steps of four,
     the output scale folded into the epilogue and the steps' near test after the walk took 36 and 34, and
     the 4 x 64 sub-tiles of four overlapping tap loads before that 74. Timed on an H200 (eighth session, 9
     tilings of that earlier walk, each exact): 16 steps of 128 channels were fastest for one sequence,
