@@ -96,8 +96,9 @@ def _float32_codes(acc, scaled, offset, exponent, per_acc, floor, per_v, SILU: t
     code r: then t lies within a half of r, strictly, and rounds to r too (a t' clamped to 127 that is far
     has t > 127 - 0.5, the same code; likewise at -128). c - r is exact (Sterbenz), and a rounded sum at
     least a half whenever the exact one is, so the test errs only towards near; infinite and NaN bounds
-    (inputs beyond float32's range) count as near, and so does a NaN t' (the clamp keeps it NaN). The codes are the low bytes of c + 1.5 * 2**23 (``quant_math.tl_round_half_even_clamp_int8``),
-    a conversion saved."""
+    (inputs beyond float32's range) count as near, and so does a NaN t' (the clamp keeps it NaN). The
+    codes are the low bytes of c + 1.5 * 2**23 (``quant_math.tl_round_half_even_clamp_int8``), a
+    conversion saved."""
     accf = acc.to(tl.float32)
     vi = tl.fma(accf, scaled, offset)
     bound = tl.fma(per_acc, tl.abs(accf), floor)
@@ -219,7 +220,8 @@ def _int8_causal_conv1d_kernel(
         # registers) paid once a group.
         row0, row1, row2, row3 = _group_rows(x_base, start, stride_xl, mask)
         for group in range(start, end, STEPS_A_GROUP):
-            next0, next1, next2, next3 = _group_rows(x_base, tl.minimum(group + STEPS_A_GROUP, end - STEPS_A_GROUP), stride_xl, mask)
+            following = tl.minimum(group + STEPS_A_GROUP, end - STEPS_A_GROUP)
+            next0, next1, next2, next3 = _group_rows(x_base, following, stride_xl, mask)
             out = out_base + group * stride_ol
             p0, p1, p2, near_steps = _step(row0, p0, p1, p2, w0, w1, w2, w3, near_steps, group - start, out, mask,
                                            epilogue, SILU, FIX_NEAR)

@@ -29,7 +29,8 @@ from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_s
 from mamba_qpass.kernels.selective_scan.triton import _silu_gate, _softplus, advance_state, check_scan_inputs, checked_out_dtype
 
 
-DT_CHUNK = 64  # dt_rank columns of dt_proj's weight multiplied at a time (at 32, sm_90 code stages every step through shared memory)
+# dt_rank columns of dt_proj's weight multiplied at a time (at 32, sm_90 code stages each through shared memory)
+DT_CHUNK = 64
 DOT_COLUMNS = tl.constexpr(16)
 # float16 for a state kept in less precision between decode steps. Not bfloat16: Triton's interpreter
 # truncates float32 -> bfloat16 where torch and the GPU round to nearest even, so the CPU tests could not
