@@ -21,9 +21,10 @@ from mamba_qpass.runtime.state_precision import check_ssm_state_dtype, computed,
 FUSED_MAX_BATCH = 16
 # The fused state update reads dt_proj's weight rows once for every batch row (from L2), where the GEMM
 # reads them once: it is used while batch x dt_proj's weight is at most this many bytes. Timed on an H200
-# (benchmarks/RESULTS.md, run C): faster at 130m B=64 (4.7 MB) and 2.8b B=1 (0.8 MB), even at 2.8b B=16
-# (13 MB), slower at 2.8b B=64 (52 MB).
-DT_PROJ_FUSED_MAX_BYTES = 16 * 2**20
+# (benchmarks/RESULTS.md): faster at 2.8b B=1 (0.8 MB: 2.245 -> 2.167 ms a step, fourteenth session) and at
+# 130m B=64 (4.7 MB, run C); slower at 2.8b B=16 (13 MB: 2.685 -> 2.916 ms a step in the fifteenth session,
+# 2.685 -> 2.983 in the fourteenth) and B=64 (52 MB). Run C, before dependent launch, had 2.8b B=16 even.
+DT_PROJ_FUSED_MAX_BYTES = 6 * 2**20
 
 
 def decode_rewrites(batch: int) -> tuple[Callable[[fx.GraphModule], fx.GraphModule], ...]:
