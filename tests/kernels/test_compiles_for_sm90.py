@@ -127,7 +127,7 @@ def selective_scan(int8_inputs, shape, summary):
 
 
 def selective_state_update(int8_inputs, dt_proj=False):
-    tiling = scan_step.state_update_tiling(CUDA)
+    tiling = scan_step.state_update_tiling(1, CUDA)
     options = dict(num_warps=tiling.pop("num_warps"))
     seq = "*i8" if int8_inputs else "*fp32"
     pointers = {n: seq for n in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr")}

@@ -298,11 +298,13 @@ def int8_causal_conv1d(
     out_inv_scale: torch.Tensor,
     silu: bool = True,
     initial_state: torch.Tensor | None = None,
+    tiling: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton ``int8_causal_conv1d_ref``: x int8 (B, L, D) with a contiguous last dim (time and batch
     strides are free), weight int8 (D, W) with W <= 4, float64 (D,) dequant_scale and bias, float64
     scalar out_inv_scale, initial_state int8 (B, W-1, D) or None. Returns ``(out, final_state)``: int8
-    (B, L, D) contiguous, and the codes of the last W-1 inputs."""
+    (B, L, D) contiguous, and the codes of the last W-1 inputs. ``tiling`` replaces ``prefill_tiling``'s
+    (BLOCK_L, BLOCK_D and launch options; ``benchmarks/sweep_tilings.py`` times the candidates)."""
     batch, seq_len, channels, width = check_int8_conv_inputs(
         x, weight, dequant_scale, bias, out_inv_scale, initial_state
     )
@@ -315,7 +317,7 @@ def int8_causal_conv1d(
     if out.numel() == 0:
         return out, final_state
     state = initial_state if initial_state is not None else out  # not read without HAS_STATE
-    tiling = prefill_tiling(batch, seq_len, channels, device)
+    tiling = tiling or prefill_tiling(batch, seq_len, channels, device)
     if tiling["BLOCK_L"] > MAX_BLOCK_L:
         raise ValueError(f"int8 conv tiling: BLOCK_L must be at most {MAX_BLOCK_L}, got {tiling}")
     grid = (batch, triton.cdiv(seq_len, tiling["BLOCK_L"]), triton.cdiv(channels, tiling["BLOCK_D"]))

@@ -132,7 +132,7 @@ class DtProjection:
         check_f64_vector("dt_proj out_inv_scale", self.out_inv_scale, channels, u.device)
 
 
-def state_update_tiling(device: torch.device) -> dict:
+def state_update_tiling(batch: int, device: torch.device) -> dict:
     """GPU: 32 channels by the whole state per program, so the 2.8b config (5120 channels) runs 160 programs
     per batch row (not tuned on a GPU yet). CPU (the interpreter): few, large programs."""
     if device.type == "cuda":
@@ -155,6 +155,7 @@ def selective_state_update(
     scales: ScanInputScales | torch.Tensor | None = None,
     state_out: torch.Tensor | None = None,
     dt_proj: DtProjection | None = None,
+    tiling: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton ``selective_state_update_ref``: u, delta, z (B, 1, D), B, C (B, 1, N), float or (with scales)
     int8 codes, contiguous last dim; state (B, D, N) float32, or float16 for a state kept in
@@ -164,7 +165,8 @@ def selective_state_update(
 
     With ``dt_proj`` (int8 codes only), ``delta`` is dt_proj's int8 input (B, 1, dt_rank), and the delta
     codes are ``int8_linear_ref(delta, *dt_proj)``'s, computed in the kernel
-    (``selective_state_update_dt_proj_ref``)."""
+    (``selective_state_update_dt_proj_ref``). ``tiling`` replaces ``state_update_tiling``'s (BLOCK_D and
+    launch options; ``benchmarks/sweep_tilings.py`` times the candidates)."""
     if u.dim() != 3 or u.shape[1] != 1:
         raise ValueError(f"a state update takes one token, u of shape (batch, 1, channels), got {tuple(u.shape)}")
     if dt_proj is not None:
@@ -189,7 +191,7 @@ def selective_state_update(
         dt_args, dt_rank = (dt_proj.weight, dt_proj.dequant_scale, dt_proj.out_inv_scale), delta.shape[-1]
     else:  # unread without DT_PROJ
         dt_args, dt_rank = (A, A, A), 0
-    tiling = state_update_tiling(u.device)
+    tiling = tiling or state_update_tiling(batch, u.device)
     _selective_state_update_kernel[(batch, triton.cdiv(channels, tiling["BLOCK_D"]))](
         u, delta, A, B, C, D if D is not None else A, z_arg, delta_bias if delta_bias is not None else A,
         state, scales_arg, out, state_out, *dt_args,

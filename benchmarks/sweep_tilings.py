@@ -1,0 +1,130 @@
+"""Times the candidate tilings of the kernels whose GPU tiling is a fixed rule rather than autotuned: the int8
+prefill conv (``int8_causal_conv1d.triton.prefill_tiling``) and the one-token selective state update
+(``selective_state_update.triton.state_update_tiling``), so each rule can follow a measurement.
+
+Every candidate is checked before it is timed: the conv's codes equal the reference's (integer outputs,
+exact), the state update's new state equals the shipped tiling's bit for bit (each element takes the same
+instructions whatever the tile) and its output agrees with it to float32 rounding (the sum over the state
+may be ordered differently; it is reported whether it is bit-equal). A candidate that fails its check is
+printed as such and not timed.
+
+Times: the conv as ``bench_kernels.py`` times it (median of ``do_bench_cudagraph``); the state update as a
+decode step runs it, from cold L2 (``tiles.time_from_cold_l2``), at the 2.8b config's sizes. Both without
+programmatic dependent launch, as ``bench_kernels.py``'s rows.
+
+    python benchmarks/sweep_tilings.py [--only conv,state_update] [--json out.json]
+"""
+
+import argparse
+import json
+
+import torch
+from triton.testing import do_bench_cudagraph
+
+from bench_kernels import CONVS, _codes
+from mamba_qpass.kernels.dependent_launch import independent_launches
+from mamba_qpass.kernels.int8_causal_conv1d.reference import int8_causal_conv1d_ref
+from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d, prefill_tiling
+from mamba_qpass.kernels.int8_linear.tiles import time_from_cold_l2
+from mamba_qpass.kernels.selective_scan.reference import ScanInputScales
+from mamba_qpass.kernels.selective_state_update.triton import DtProjection, selective_state_update, state_update_tiling
+
+CONV_TILINGS = [(16, 128, 1), (32, 256, 1), (8, 128, 1), (32, 128, 1), (16, 64, 1), (16, 256, 1), (32, 256, 2)]
+STATE_UPDATE_TILINGS = [(16, 1), (32, 1), (32, 2), (64, 2), (64, 4), (128, 4)]  # (BLOCK_D, num_warps)
+# (name, batch rows, dt_proj fused) at the 2.8b config: d_inner 5120, d_state 16, dt_rank 160
+STATE_UPDATES = [("2.8b B1 + dt_proj", 1, True), ("2.8b B1", 1, False), ("2.8b B16", 16, False), ("2.8b B64", 64, False)]
+D_INNER, D_STATE, DT_RANK = 5120, 16, 160
+
+
+def sweep_conv(g: torch.Generator) -> list[dict]:
+    rows = []
+    for name, b, l, d in CONVS:
+        x, w = _codes(b, l, d, g=g), _codes(d, 4, g=g)
+        dequant = torch.rand(d, dtype=torch.float64, device="cuda", generator=g) * 1e-4
+        bias = torch.randn(d, dtype=torch.float64, device="cuda", generator=g)
+        inv = torch.tensor(40.0, dtype=torch.float64, device="cuda")
+        expected = int8_causal_conv1d_ref(x, w, dequant, bias, inv, True)[0]
+        shipped = prefill_tiling(b, l, d, x.device)
+        for block_l, block_d, warps in CONV_TILINGS:  # (BLOCK_L, BLOCK_D, num_warps)
+            tiling = dict(BLOCK_L=block_l, BLOCK_D=block_d, num_warps=warps)
+
+            def conv():
+                return int8_causal_conv1d(x, w, dequant, bias, inv, True, tiling=tiling)
+
+            ok = torch.equal(conv()[0], expected)
+            rows.append({"kernel": f"int8_causal_conv1d {name}", "tiling": tiling, "shipped": tiling == shipped,
+                         "check": ok, "ms": do_bench_cudagraph(conv, rep=100, return_mode="median") if ok else None})
+            _print(rows[-1])
+    return rows
+
+
+def _state_update_inputs(b: int, g: torch.Generator) -> dict:
+    return dict(
+        u=_codes(b, 1, D_INNER, g=g), low=_codes(b, 1, DT_RANK, g=g), delta=_codes(b, 1, D_INNER, g=g),
+        z=_codes(b, 1, D_INNER, g=g), B=_codes(b, 1, D_STATE, g=g), C=_codes(b, 1, D_STATE, g=g),
+        A=-torch.rand(D_INNER, D_STATE, device="cuda", generator=g) - 0.5,
+        D=torch.randn(D_INNER, device="cuda", generator=g),
+        bias=torch.randn(D_INNER, device="cuda", generator=g) - 3,
+        state=torch.randn(b, D_INNER, D_STATE, device="cuda", generator=g),
+        dt=DtProjection(_codes(D_INNER, DT_RANK, g=g),
+                        torch.rand(D_INNER, dtype=torch.float64, device="cuda", generator=g) * 1e-3,
+                        torch.full((D_INNER,), 30.0, dtype=torch.float64, device="cuda")),
+    )
+
+
+def sweep_state_update(g: torch.Generator) -> list[dict]:
+    rows = []
+    scales = ScanInputScales(0.02, 0.01, 0.02, 0.02, 0.03).as_tensor("cuda")
+    for name, b, fused in STATE_UPDATES:
+        i = _state_update_inputs(b, g)
+        shipped = state_update_tiling(b, torch.device("cuda"))
+
+        def step(tiling):
+            return selective_state_update(
+                i["u"], i["low"] if fused else i["delta"], i["A"], i["B"], i["C"], i["D"], i["z"], i["bias"], True,
+                torch.float16, i["state"], scales=scales, dt_proj=i["dt"] if fused else None, tiling=tiling)
+
+        out0, state0 = step(shipped)
+        for block_d, warps in STATE_UPDATE_TILINGS:
+            tiling = dict(BLOCK_D=block_d, num_warps=warps)
+            out, state = step(tiling)
+            close = (out.float() - out0.float()).abs().max().item() <= 1e-3 * out0.float().abs().max().item()
+            ok = torch.equal(state, state0) and close
+            rows.append({"kernel": f"selective_state_update {name}", "tiling": tiling, "shipped": tiling == shipped,
+                         "check": ok, "out_bit_equal": torch.equal(out, out0),
+                         "ms": time_from_cold_l2(lambda: step(tiling)) if ok else None})
+            _print(rows[-1])
+    return rows
+
+
+def _print(row: dict) -> None:
+    time = f"{row['ms'] * 1e3:8.1f} us" if row["ms"] is not None else "  not timed"
+    extra = f" out bit-equal {row['out_bit_equal']}" if "out_bit_equal" in row else ""
+    print(f"{row['kernel']:42s} {str(row['tiling']):50s} {'shipped' if row['shipped'] else '':8s}"
+          f" check {row['check']}{extra} {time}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="conv,state_update", help="comma-separated: conv, state_update")
+    parser.add_argument("--json", help="also write every row here")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("sweep_tilings.py times GPU kernels: it needs a CUDA device")
+    print(f"device: {torch.cuda.get_device_name()}")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    sweeps = {"conv": sweep_conv, "state_update": sweep_state_update}
+    unknown = set(args.only.split(",")) - set(sweeps)
+    if unknown:
+        raise SystemExit(f"--only: unknown {sorted(unknown)}; choose from {sorted(sweeps)}")
+    rows = []
+    with independent_launches():
+        for name in args.only.split(","):
+            rows += sweeps[name](g)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
