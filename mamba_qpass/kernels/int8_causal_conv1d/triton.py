@@ -273,20 +273,19 @@ _MANY_TOKENS = 8 * 2048
 
 def prefill_tiling(batch: int, seq_len: int, channels: int, device: torch.device) -> dict:
     """The kernel's BLOCK_L (steps a program walks, one row of BLOCK_D channels at a time, the float64
-    fallback's unit) and BLOCK_D, and launch options. GPU: one warp a program, 4 or 8 consecutive channels
-    a thread (a 4- or 8-byte load a row). Compiled for sm_90, with SiLU, a step takes 29.2 instructions
-    a value at 128 channels (96 registers) and 28.5 at 256 (168 registers); the walk before steps of four,
-    the output scale folded into the epilogue and the steps' near test after the walk took 36 and 34, and
-    the 4 x 64 sub-tiles of four overlapping tap loads before that 74. Timed on an H200 (eighth session, 9
-    tilings of that earlier walk, each exact): 16 steps of 128 channels were fastest for one sequence,
-    22.7 us at (1, 2048, 5120) against 32.5 for the sub-tiles and 9.0 against 12.1 at (1, 2048, 1536);
-    with many rows of tokens 32 steps of 256 channels, 330.9 against 483.6 us at (16, 2048, 5120) (16 x
-    128: 355.9). The walk in steps of four is not timed yet.
+    fallback's unit) and BLOCK_D, and launch options. GPU: one warp a program, 2 or 4 consecutive channels
+    a thread (a 2- or 4-byte load a row). Timed on an H200 (fifteenth session, ``sweep_tilings.py``, 7
+    tilings of the walk in steps of four, each exact): for one sequence 16 steps of 64 channels, 20.2 us
+    at (1, 2048, 5120) against 20.8 for 16 x 128 and 28.9 for 32 x 256, and 8.1 against 9.1 us at (1, 2048,
+    1536); with many rows of tokens 32 steps of 128 channels, 237 against 313 us for 32 x 256 at (16, 2048,
+    5120). Compiled for sm_90, with SiLU, a step takes 29.2 instructions a value at 128 channels (96
+    registers); before the walk in steps of four (the output scale folded in, the near test after the
+    walk) it took 36.
     CPU (the interpreter): few programs, since each op costs the same whatever its size."""
     if device.type == "cuda":
         if batch * seq_len >= _MANY_TOKENS:
-            return dict(BLOCK_L=32, BLOCK_D=256, num_warps=1)
-        return dict(BLOCK_L=16, BLOCK_D=128, num_warps=1)
+            return dict(BLOCK_L=32, BLOCK_D=128, num_warps=1)
+        return dict(BLOCK_L=16, BLOCK_D=64, num_warps=1)
     return dict(BLOCK_L=min(MAX_BLOCK_L, triton.next_power_of_2(seq_len)), BLOCK_D=min(256, triton.next_power_of_2(channels)))
 
 
