@@ -195,13 +195,28 @@ def test_residual_refused_with_codes_or_a_wrong_shape(device):
 UNROLLED_ONE_ROW = [c for c in tiles.GPU_CONFIGS if c.kwargs["BLOCK_M"] == 1 and c.kwargs["SPLIT_K"] == 1]
 
 
+@pytest.mark.parametrize("rows", [1, 5])
 @pytest.mark.parametrize("config", UNROLLED_ONE_ROW, ids=lambda c: "1x{BLOCK_N}x{BLOCK_K}".format(**c.kwargs))
-def test_unrolled_one_row_tiles_with_whole_k_steps(config, device):
+def test_unrolled_one_row_tiles_with_whole_k_steps(config, rows, device):
     """One-row tiles unroll their K steps; with K a multiple of the step the loads are unmasked (the test
-    below covers the masked last step)."""
+    below covers the masked last step). With several rows (a small weight's decode batch), a program a row."""
     assert tiles.one_row_k_steps(dict(K=3 * config.kwargs["BLOCK_K"], **config.kwargs)) == 3
-    a, w, dequant, bias, inv = make_inputs(1, 2 * config.kwargs["BLOCK_N"] + 3, 3 * config.kwargs["BLOCK_K"], device)
+    a, w, dequant, bias, inv = make_inputs(rows, 2 * config.kwargs["BLOCK_N"] + 3, 3 * config.kwargs["BLOCK_K"], device)
     assert_same(linear.int8_linear(a, w, dequant, bias, inv, config=config), int8_linear_ref(a, w, dequant, bias, inv))
+
+
+def _has_one_row_tiles(m, n, k):
+    configs = tiles.fitting_configs(tiles.GPU_CONFIGS, dict(M_BUCKET=m, N=n, K=k))
+    return any(c.kwargs["BLOCK_M"] == 1 for c in configs)
+
+
+def test_one_row_tiles_are_candidates_for_one_row_and_for_a_few_rows_of_a_small_weight():
+    """2.8b shapes: x_proj (192 x 5120) and dt_proj (5120 x 160) time one-row tiles up to 16 rows, in_proj
+    (10240 x 2560) only at one row, and no weight beyond 16 rows."""
+    assert _has_one_row_tiles(1, 10240, 2560) and not _has_one_row_tiles(2, 10240, 2560)
+    for n, k in ((192, 5120), (5120, 160)):
+        assert _has_one_row_tiles(1, n, k) and _has_one_row_tiles(16, n, k)
+        assert not _has_one_row_tiles(32, n, k)
 
 
 @pytest.mark.parametrize("index", range(len(tiles.GPU_CONFIGS)))

@@ -82,17 +82,23 @@ DECODE_CONFIGS = [
 ]
 GPU_CONFIGS = PREFILL_CONFIGS + DECODE_CONFIGS
 DECODE_MAX_ROWS = 64  # M up to this many rows picks among DECODE_CONFIGS, above it among PREFILL_CONFIGS
+# One-row tiles are candidates for a few rows too where the weight is small (x_proj's and dt_proj's: under
+# 1 MB at 2.8b): each row's programs read the weight again, from L2 once the first has brought it in. H200,
+# ninth session, 2.8b x_proj from cold L2: 6.1 us for the best 16-row tile at 16 rows, 3.5 us one-row at one.
+ONE_ROW_TILES_MAX_ROWS = 16
+ONE_ROW_TILES_MAX_WEIGHT_BYTES = 2 * 2**20
 
 
 def fitting_configs(configs, named_args, **_):
     """The autotuner's pruning: the decode or prefill candidates by M, less tiles far larger than the
-    problem (a 256-wide tile for x_proj's 192 outputs), one-row tiles for more than one row, and splits
-    that would leave a program fewer than two K steps, so a new shape times fewer candidates; keeps the
-    smallest tensor-core tile when none fits."""
+    problem (a 256-wide tile for x_proj's 192 outputs), one-row tiles for more than one row (but for a few
+    rows of a small weight, ONE_ROW_TILES_MAX_ROWS), and splits that would leave a program fewer than two K
+    steps, so a new shape times fewer candidates; keeps the smallest tensor-core tile when none fits."""
     m, n, k = named_args["M_BUCKET"], named_args["N"], named_args["K"]
+    one_row_tiles = m == 1 or (m <= ONE_ROW_TILES_MAX_ROWS and n * k <= ONE_ROW_TILES_MAX_WEIGHT_BYTES)
     fitting = [
         c for c in (DECODE_CONFIGS if m <= DECODE_MAX_ROWS else PREFILL_CONFIGS)
-        if c.kwargs["BLOCK_M"] <= max(16, m) and (c.kwargs["BLOCK_M"] > 1 or m == 1)
+        if c.kwargs["BLOCK_M"] <= max(16, m) and (c.kwargs["BLOCK_M"] > 1 or one_row_tiles)
         and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(n))
         and c.kwargs["BLOCK_K"] <= max(32, triton.next_power_of_2(k))
         and triton.cdiv(k, c.kwargs["BLOCK_K"]) >= 2 * c.kwargs["SPLIT_K"] - (c.kwargs["SPLIT_K"] == 1)
