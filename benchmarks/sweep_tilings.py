@@ -1,18 +1,19 @@
 """Times the candidate tilings of the kernels whose GPU tiling is a fixed rule rather than autotuned: the int8
-prefill conv (``int8_causal_conv1d.triton.prefill_tiling``) and the one-token selective state update
-(``selective_state_update.triton.state_update_tiling``), so each rule can follow a measurement.
+prefill conv (``int8_causal_conv1d.triton.prefill_tiling``), the one-token selective state update
+(``selective_state_update.triton.state_update_tiling``) and the rotation at decode sizes
+(``hadamard_quant.triton._hadamard_tiling``), so each rule can follow a measurement.
 
-Every candidate is checked before it is timed: the conv's codes equal the reference's (integer outputs,
-exact), the state update's new state equals the shipped tiling's bit for bit (each element takes the same
+Every candidate is checked before it is timed: the conv's and the rotation's codes equal the reference's
+(integer outputs, exact), the state update's new state equals the shipped tiling's bit for bit (each element takes the same
 instructions whatever the tile) and its output agrees with it to float32 rounding (the sum over the state
 may be ordered differently; it is reported whether it is bit-equal). A candidate that fails its check is
 printed as such and not timed.
 
-Times: the conv as ``bench_kernels.py`` times it (median of ``do_bench_cudagraph``); the state update as a
-decode step runs it, from cold L2 (``tiles.time_from_cold_l2``), at the 2.8b config's sizes. Both without
-programmatic dependent launch, as ``bench_kernels.py``'s rows.
+Times: the conv as ``bench_kernels.py`` times it (median of ``do_bench_cudagraph``); the state update and
+the rotation as a decode step runs them, from cold L2 (``tiles.time_from_cold_l2``), at the 2.8b config's
+sizes. All without programmatic dependent launch, as ``bench_kernels.py``'s rows.
 
-    python benchmarks/sweep_tilings.py [--only conv,state_update] [--json out.json]
+    python benchmarks/sweep_tilings.py [--only conv,state_update,hadamard] [--json out.json]
 """
 
 import argparse
@@ -21,16 +22,21 @@ import json
 import torch
 from triton.testing import do_bench_cudagraph
 
-from bench_kernels import CONVS, _codes
+from bench_kernels import CONVS, DECODE_HADAMARDS, _codes
+from mamba_qpass.kernels.hadamard_quant.reference import hadamard_quant_ref
+from mamba_qpass.kernels.hadamard_quant.triton import _hadamard_tiling, hadamard_quant
 from mamba_qpass.kernels.dependent_launch import independent_launches
 from mamba_qpass.kernels.int8_causal_conv1d.reference import int8_causal_conv1d_ref
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d, prefill_tiling
 from mamba_qpass.kernels.int8_linear.tiles import time_from_cold_l2
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales
 from mamba_qpass.kernels.selective_state_update.triton import DtProjection, selective_state_update, state_update_tiling
+from mamba_qpass.numerics import hadamard_matrix
 
 CONV_TILINGS = [(16, 128, 1), (32, 256, 1), (8, 128, 1), (32, 128, 1), (16, 64, 1), (16, 256, 1), (32, 256, 2)]
 STATE_UPDATE_TILINGS = [(16, 1), (32, 1), (32, 2), (64, 2), (64, 4), (128, 4)]  # (BLOCK_D, num_warps)
+HADAMARD_TILINGS = [(1, 1, 4), (1, 1, 2), (1, 1, 8), (2, 1, 4), (4, 1, 4), (1, 2, 4), (1, 4, 4), (2, 2, 4),
+                    (1, 16, 8)]  # (ROWS, BLOCK_T, num_warps)
 # (name, batch rows, dt_proj fused) at the 2.8b config: d_inner 5120, d_state 16, dt_rank 160
 STATE_UPDATES = [("2.8b B1 + dt_proj", 1, True), ("2.8b B1", 1, False), ("2.8b B16", 16, False), ("2.8b B64", 64, False)]
 D_INNER, D_STATE, DT_RANK = 5120, 16, 160
@@ -97,6 +103,24 @@ def sweep_state_update(g: torch.Generator) -> list[dict]:
     return rows
 
 
+def sweep_hadamard(g: torch.Generator) -> list[dict]:
+    rows = []
+    for name, m, d in DECODE_HADAMARDS:
+        y = (torch.randn(m, d, device="cuda", generator=g) * 4).half()
+        h = hadamard_matrix(d).cuda()
+        inv = torch.tensor(127 / 16, dtype=torch.float64, device="cuda")
+        expected = hadamard_quant_ref(y, h, inv)
+        shipped = _hadamard_tiling(m, d, y.device)[2]
+        for row_count, block_t, warps in HADAMARD_TILINGS:
+            tiling = dict(ROWS=row_count, BLOCK_T=block_t, num_warps=warps)
+            ok = torch.equal(hadamard_quant(y, h, inv, tiling=tiling), expected)
+            rows.append({"kernel": f"hadamard_quant {name}", "tiling": tiling, "shipped": tiling == shipped,
+                         "check": ok,
+                         "ms": time_from_cold_l2(lambda: hadamard_quant(y, h, inv, tiling=tiling)) if ok else None})
+            _print(rows[-1])
+    return rows
+
+
 def _print(row: dict) -> None:
     time = f"{row['ms'] * 1e3:8.1f} us" if row["ms"] is not None else "  not timed"
     extra = f" out bit-equal {row['out_bit_equal']}" if "out_bit_equal" in row else ""
@@ -106,14 +130,14 @@ def _print(row: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="conv,state_update", help="comma-separated: conv, state_update")
+    parser.add_argument("--only", default="conv,state_update,hadamard", help="comma-separated: conv, state_update, hadamard")
     parser.add_argument("--json", help="also write every row here")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("sweep_tilings.py times GPU kernels: it needs a CUDA device")
     print(f"device: {torch.cuda.get_device_name()}")
     g = torch.Generator(device="cuda").manual_seed(0)
-    sweeps = {"conv": sweep_conv, "state_update": sweep_state_update}
+    sweeps = {"conv": sweep_conv, "state_update": sweep_state_update, "hadamard": sweep_hadamard}
     unknown = set(args.only.split(",")) - set(sweeps)
     if unknown:
         raise SystemExit(f"--only: unknown {sorted(unknown)}; choose from {sorted(sweeps)}")

@@ -125,6 +125,16 @@ def test_hadamard_quant_with_the_gpu_tiling(order, device, monkeypatch):
     assert_same_codes(hadamard_quant(y, h, inv), hadamard_quant_ref(y, h, inv))
 
 
+def test_hadamard_quant_with_a_given_tiling(device):
+    """``tiling=`` (what sweep_tilings.py times) replaces the rule's: several rows of W and tokens a
+    program, the last program past both edges."""
+    y = (torch.randn(3, 1536, generator=torch.Generator().manual_seed(3)) * 4).half().to(device)
+    h = hadamard_matrix(1536).to(device)
+    inv = f64(127 / 16, device)
+    out = hadamard_quant(y, h, inv, tiling=dict(ROWS=4, BLOCK_T=2))
+    assert_same_codes(out, hadamard_quant_ref(y, h, inv))
+
+
 def test_hadamard_quant_exact_at_every_power_of_two(device):
     """Values of one power of two each, from 2**-24 (one unit) to 2**15, so that every bit of y * 2**24
     is the only one set in some column; small enough sums that no code saturates."""

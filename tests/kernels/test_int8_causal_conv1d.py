@@ -37,6 +37,18 @@ def test_matches_reference(batch, seq_len, channels, silu, device):
     assert final.is_contiguous()
 
 
+def test_a_given_tiling_replaces_the_rule(device):
+    """``tiling=`` (what sweep_tilings.py times) is the launch's: a BLOCK_L above MAX_BLOCK_L is refused,
+    which prefill_tiling never returns."""
+    x, w, dequant, bias, inv = make_inputs(2, 37, 40, 4, device)
+    out, final = int8_causal_conv1d(x, w, dequant, bias, inv, True, tiling=dict(BLOCK_L=8, BLOCK_D=16))
+    expected, expected_final = int8_causal_conv1d_ref(x, w, dequant, bias, inv, True)
+    assert_same_codes(out, expected)
+    assert_same_codes(final, expected_final)
+    with pytest.raises(ValueError, match="BLOCK_L must be at most"):
+        int8_causal_conv1d(x, w, dequant, bias, inv, True, tiling=dict(BLOCK_L=2 * int8_conv.MAX_BLOCK_L, BLOCK_D=16))
+
+
 @pytest.mark.parametrize("width", [1, 2, 3])
 def test_narrower_kernels_without_bias(width, device):
     x, w, dequant, _, inv = make_inputs(2, 9, 24, width, device)

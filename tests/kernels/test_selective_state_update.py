@@ -90,6 +90,16 @@ def test_decode_steps_continue_the_triton_scan_bit_for_bit():
     assert torch.equal(state, whole_state)
 
 
+def test_a_given_tiling_replaces_the_rule(device):
+    """``tiling=`` (what sweep_tilings.py times): the new state bit for bit the rule's, the output within
+    float32 rounding of it (the sum over the state may be ordered differently)."""
+    args = _step_args(2, 40, 16, device, int8=True)
+    out, state = _call(selective_state_update, args, scales=SCALES)
+    out16, state16 = _call(selective_state_update, args, scales=SCALES, tiling=dict(BLOCK_D=16))
+    assert torch.equal(state16, state)
+    assert_close_to_ref(out16, out, device)
+
+
 def test_rejects_more_than_one_token(device):
     args = make_inputs(2, 3, 24, 16, device)
     args["state"] = args.pop("initial_state")

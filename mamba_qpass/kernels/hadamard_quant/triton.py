@@ -95,13 +95,17 @@ def _norm_tensor(order: int, device: torch.device) -> torch.Tensor:
     return torch.tensor(hadamard_norm(order), dtype=torch.float64, device=device)
 
 
-def hadamard_quant(y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch.Tensor) -> torch.Tensor:
+def hadamard_quant(
+    y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch.Tensor, tiling: dict | None = None
+) -> torch.Tensor:
     """Triton ``hadamard_quant_ref``: y float16 (M, D) or (B, L, D), last dim
     contiguous, D <= 8192 a supported order; hadamard = ``hadamard_matrix(D)`` (int8, or a float dtype
     holding it), on y's device; float64 scalar out_inv_scale. Returns int8 of y's shape.
 
     The kernel reads only the Kronecker factor H[::C, ::C] of ``hadamard``, so it must be
-    ``hadamard_matrix(D)`` itself, not another Hadamard matrix of that order."""
+    ``hadamard_matrix(D)`` itself, not another Hadamard matrix of that order. ``tiling`` (ROWS and BLOCK_T,
+    powers of two, and launch options) replaces ``_hadamard_tiling``'s; ``benchmarks/sweep_tilings.py``
+    times the candidates."""
     check_tensor("y", y, (torch.float16,), (2, 3))
     device = y.device
     order = y.shape[-1]
@@ -116,6 +120,7 @@ def hadamard_quant(y: torch.Tensor, hadamard: torch.Tensor, out_inv_scale: torch
     m = rows.shape[0]
     if m > 0:
         left, right, config = _hadamard_tiling(m, order, device)
+        config = tiling or config
         grid = (triton.cdiv(m, config["BLOCK_T"]), triton.cdiv(left, config["ROWS"]))
         _hadamard_quant_kernel[grid](
             rows, hadamard, out_inv_scale, _norm_tensor(order, device), out,
