@@ -29,6 +29,7 @@ from mamba_qpass.kernels.dependent_launch import independent_launches
 from mamba_qpass.kernels.int8_causal_conv1d.reference import int8_causal_conv1d_ref
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d, prefill_tiling
 from mamba_qpass.kernels.int8_linear.tiles import time_from_cold_l2
+from mamba_qpass.kernels.int8_linear.triton import int8_linear
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales
 from mamba_qpass.kernels.selective_state_update.triton import DtProjection, selective_state_update, state_update_tiling
 from mamba_qpass.numerics import hadamard_matrix
@@ -37,11 +38,14 @@ from mamba_qpass.numerics import hadamard_matrix
 # registers a thread (sm_90: 40 registers at 128 channels in 4 warps, so 48 warps an SM against 32)
 CONV_TILINGS = [(16, 64, 1), (32, 128, 1), (16, 128, 1), (32, 256, 1), (32, 64, 1), (32, 32, 1), (16, 64, 2),
                 (16, 128, 4), (32, 128, 4)]
-STATE_UPDATE_TILINGS = [(16, 1), (32, 1), (32, 2), (64, 2), (64, 4), (128, 4)]  # (BLOCK_D, num_warps)
+# (BLOCK_D, ROWS, num_warps); several batch rows a program only where dt_proj is fused (they share its reads)
+STATE_UPDATE_TILINGS = [(16, 1, 1), (32, 1, 1), (32, 1, 2), (64, 1, 2), (64, 1, 4), (128, 1, 4)]
+FUSED_ROWS_TILINGS = [(16, 2, 1), (16, 4, 1), (16, 8, 1), (16, 16, 1), (32, 4, 1), (32, 16, 1)]
 HADAMARD_TILINGS = [(1, 1, 4), (1, 1, 2), (1, 1, 8), (2, 1, 4), (4, 1, 4), (1, 2, 4), (1, 4, 4), (2, 2, 4),
                     (1, 16, 8)]  # (ROWS, BLOCK_T, num_warps)
 # (name, batch rows, dt_proj fused) at the 2.8b config: d_inner 5120, d_state 16, dt_rank 160
-STATE_UPDATES = [("2.8b B1 + dt_proj", 1, True), ("2.8b B1", 1, False), ("2.8b B16", 16, False), ("2.8b B64", 64, False)]
+STATE_UPDATES = [("2.8b B1 + dt_proj", 1, True), ("2.8b B1", 1, False), ("2.8b B16 + dt_proj", 16, True),
+                 ("2.8b B16", 16, False), ("2.8b B64", 64, False)]
 D_INNER, D_STATE, DT_RANK = 5120, 16, 160
 
 
@@ -94,8 +98,15 @@ def sweep_state_update(g: torch.Generator) -> list[dict]:
                 torch.float16, i["state"], scales=scales, dt_proj=i["dt"] if fused else None, tiling=tiling)
 
         out0, state0 = step(shipped)
-        for block_d, warps in STATE_UPDATE_TILINGS:
-            tiling = dict(BLOCK_D=block_d, num_warps=warps)
+        if fused:  # what the fused kernel replaces: dt_proj's GEMM, then the state update as shipped
+            ok = all(torch.equal(x, y) for x, y in zip(_unfused_pair(i, scales, b), (out0, state0)))
+            rows.append({"kernel": f"selective_state_update {name}", "tiling": "int8_linear, then unfused",
+                         "shipped": False, "check": ok,
+                         "ms": time_from_cold_l2(lambda: _unfused_pair(i, scales, b)) if ok else None})
+            _print(rows[-1])
+        candidates = STATE_UPDATE_TILINGS + (FUSED_ROWS_TILINGS if fused and b > 1 else [])
+        for block_d, row_count, warps in candidates:
+            tiling = dict(BLOCK_D=block_d, ROWS=row_count, num_warps=warps)
             out, state = step(tiling)
             close = (out.float() - out0.float()).abs().max().item() <= 1e-3 * out0.float().abs().max().item()
             ok = torch.equal(state, state0) and close
@@ -104,6 +115,13 @@ def sweep_state_update(g: torch.Generator) -> list[dict]:
                          "ms": time_from_cold_l2(lambda: step(tiling)) if ok else None})
             _print(rows[-1])
     return rows
+
+
+def _unfused_pair(i: dict, scales: torch.Tensor, b: int):
+    dt = i["dt"]
+    delta = int8_linear(i["low"], dt.weight, dt.dequant_scale, None, dt.out_inv_scale)
+    return selective_state_update(i["u"], delta, i["A"], i["B"], i["C"], i["D"], i["z"], i["bias"], True, torch.float16,
+                                  i["state"], scales=scales, tiling=state_update_tiling(b, delta.device))
 
 
 def sweep_hadamard(g: torch.Generator) -> list[dict]:

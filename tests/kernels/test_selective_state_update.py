@@ -135,10 +135,10 @@ def _dt_projection(batch, channels, rank, device, seed=7):
     return x_proj_out.to(device)[..., :rank], projection
 
 
-def _fused_and_unfused(batch, channels, rank, device):
+def _fused_and_unfused(batch, channels, rank, device, tiling=None):
     args = _step_args(batch, channels, 16, device, int8=True)
     low_rank, projection = _dt_projection(batch, channels, rank, device)
-    fused = _call(selective_state_update, args | {"delta": low_rank}, scales=SCALES, dt_proj=projection)
+    fused = _call(selective_state_update, args | {"delta": low_rank}, scales=SCALES, dt_proj=projection, tiling=tiling)
     delta = int8_linear(low_rank, projection.weight, projection.dequant_scale, None, projection.out_inv_scale)
     unfused = _call(selective_state_update, args | {"delta": delta}, scales=SCALES)
     ref = selective_state_update_dt_proj_ref(
@@ -159,6 +159,23 @@ def test_fused_dt_proj_equals_the_two_kernels(batch, channels, rank, device):
     assert delta.float().std() > 20 and (delta.abs() >= 127).any(), "test data should spread over the codes"
 
 
+@pytest.mark.parametrize("batch,rows", [(5, 2), (3, 16), (16, 16), (4, 4)], ids=["B5-R2", "B3-R16", "B16-R16", "B4-R4"])
+def test_fused_dt_proj_with_several_rows_a_program(batch, rows, device):
+    """ROWS batch rows a program, their dt_proj sums in the columns of one dot: out and state bit for bit
+    the two kernels', also where the batch does not fill the last program."""
+    block_d = 16 if device == "cuda" else 32
+    (out, state), (out2, state2), _, _ = _fused_and_unfused(batch, 40, 70, device, tiling=dict(BLOCK_D=block_d, ROWS=rows))
+    assert torch.equal(out, out2) and torch.equal(state, state2)
+
+
+def test_several_rows_a_program_without_dt_proj(device):
+    args = _step_args(5, 40, 16, device, int8=True)
+    out, state = _call(selective_state_update, args, scales=SCALES)
+    out2, state2 = _call(selective_state_update, args, scales=SCALES, tiling=dict(BLOCK_D=32, ROWS=2))
+    assert torch.equal(state2, state)
+    assert_close_to_ref(out2, out, device)
+
+
 def test_fused_dt_proj_rejects_bad_inputs(device):
     args = _step_args(2, 40, 16, device, int8=True)
     low_rank, projection = _dt_projection(2, 40, 5, device)
@@ -166,6 +183,9 @@ def test_fused_dt_proj_rejects_bad_inputs(device):
         _call(selective_state_update, args | {"delta": low_rank}, dt_proj=projection)
     with pytest.raises(ValueError, match=r"dt_proj's int8 input\] must have shape \(2, 1, 5\)"):
         _call(selective_state_update, args | {"delta": low_rank[..., :4]}, scales=SCALES, dt_proj=projection)
+    with pytest.raises(ValueError, match="ROWS must be at least 1, at most 16 with dt_proj"):
+        _call(selective_state_update, args | {"delta": low_rank}, scales=SCALES, dt_proj=projection,
+              tiling=dict(BLOCK_D=32, ROWS=17))
     with pytest.raises(ValueError, match="dt_proj weight must have 40 rows"):
         short = DtProjection(projection.weight[:39], projection.dequant_scale, projection.out_inv_scale)
         _call(selective_state_update, args | {"delta": low_rank}, scales=SCALES, dt_proj=short)
@@ -178,6 +198,14 @@ def test_fused_dt_proj_real_shapes_on_gpu(batch):
     (out, state), (out2, state2), (ref, ref_state), _ = _fused_and_unfused(batch, 5120, 160, "cuda")
     assert torch.equal(out, out2) and torch.equal(state, state2)
     assert_close_to_ref(out, ref, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rows", [4, 16])
+def test_fused_dt_proj_several_rows_a_program_real_shapes_on_gpu(rows):
+    """The 2.8b config at 16 batch rows, ROWS of them a program (a candidate of sweep_tilings.py)."""
+    (out, state), (out2, state2), _, _ = _fused_and_unfused(16, 5120, 160, "cuda", tiling=dict(BLOCK_D=16, ROWS=rows, num_warps=1))
+    assert torch.equal(out, out2) and torch.equal(state, state2)
 
 
 def test_a_float16_state_is_computed_on_in_float32(device):

@@ -31,7 +31,9 @@ from mamba_qpass.kernels.selective_scan.triton import _silu_gate, _softplus, adv
 
 # dt_rank columns of dt_proj's weight multiplied at a time (at 32, sm_90 code stages each through shared memory)
 DT_CHUNK = 64
-DOT_COLUMNS = tl.constexpr(16)
+# a dot's narrowest side: the dt_proj product's columns, one a batch row of the program
+MAX_ROWS_WITH_DT_PROJ = 16
+DOT_COLUMNS = tl.constexpr(MAX_ROWS_WITH_DT_PROJ)
 # float16 for a state kept in less precision between decode steps. Not bfloat16: Triton's interpreter
 # truncates float32 -> bfloat16 where torch and the GPU round to nearest even, so the CPU tests could not
 # show that kernel and reference agree.
@@ -39,17 +41,41 @@ STATE_DTYPES = (torch.float32, torch.float16)
 
 
 @triton.jit
+def _dt_proj_sums(delta_ptr, dt_w_ptr, first, offs_d, mask_d, BATCH, DT_RANK, stride_db, stride_wd, ROWS: tl.constexpr,
+                  BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, DT_CHUNK: tl.constexpr):
+    """The exact int32 dot products of the channels' dt_proj weight rows with the low-rank codes of batch
+    rows first .. first + ROWS - 1, column j for row first + j (BLOCK_D, DOT_COLUMNS). On the int8 tensor
+    cores, DOT_COLUMNS being a dot's narrowest side (columns past ROWS and rows past BATCH are zero):
+    widening each weight byte and multiplying on the CUDA cores cost about three instructions a weight,
+    for every batch row, and ROWS rows a program read the weight rows once for all of them."""
+    cols = tl.arange(0, DOT_COLUMNS)
+    row_mask = (cols < ROWS) & (first + cols < BATCH)
+    acc = tl.zeros((BLOCK_D, DOT_COLUMNS), dtype=tl.int32)
+    for r0 in tl.static_range(0, BLOCK_R, DT_CHUNK):
+        offs_r = r0 + tl.arange(0, DT_CHUNK)
+        mask_r = offs_r < DT_RANK
+        low = tl.load(delta_ptr + (first + cols)[None, :] * stride_db + offs_r[:, None],
+                      mask=mask_r[:, None] & row_mask[None, :], other=0)
+        w = tl.load(dt_w_ptr + offs_d[:, None] * stride_wd + offs_r[None, :], mask=mask_d[:, None] & mask_r[None, :],
+                    other=0)
+        acc = tl.dot(w, low, acc, out_dtype=tl.int32)
+    return acc
+
+
+@triton.jit
 def _selective_state_update_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, state_ptr, scales_ptr,
     out_ptr, state_out_ptr, dt_w_ptr, dt_dequant_ptr, dt_inv_ptr,
-    DIM, N, DT_RANK,
+    BATCH, DIM, N, DT_RANK,
     stride_ub, stride_db, stride_Bb, stride_Cb, stride_zb, stride_Ad, stride_sb, stride_sd, stride_ob, stride_tb, stride_td,
     stride_wd,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
     INT8_INPUTS: tl.constexpr, DT_PROJ: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_R: tl.constexpr, DT_CHUNK: tl.constexpr, USE_GDC: tl.constexpr = False,
+    BLOCK_R: tl.constexpr, DT_CHUNK: tl.constexpr, ROWS: tl.constexpr, USE_GDC: tl.constexpr = False,
 ):
-    batch = tl.program_id(0)
+    """A program updates ROWS batch rows from ROWS * program_id(0) on, one after the other, each as a program
+    of one row would (more than one row pays with DT_PROJ, where they share the weight rows' reads)."""
+    first = tl.program_id(0) * ROWS
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     mask_d = offs_d < DIM
@@ -57,57 +83,54 @@ def _selective_state_update_kernel(
     mask_dn = mask_d[:, None] & mask_n[None, :]
     wait_for_earlier_kernels(USE_GDC)
 
-    u = tl.load(u_ptr + batch * stride_ub + offs_d, mask=mask_d, other=0).to(tl.float32)
     if DT_PROJ:  # delta_ptr holds the dt_rank low-rank codes: delta's codes are dt_proj's, computed here
-        # On the int8 tensor cores: the weight rows times the low-rank codes repeated in DOT_COLUMNS columns
-        # (a dot's narrowest side), every column the same exact sums. Widening each weight byte and
-        # multiplying on the CUDA cores cost about three instructions a weight, for every batch row.
-        acc = tl.zeros((BLOCK_D, DOT_COLUMNS), dtype=tl.int32)
-        for r0 in tl.static_range(0, BLOCK_R, DT_CHUNK):
-            offs_r = r0 + tl.arange(0, DT_CHUNK)
-            mask_r = offs_r < DT_RANK
-            low = tl.load(delta_ptr + batch * stride_db + offs_r[:, None] + tl.zeros((1, DOT_COLUMNS), tl.int32),
-                          mask=mask_r[:, None], other=0)
-            w = tl.load(dt_w_ptr + offs_d[:, None] * stride_wd + offs_r[None, :], mask=mask_d[:, None] & mask_r[None, :],
-                        other=0)
-            acc = tl.dot(w, low, acc, out_dtype=tl.int32)
-        acc = tl.max(acc, axis=1)
-        v = acc.to(tl.float64) * tl.load(dt_dequant_ptr + offs_d, mask=mask_d, other=0.0)
-        dt = tl_round_half_even_clamp_int8(v * tl.load(dt_inv_ptr + offs_d, mask=mask_d, other=0.0)).to(tl.float32)
-    else:
-        dt = tl.load(delta_ptr + batch * stride_db + offs_d, mask=mask_d, other=0).to(tl.float32)
-    B_t = tl.load(B_ptr + batch * stride_Bb + offs_n, mask=mask_n, other=0).to(tl.float32)
-    C_t = tl.load(C_ptr + batch * stride_Cb + offs_n, mask=mask_n, other=0).to(tl.float32)
-    if INT8_INPUTS:
-        u = u * tl.load(scales_ptr + 0)
-        dt = dt * tl.load(scales_ptr + 1)
-        B_t = B_t * tl.load(scales_ptr + 2)
-        C_t = C_t * tl.load(scales_ptr + 3)
-    if HAS_DELTA_BIAS:
-        dt = dt + tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if DELTA_SOFTPLUS:
-        dt = _softplus(dt)
-
+        sums = _dt_proj_sums(delta_ptr, dt_w_ptr, first, offs_d, mask_d, BATCH, DT_RANK, stride_db, stride_wd, ROWS,
+                             BLOCK_D, BLOCK_R, DT_CHUNK)
+        dt_dequant = tl.load(dt_dequant_ptr + offs_d, mask=mask_d, other=0.0)
+        dt_inv = tl.load(dt_inv_ptr + offs_d, mask=mask_d, other=0.0)
     # Padded state lanes stay zero: A = 0 there gives decay 1, and B = 0 gives no drive.
     A = tl.load(A_ptr + offs_d[:, None] * stride_Ad + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
     A_log2 = A * 1.4426950408889634
-    state = tl.load(state_ptr + batch * stride_sb + offs_d[:, None] * stride_sd + offs_n[None, :], mask=mask_dn, other=0.0)
-    state = state.to(tl.float32)  # a state kept in float16 between steps is computed on in float32
-    decay = tl.exp2(dt[:, None] * A_log2)
-    drive = (dt * u)[:, None] * B_t[None, :]
-    h = advance_state(decay, state, drive)
-    y = tl.sum(h * C_t[None, :], axis=1)
-    if HAS_D:
-        y = y + u * tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_Z:
-        z = tl.load(z_ptr + batch * stride_zb + offs_d, mask=mask_d, other=0).to(tl.float32)
-        if INT8_INPUTS:
-            z = z * tl.load(scales_ptr + 4)
-        y = _silu_gate(y, z)
-    tl.store(out_ptr + batch * stride_ob + offs_d, y.to(out_ptr.dtype.element_ty), mask=mask_d)
-    # rounded to nearest even, as torch's .to() (a no-op for a float32 state)
-    h_out = h.to(state_out_ptr.dtype.element_ty, fp_downcast_rounding="rtne")
-    tl.store(state_out_ptr + batch * stride_tb + offs_d[:, None] * stride_td + offs_n[None, :], h_out, mask=mask_dn)
+    for row in tl.static_range(ROWS):
+        batch = first + row
+        if batch < BATCH:
+            if DT_PROJ:  # column row of the sums, exactly (integer adds of zeros)
+                acc = tl.sum(tl.where(tl.arange(0, DOT_COLUMNS)[None, :] == row, sums, 0), axis=1)
+                dt = tl_round_half_even_clamp_int8(acc.to(tl.float64) * dt_dequant * dt_inv).to(tl.float32)
+            else:
+                dt = tl.load(delta_ptr + batch * stride_db + offs_d, mask=mask_d, other=0).to(tl.float32)
+            u = tl.load(u_ptr + batch * stride_ub + offs_d, mask=mask_d, other=0).to(tl.float32)
+            B_t = tl.load(B_ptr + batch * stride_Bb + offs_n, mask=mask_n, other=0).to(tl.float32)
+            C_t = tl.load(C_ptr + batch * stride_Cb + offs_n, mask=mask_n, other=0).to(tl.float32)
+            if INT8_INPUTS:
+                u = u * tl.load(scales_ptr + 0)
+                dt = dt * tl.load(scales_ptr + 1)
+                B_t = B_t * tl.load(scales_ptr + 2)
+                C_t = C_t * tl.load(scales_ptr + 3)
+            if HAS_DELTA_BIAS:
+                dt = dt + tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            if DELTA_SOFTPLUS:
+                dt = _softplus(dt)
+
+            state = tl.load(state_ptr + batch * stride_sb + offs_d[:, None] * stride_sd + offs_n[None, :], mask=mask_dn,
+                            other=0.0)
+            state = state.to(tl.float32)  # a state kept in float16 between steps is computed on in float32
+            decay = tl.exp2(dt[:, None] * A_log2)
+            drive = (dt * u)[:, None] * B_t[None, :]
+            h = advance_state(decay, state, drive)
+            y = tl.sum(h * C_t[None, :], axis=1)
+            if HAS_D:
+                y = y + u * tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            if HAS_Z:
+                z = tl.load(z_ptr + batch * stride_zb + offs_d, mask=mask_d, other=0).to(tl.float32)
+                if INT8_INPUTS:
+                    z = z * tl.load(scales_ptr + 4)
+                y = _silu_gate(y, z)
+            tl.store(out_ptr + batch * stride_ob + offs_d, y.to(out_ptr.dtype.element_ty), mask=mask_d)
+            # rounded to nearest even, as torch's .to() (a no-op for a float32 state)
+            h_out = h.to(state_out_ptr.dtype.element_ty, fp_downcast_rounding="rtne")
+            tl.store(state_out_ptr + batch * stride_tb + offs_d[:, None] * stride_td + offs_n[None, :], h_out,
+                     mask=mask_dn)
 
 
 @dataclass(frozen=True)
@@ -137,11 +160,12 @@ def state_update_tiling(batch: int, device: torch.device) -> dict:
     Timed on an H200 from cold L2 (fifteenth session, ``sweep_tilings.py``, 6 tilings, outputs and states
     bit-equal across them), 2.8b config: one row with dt_proj 4.9 us against 6.2 for the 32-channel,
     2-warp tiling shipped before (3.1 against 4.2 without dt_proj); 16 rows 5.6 against 6.2 (16
-    channels: 6.2); 64 rows 14.6 against 16.0. Rows 2 to 15 are not timed. CPU (the interpreter): few,
+    channels: 6.2); 64 rows 14.6 against 16.0. Rows 2 to 15 are not timed. One batch row a program (ROWS):
+    more rows a program share the fused dt_proj's weight reads, not yet timed. CPU (the interpreter): few,
     large programs."""
     if device.type == "cuda":
-        return dict(BLOCK_D=16 if batch == 1 else 32, num_warps=1)
-    return dict(BLOCK_D=256)
+        return dict(BLOCK_D=16 if batch == 1 else 32, ROWS=1, num_warps=1)
+    return dict(BLOCK_D=256, ROWS=1)
 
 
 def selective_state_update(
@@ -169,8 +193,9 @@ def selective_state_update(
 
     With ``dt_proj`` (int8 codes only), ``delta`` is dt_proj's int8 input (B, 1, dt_rank), and the delta
     codes are ``int8_linear_ref(delta, *dt_proj)``'s, computed in the kernel
-    (``selective_state_update_dt_proj_ref``). ``tiling`` replaces ``state_update_tiling``'s (BLOCK_D and
-    launch options; ``benchmarks/sweep_tilings.py`` times the candidates)."""
+    (``selective_state_update_dt_proj_ref``). ``tiling`` replaces ``state_update_tiling``'s (BLOCK_D, ROWS
+    batch rows a program, at most 16 with dt_proj, and launch options; ``benchmarks/sweep_tilings.py`` times
+    the candidates)."""
     if u.dim() != 3 or u.shape[1] != 1:
         raise ValueError(f"a state update takes one token, u of shape (batch, 1, channels), got {tuple(u.shape)}")
     if dt_proj is not None:
@@ -195,11 +220,14 @@ def selective_state_update(
         dt_args, dt_rank = (dt_proj.weight, dt_proj.dequant_scale, dt_proj.out_inv_scale), delta.shape[-1]
     else:  # unread without DT_PROJ
         dt_args, dt_rank = (A, A, A), 0
-    tiling = tiling or state_update_tiling(batch, u.device)
-    _selective_state_update_kernel[(batch, triton.cdiv(channels, tiling["BLOCK_D"]))](
+    tiling = {"ROWS": 1, **(tiling or state_update_tiling(batch, u.device))}
+    if tiling["ROWS"] < 1 or (dt_proj is not None and tiling["ROWS"] > MAX_ROWS_WITH_DT_PROJ):
+        raise ValueError(f"state update tiling: ROWS must be at least 1, at most {MAX_ROWS_WITH_DT_PROJ} with dt_proj, "
+                         f"got {tiling}")
+    _selective_state_update_kernel[(triton.cdiv(batch, tiling["ROWS"]), triton.cdiv(channels, tiling["BLOCK_D"]))](
         u, delta, A, B, C, D if D is not None else A, z_arg, delta_bias if delta_bias is not None else A,
         state, scales_arg, out, state_out, *dt_args,
-        channels, state_size, dt_rank,
+        batch, channels, state_size, dt_rank,
         u.stride(0), delta.stride(0), B.stride(0), C.stride(0), z_arg.stride(0), A.stride(0),
         state.stride(0), state.stride(1), out.stride(0), state_out.stride(0), state_out.stride(1),
         dt_args[0].stride(0),
