@@ -59,16 +59,16 @@ def compile_sm90(kernel, pointer_types, constexprs, options):
     }
 
 
-def gpu_config(block_m, block_n, block_k, split_k):
+def gpu_config(block_m, block_n, block_k, split_k, swap_ab=False):
     return next(
         c for c in tiles.GPU_CONFIGS
-        if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.kwargs["SPLIT_K"])
-        == (block_m, block_n, block_k, split_k)
+        if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.kwargs["SPLIT_K"], c.kwargs["SWAP_AB"])
+        == (block_m, block_n, block_k, split_k, swap_ab)
     )
 
 
-def gemm(block_m, block_n, block_k, quantize_out, even_k, split_k=1):
-    config = gpu_config(block_m, block_n, block_k, split_k)
+def gemm(block_m, block_n, block_k, quantize_out, even_k, split_k=1, swap_ab=False):
+    config = gpu_config(block_m, block_n, block_k, split_k, swap_ab)
     out = "*i8" if quantize_out else "*fp32"
     return compile_sm90(
         linear._int8_linear_kernel, {"a_ptr": "*i8", "w_ptr": "*i8", "out_ptr": out, "ws_ptr": "*i32", "count_ptr": "*i32"},
@@ -182,7 +182,8 @@ results = {
     "int8_linear-f32-128x128": gemm(128, 128, 128, False, True),
     "int8_linear-codes-16x16-split_k4": gemm(16, 16, 256, True, False, split_k=4),
     "int8_linear-codes-1x4-gemv-unrolled": gemm(1, 4, 512, True, False),
-    "int8_linear-codes-16x64-swap_ab": gemm(16, 64, 256, True, True),
+    "int8_linear-codes-16x64-swap_ab": gemm(16, 64, 256, True, True, swap_ab=True),
+    "int8_linear-f32-16x64-swap_ab-split_k4": gemm(16, 64, 256, False, True, split_k=4, swap_ab=True),
     "int8_linear-f32-1x16-gemv-split_k8": gemm(1, 16, 256, False, True, split_k=8),
     "int8_causal_conv1d-linear": int8_causal_conv1d(False),
     "int8_causal_conv1d-silu": int8_causal_conv1d(True),
@@ -209,7 +210,7 @@ USE_GDC = True
 results["dependent"] = {
     "int8_linear-codes-1x4-gemv-unrolled": gemm(1, 4, 512, True, False),
     "int8_linear-f32-1x16-gemv-split_k8": gemm(1, 16, 256, False, True, split_k=8),
-    "int8_linear-codes-16x64-swap_ab": gemm(16, 64, 256, True, True),
+    "int8_linear-codes-16x64-swap_ab": gemm(16, 64, 256, True, True, swap_ab=True),
     "int8_linear_conv_step-linear-split_k4": int8_linear_conv_step(64, 4),
     "int8_conv_state_update-linear": int8_conv_state_update(),
     "selective_state_update-int8-dt_proj": selective_state_update(True, dt_proj=True),
@@ -231,6 +232,7 @@ NO_FMA = (
     "int8_linear-codes-16x16-split_k4",
     "int8_linear-codes-1x4-gemv-unrolled",
     "int8_linear-codes-16x64-swap_ab",
+    "int8_linear-f32-16x64-swap_ab-split_k4",
     "int8_linear-f32-1x16-gemv-split_k8",
     "int8_causal_conv1d-linear",
     "rms_norm_quant-768",
@@ -272,7 +274,7 @@ def test_gpu_launch_configurations_compile_for_sm90():
         # its float64 epilogue is a fallback in a branch: compiled in, so the FMA check above sees it
         assert results[name]["mul_f64"] > 0, f"{name} has no float64 epilogue"
     for name in ("int8_linear-codes-128x256", "int8_linear-codes-64x64-k_masked", "int8_linear-f32-128x128",
-                 "int8_linear-codes-16x64-swap_ab"):  # 64 weight rows on wgmma's M side, 16 tokens on its N side
+                 "int8_linear-codes-16x64-swap_ab", "int8_linear-f32-16x64-swap_ab-split_k4"):  # 64 weight rows on wgmma's M side, 16 tokens on its N side
         assert results[name]["wgmma_s8"] > 0, f"{name} does not use Hopper's int8 wgmma"
     # other 16-row decode tiles are too small for wgmma: int8 mma.sync
     for name in ("int8_linear_conv_step-linear", "int8_linear_conv_step-linear-split_k4"):

@@ -61,8 +61,11 @@ DECODE_CONFIGS = [
     _config(1, 32, 256, 4, 2, split_k=4),
     _config(1, 16, 256, 2, 2, split_k=8),
     _config(16, 128, 256, 4, 4),
-    # weight @ a.T on wgmma (int8_tile_accumulate): in_proj at 16 rows 11.6 us against 12.3 (H200, cold L2)
+    # weight @ a.T on wgmma (int8_tile_accumulate): in_proj at 16 rows 11.6 us against 12.3 (H200, cold L2);
+    # split K for out_proj's 40 column tiles of 64 on 132 SMs (not timed yet)
     _config(16, 64, 256, 4, 4, swap_ab=True),
+    _config(16, 64, 256, 4, 4, split_k=2, swap_ab=True),
+    _config(16, 64, 256, 4, 4, split_k=4, swap_ab=True),
     _config(16, 64, 512, 4, 4),
     _config(16, 32, 512, 2, 4),
     _config(16, 16, 512, 2, 4),
