@@ -4,10 +4,12 @@ prefill conv (``int8_causal_conv1d.triton.prefill_tiling``), the one-token selec
 (``hadamard_quant.triton._hadamard_tiling``), so each rule can follow a measurement.
 
 Every candidate is checked before it is timed: the conv's and the rotation's codes equal the reference's
-(integer outputs, exact), the state update's new state equals the shipped tiling's bit for bit (each element takes the same
-instructions whatever the tile) and its output agrees with it to float32 rounding (the sum over the state
-may be ordered differently; it is reported whether it is bit-equal). A candidate that fails its check is
-printed as such and not timed.
+(integer outputs, exact), the state update's new state equals the shipped tiling's bit for bit (each
+element takes the same instructions whatever the tile) and its output agrees with it to float32 rounding
+(the sum over the state may be ordered differently; it is reported whether it is bit-equal). A candidate
+that fails its check is printed as such and not timed. Where dt_proj is fused into the state update, the
+pair it replaces (dt_proj's GEMM, then the unfused update as shipped) is timed too, its outputs checked
+equal to the fused kernel's.
 
 Times: the conv as ``bench_kernels.py`` times it (median of ``do_bench_cudagraph``); the state update and
 the rotation as a decode step runs them, from cold L2 (``tiles.time_from_cold_l2``), at the 2.8b config's
