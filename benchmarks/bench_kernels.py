@@ -115,34 +115,59 @@ def bench_decode_step(name, b, d_model, d_inner, dt_rank, g):
              "baseline_ms": time_from_cold_l2(pair), "baseline": "int8_linear, then int8_conv_state_update",
              "rate": f"{n * d_model / 1e6:.1f} MB of weights"}]
 
+    i = state_update_inputs(b, d_inner, dt_rank, g)
+    fused = state_update(i, i["low"], dt_proj=i["dt"])
+    ok = all(torch.equal(x, y) for x, y in zip(fused, dt_proj_then_state_update(i)))
+    rows.append({"kernel": f"state update + dt_proj {name}", "shape": [b, d_inner, dt_rank], "check": ok,
+                 "ours_ms": time_from_cold_l2(lambda: state_update(i, i["low"], dt_proj=i["dt"])),
+                 "baseline_ms": time_from_cold_l2(lambda: dt_proj_then_state_update(i)),
+                 "baseline": "int8_linear (dt_proj), then selective_state_update",
+                 "rate": f"{b * d_inner * 16 * 8 / 1e6:.1f} MB of state"})
+    return rows
+
+
+def state_update_inputs(b, d_inner, dt_rank, g) -> dict:
+    """Random int8 inputs of a decode state update of ``b`` rows, with dt_proj's low-rank codes and its
+    projection (d_state 16)."""
     u, z, low = _codes(b, 1, d_inner, g=g), _codes(b, 1, d_inner, g=g), _codes(b, 1, dt_rank, g=g)
     B, C = _codes(b, 1, 16, g=g), _codes(b, 1, 16, g=g)
     A = -torch.rand(d_inner, 16, device="cuda", generator=g) - 0.5
     D, bias = torch.randn(d_inner, device="cuda", generator=g), torch.randn(d_inner, device="cuda", generator=g) - 3
     ssm_state = torch.randn(b, d_inner, 16, device="cuda", generator=g)
-    scales = ScanInputScales(0.02, 0.01, 0.02, 0.02, 0.03).as_tensor("cuda")
     dt = DtProjection(_codes(d_inner, dt_rank, g=g), torch.rand(d_inner, dtype=torch.float64, device="cuda", generator=g) * 1e-3,
                       torch.full((d_inner,), 30.0, dtype=torch.float64, device="cuda"))
-    step = (A, B, C, D, z, bias, True, torch.float16, ssm_state)
-
-    def dt_pair():
-        delta = int8_linear(low, dt.weight, dt.dequant_scale, None, dt.out_inv_scale)
-        return selective_state_update(u, delta, *step, scales=scales)
-
-    fused = selective_state_update(u, low, *step, scales=scales, dt_proj=dt)
-    ok = all(torch.equal(x, y) for x, y in zip(fused, dt_pair()))
-    rows.append({"kernel": f"state update + dt_proj {name}", "shape": [b, d_inner, dt_rank], "check": ok,
-                 "ours_ms": time_from_cold_l2(lambda: selective_state_update(u, low, *step, scales=scales, dt_proj=dt)),
-                 "baseline_ms": time_from_cold_l2(dt_pair), "baseline": "int8_linear (dt_proj), then selective_state_update",
-                 "rate": f"{b * d_inner * 16 * 8 / 1e6:.1f} MB of state"})
-    return rows
+    return dict(u=u, z=z, low=low, B=B, C=C, A=A, D=D, bias=bias, state=ssm_state, dt=dt,
+                scales=ScanInputScales(0.02, 0.01, 0.02, 0.02, 0.03).as_tensor("cuda"))
 
 
-def bench_conv(name, b, l, d, g, causal_conv1d_fn):
+def state_update(i: dict, delta: torch.Tensor, **kwargs):
+    """``selective_state_update`` on ``state_update_inputs`` with the given delta codes (dt_proj's input
+    when ``dt_proj`` is passed), float16 out."""
+    return selective_state_update(i["u"], delta, i["A"], i["B"], i["C"], i["D"], i["z"], i["bias"], True, torch.float16,
+                                  i["state"], scales=i["scales"], **kwargs)
+
+
+def dt_proj_codes(i: dict) -> torch.Tensor:
+    """The delta codes of dt_proj's GEMM on ``state_update_inputs``' low-rank codes."""
+    dt = i["dt"]
+    return int8_linear(i["low"], dt.weight, dt.dequant_scale, None, dt.out_inv_scale)
+
+
+def dt_proj_then_state_update(i: dict):
+    """What the fused state update replaces: dt_proj's GEMM, then the unfused update."""
+    return state_update(i, dt_proj_codes(i))
+
+
+def conv_inputs(b, l, d, g) -> tuple:
+    """Random (x, weight, dequant_scale, bias, out_inv_scale) of an int8 conv of width 4."""
     x, w = _codes(b, l, d, g=g), _codes(d, 4, g=g)
     dequant = torch.rand(d, dtype=torch.float64, device="cuda", generator=g) * 1e-4
     bias = torch.randn(d, dtype=torch.float64, device="cuda", generator=g)
-    inv = torch.tensor(40.0, dtype=torch.float64, device="cuda")
+    return x, w, dequant, bias, torch.tensor(40.0, dtype=torch.float64, device="cuda")
+
+
+def bench_conv(name, b, l, d, g, causal_conv1d_fn):
+    x, w, dequant, bias, inv = conv_inputs(b, l, d, g)
     ok = torch.equal(int8_causal_conv1d(x, w, dequant, bias, inv, True)[0], int8_causal_conv1d_ref(x, w, dequant, bias, inv, True)[0])
     ours = _time(lambda: int8_causal_conv1d(x, w, dequant, bias, inv, True))
     row = {"kernel": f"int8_causal_conv1d {name}", "shape": [b, l, d], "check": ok, "ours_ms": ours,
@@ -181,10 +206,14 @@ def bench_scan(name, b, l, d, n, g, selective_scan_fn):
     return row
 
 
-def bench_hadamard(name, m, d, g, timer=_time):
+def hadamard_inputs(m, d, g) -> tuple:
+    """Random float16 y (m, d), ``hadamard_matrix(d)`` and an inverse output scale."""
     y = (torch.randn(m, d, device="cuda", generator=g) * 4).half()
-    h = hadamard_matrix(d).cuda()
-    inv = torch.tensor(127 / 16, dtype=torch.float64, device="cuda")
+    return y, hadamard_matrix(d).cuda(), torch.tensor(127 / 16, dtype=torch.float64, device="cuda")
+
+
+def bench_hadamard(name, m, d, g, timer=_time):
+    y, h, inv = hadamard_inputs(m, d, g)
     ok = torch.equal(hadamard_quant(y, h, inv), hadamard_quant_ref(y, h, inv))
     ours = timer(lambda: hadamard_quant(y, h, inv))
     return {"kernel": f"hadamard_quant {name}", "shape": [m, d], "check": ok, "ours_ms": ours,

@@ -24,17 +24,17 @@ import json
 import torch
 from triton.testing import do_bench_cudagraph
 
-from bench_kernels import CONVS, DECODE_HADAMARDS, _codes
+from bench_kernels import (
+    CONVS, DECODE_HADAMARDS, conv_inputs, dt_proj_codes, dt_proj_then_state_update, hadamard_inputs, state_update,
+    state_update_inputs,
+)
 from mamba_qpass.kernels.hadamard_quant.reference import hadamard_quant_ref
 from mamba_qpass.kernels.hadamard_quant.triton import _hadamard_tiling, hadamard_quant
 from mamba_qpass.kernels.dependent_launch import independent_launches
 from mamba_qpass.kernels.int8_causal_conv1d.reference import int8_causal_conv1d_ref
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d, prefill_tiling
 from mamba_qpass.kernels.int8_linear.tiles import time_from_cold_l2
-from mamba_qpass.kernels.int8_linear.triton import int8_linear
-from mamba_qpass.kernels.selective_scan.reference import ScanInputScales
-from mamba_qpass.kernels.selective_state_update.triton import DtProjection, selective_state_update, state_update_tiling
-from mamba_qpass.numerics import hadamard_matrix
+from mamba_qpass.kernels.selective_state_update.triton import state_update_tiling
 
 # The fifteenth session's winners and the tilings before them, then more warps a program with fewer
 # registers a thread (sm_90: 40 registers at 128 channels in 4 warps, so 48 warps an SM against 32)
@@ -54,10 +54,7 @@ D_INNER, D_STATE, DT_RANK = 5120, 16, 160
 def sweep_conv(g: torch.Generator) -> list[dict]:
     rows = []
     for name, b, l, d in CONVS:
-        x, w = _codes(b, l, d, g=g), _codes(d, 4, g=g)
-        dequant = torch.rand(d, dtype=torch.float64, device="cuda", generator=g) * 1e-4
-        bias = torch.randn(d, dtype=torch.float64, device="cuda", generator=g)
-        inv = torch.tensor(40.0, dtype=torch.float64, device="cuda")
+        x, w, dequant, bias, inv = conv_inputs(b, l, d, g)
         expected = int8_causal_conv1d_ref(x, w, dequant, bias, inv, True)[0]
         shipped = prefill_tiling(b, l, d, x.device)
         for block_l, block_d, warps in CONV_TILINGS:  # (BLOCK_L, BLOCK_D, num_warps)
@@ -73,38 +70,23 @@ def sweep_conv(g: torch.Generator) -> list[dict]:
     return rows
 
 
-def _state_update_inputs(b: int, g: torch.Generator) -> dict:
-    return dict(
-        u=_codes(b, 1, D_INNER, g=g), low=_codes(b, 1, DT_RANK, g=g), delta=_codes(b, 1, D_INNER, g=g),
-        z=_codes(b, 1, D_INNER, g=g), B=_codes(b, 1, D_STATE, g=g), C=_codes(b, 1, D_STATE, g=g),
-        A=-torch.rand(D_INNER, D_STATE, device="cuda", generator=g) - 0.5,
-        D=torch.randn(D_INNER, device="cuda", generator=g),
-        bias=torch.randn(D_INNER, device="cuda", generator=g) - 3,
-        state=torch.randn(b, D_INNER, D_STATE, device="cuda", generator=g),
-        dt=DtProjection(_codes(D_INNER, DT_RANK, g=g),
-                        torch.rand(D_INNER, dtype=torch.float64, device="cuda", generator=g) * 1e-3,
-                        torch.full((D_INNER,), 30.0, dtype=torch.float64, device="cuda")),
-    )
-
-
 def sweep_state_update(g: torch.Generator) -> list[dict]:
     rows = []
-    scales = ScanInputScales(0.02, 0.01, 0.02, 0.02, 0.03).as_tensor("cuda")
     for name, b, fused in STATE_UPDATES:
-        i = _state_update_inputs(b, g)
+        i = state_update_inputs(b, D_INNER, DT_RANK, g)
         shipped = state_update_tiling(b, torch.device("cuda"))
+        # fused: dt_proj's input and the projection; else the delta codes dt_proj would give
+        delta, dt_proj = (i["low"], i["dt"]) if fused else (dt_proj_codes(i), None)
 
         def step(tiling):
-            return selective_state_update(
-                i["u"], i["low"] if fused else i["delta"], i["A"], i["B"], i["C"], i["D"], i["z"], i["bias"], True,
-                torch.float16, i["state"], scales=scales, dt_proj=i["dt"] if fused else None, tiling=tiling)
+            return state_update(i, delta, dt_proj=dt_proj, tiling=tiling)
 
         out0, state0 = step(shipped)
         if fused:  # what the fused kernel replaces: dt_proj's GEMM, then the state update as shipped
-            ok = all(torch.equal(x, y) for x, y in zip(_unfused_pair(i, scales, b), (out0, state0)))
+            ok = all(torch.equal(x, y) for x, y in zip(dt_proj_then_state_update(i), (out0, state0)))
             rows.append({"kernel": f"selective_state_update {name}", "tiling": "int8_linear, then unfused",
                          "shipped": False, "check": ok,
-                         "ms": time_from_cold_l2(lambda: _unfused_pair(i, scales, b)) if ok else None})
+                         "ms": time_from_cold_l2(lambda: dt_proj_then_state_update(i)) if ok else None})
             _print(rows[-1])
         candidates = STATE_UPDATE_TILINGS + (FUSED_ROWS_TILINGS if fused and b > 1 else [])
         for block_d, row_count, warps in candidates:
@@ -119,19 +101,10 @@ def sweep_state_update(g: torch.Generator) -> list[dict]:
     return rows
 
 
-def _unfused_pair(i: dict, scales: torch.Tensor, b: int):
-    dt = i["dt"]
-    delta = int8_linear(i["low"], dt.weight, dt.dequant_scale, None, dt.out_inv_scale)
-    return selective_state_update(i["u"], delta, i["A"], i["B"], i["C"], i["D"], i["z"], i["bias"], True, torch.float16,
-                                  i["state"], scales=scales, tiling=state_update_tiling(b, delta.device))
-
-
 def sweep_hadamard(g: torch.Generator) -> list[dict]:
     rows = []
     for name, m, d in DECODE_HADAMARDS:
-        y = (torch.randn(m, d, device="cuda", generator=g) * 4).half()
-        h = hadamard_matrix(d).cuda()
-        inv = torch.tensor(127 / 16, dtype=torch.float64, device="cuda")
+        y, h, inv = hadamard_inputs(m, d, g)
         expected = hadamard_quant_ref(y, h, inv)
         shipped = _hadamard_tiling(m, d, y.device)[2]
         for row_count, block_t, warps in HADAMARD_TILINGS:
