@@ -90,13 +90,22 @@ def test_decode_steps_continue_the_triton_scan_bit_for_bit():
     assert torch.equal(state, whole_state)
 
 
+def assert_same_state_whatever_the_tile(state, expected, device):
+    """On the GPU every state element takes the same instructions whatever the tile, so bit for bit; in the
+    interpreter exp is numpy's, whose code path may depend on the array's shape (see the test above)."""
+    if device == "cuda":
+        assert torch.equal(state, expected)
+    else:
+        assert_close_to_ref(state, expected, device)
+
+
 def test_a_given_tiling_replaces_the_rule(device):
-    """``tiling=`` (what sweep_tilings.py times): the new state bit for bit the rule's, the output within
-    float32 rounding of it (the sum over the state may be ordered differently)."""
+    """``tiling=`` (what sweep_tilings.py times): the new state the rule's (bit for bit on the GPU), the
+    output within float32 rounding of it (the sum over the state may be ordered differently)."""
     args = _step_args(2, 40, 16, device, int8=True)
     out, state = _call(selective_state_update, args, scales=SCALES)
     out16, state16 = _call(selective_state_update, args, scales=SCALES, tiling=dict(BLOCK_D=16))
-    assert torch.equal(state16, state)
+    assert_same_state_whatever_the_tile(state16, state, device)
     assert_close_to_ref(out16, out, device)
 
 
@@ -140,7 +149,7 @@ def _fused_and_unfused(batch, channels, rank, device, tiling=None):
     low_rank, projection = _dt_projection(batch, channels, rank, device)
     fused = _call(selective_state_update, args | {"delta": low_rank}, scales=SCALES, dt_proj=projection, tiling=tiling)
     delta = int8_linear(low_rank, projection.weight, projection.dequant_scale, None, projection.out_inv_scale)
-    unfused = _call(selective_state_update, args | {"delta": delta}, scales=SCALES)
+    unfused = _call(selective_state_update, args | {"delta": delta}, scales=SCALES, tiling=tiling)
     ref = selective_state_update_dt_proj_ref(
         args["u"], low_rank, projection.weight, projection.dequant_scale, projection.out_inv_scale, args["A"],
         args["B"], args["C"], args["D"], args["z"], args["delta_bias"], True, None, args["state"], SCALES,
@@ -162,7 +171,7 @@ def test_fused_dt_proj_equals_the_two_kernels(batch, channels, rank, device):
 @pytest.mark.parametrize("batch,rows", [(5, 2), (3, 16), (16, 16), (4, 4)], ids=["B5-R2", "B3-R16", "B16-R16", "B4-R4"])
 def test_fused_dt_proj_with_several_rows_a_program(batch, rows, device):
     """ROWS batch rows a program, their dt_proj sums in the columns of one dot: out and state bit for bit
-    the two kernels', also where the batch does not fill the last program."""
+    the two kernels' at the same tiling, also where the batch does not fill the last program."""
     block_d = 16 if device == "cuda" else 32
     (out, state), (out2, state2), _, _ = _fused_and_unfused(batch, 40, 70, device, tiling=dict(BLOCK_D=block_d, ROWS=rows))
     assert torch.equal(out, out2) and torch.equal(state, state2)
@@ -172,7 +181,7 @@ def test_several_rows_a_program_without_dt_proj(device):
     args = _step_args(5, 40, 16, device, int8=True)
     out, state = _call(selective_state_update, args, scales=SCALES)
     out2, state2 = _call(selective_state_update, args, scales=SCALES, tiling=dict(BLOCK_D=32, ROWS=2))
-    assert torch.equal(state2, state)
+    assert_same_state_whatever_the_tile(state2, state, device)
     assert_close_to_ref(out2, out, device)
 
 
