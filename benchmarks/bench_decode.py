@@ -22,6 +22,8 @@ rewrites of ``runtime/``, with each added in turn and with the default set (``de
 what generate runs), and the default set captured without programmatic dependent launch
 (``kernels/dependent_launch.py``), from the same states, after checking that every variant's logits equal
 the functional step's bit for bit: what each rewrite and the dependent launches buy, in one run.
+With ``--profile``, the kernels of one step as generate captures it, but with independent launches: under
+dependent launch a kernel starts early and its profiled time includes its wait for the one before.
 
     python benchmarks/bench_decode.py [--configs 130m,1.4b,2.8b] [--batches 1,16,64] [--json out.json] [--profile] [--rewrites] [--float16-states]
 """
@@ -179,6 +181,9 @@ def bench_config(name: str, batches, g: torch.Generator, profile: bool, rewrites
 
     rows = []
     for batch in batches:
+        # mamba-ssm keeps its decoding cache unless the batch grows (utils/generation.py, update_graph_cache):
+        # a smaller batch after a larger one would prefill into the larger batch's conv states and fail
+        ssm._decoding_cache = None
         ids = torch.randint(0, VOCAB, (batch, PROMPT), generator=g, device="cuda")
         ours = lambda: qmodel.generate(ids, max_new_tokens=NEW, eos_token_id=[])  # noqa: E731
         theirs = lambda: ssm.generate(ids, max_length=PROMPT + NEW, cg=True, top_k=1)  # noqa: E731
@@ -222,8 +227,13 @@ def bench_config(name: str, batches, g: torch.Generator, profile: bool, rewrites
                 print(f"{name} B={batch}: ms per CUDA-graph step, " + ", ".join(
                     f"{k} {v:.3f}" for k, v in row["step_ms_by_rewrites"].items()), flush=True)
         if profile:
-            step = qmodel._decode_step(states, use_cuda_graph=True)  # the step as generate runs it: one graph replay
-            row["kernels_per_step"] = print_profile(f"{name} w8a8 decode step B={batch}", CONFIGS[name][1], lambda: step(ids[:, :1]))
+            # the step as generate runs it (one graph replay), captured without dependent launch: with it, a
+            # kernel's time would include its wait for the kernel before
+            with independent_launches():
+                step = CudaGraphDecodeStep(step_graph, states)
+            step.start(states)
+            row["kernels_per_step"] = print_profile(f"{name} w8a8 decode step B={batch}, independent launches",
+                                                    CONFIGS[name][1], lambda: step(ids[:, :1]))
         rows.append(row)
         torch.cuda.empty_cache()
     return rows
@@ -234,7 +244,8 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ",".join(CONFIGS))
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
     parser.add_argument("--json", default=None, help="also write every row and check here")
-    parser.add_argument("--profile", action="store_true", help="print the kernels of one w8a8 decode step (its CUDA graph) per batch size")
+    parser.add_argument("--profile", action="store_true",
+                        help="print the kernels of one w8a8 decode step (its CUDA graph, independent launches) per batch size")
     parser.add_argument("--float16-states", action="store_true",
                         help="also time w8a8 with its SSM states kept in float16 between steps")
     parser.add_argument("--rewrites", action="store_true",
