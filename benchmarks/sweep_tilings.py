@@ -40,9 +40,10 @@ from mamba_qpass.kernels.selective_state_update.triton import state_update_tilin
 # registers a thread (sm_90: 40 registers at 128 channels in 4 warps, so 48 warps an SM against 32)
 CONV_TILINGS = [(16, 64, 1), (32, 128, 1), (16, 128, 1), (32, 256, 1), (32, 64, 1), (32, 32, 1), (16, 64, 2),
                 (16, 128, 4), (32, 128, 4)]
-# (BLOCK_D, ROWS, num_warps); several batch rows a program only where dt_proj is fused (they share its reads)
+# (BLOCK_D, ROWS, num_warps); several batch rows a program, loaded as one tile, where there are several
 STATE_UPDATE_TILINGS = [(16, 1, 1), (32, 1, 1), (32, 1, 2), (64, 1, 2), (64, 1, 4), (128, 1, 4)]
-FUSED_ROWS_TILINGS = [(16, 2, 1), (16, 4, 1), (16, 8, 1), (16, 16, 1), (32, 4, 1), (32, 16, 1)]
+ROWS_TILINGS = [(16, 16, 4), (16, 16, 2), (16, 16, 8), (32, 16, 4), (32, 16, 8), (16, 8, 2), (16, 8, 4), (32, 8, 4),
+                (16, 4, 1), (16, 4, 2), (32, 4, 2), (64, 4, 4), (16, 2, 1), (32, 2, 2)]
 HADAMARD_TILINGS = [(1, 1, 4), (1, 1, 2), (1, 1, 8), (2, 1, 4), (4, 1, 4), (1, 2, 4), (1, 4, 4), (2, 2, 4),
                     (1, 16, 8)]  # (ROWS, BLOCK_T, num_warps)
 # (name, batch rows, dt_proj fused) at the 2.8b config: d_inner 5120, d_state 16, dt_rank 160
@@ -88,7 +89,7 @@ def sweep_state_update(g: torch.Generator) -> list[dict]:
                          "shipped": False, "check": ok,
                          "ms": time_from_cold_l2(lambda: dt_proj_then_state_update(i)) if ok else None})
             _print(rows[-1])
-        candidates = STATE_UPDATE_TILINGS + (FUSED_ROWS_TILINGS if fused and b > 1 else [])
+        candidates = STATE_UPDATE_TILINGS + (ROWS_TILINGS if b > 1 else [])
         for block_d, row_count, warps in candidates:
             tiling = dict(BLOCK_D=block_d, ROWS=row_count, num_warps=warps)
             out, state = step(tiling)

@@ -12,6 +12,7 @@ import mamba_qpass as qpass
 from mamba_qpass.capture import with_state
 from mamba_qpass.cuda_kernels import int8_linear_conv_step_in_place, int8_selective_scan_dt_proj_in_place
 from mamba_qpass.graph_utils import attr_of
+from mamba_qpass.kernels.selective_state_update.triton import state_update_rows_a_program
 from mamba_qpass.runtime.decode_step import DT_PROJ_FUSED_MAX_BYTES, decode_rewrites
 from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
 from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
@@ -99,16 +100,19 @@ def test_in_place_step_refuses_a_prompt(graphs):
         in_place(torch.zeros(1, 3, dtype=torch.long))
 
 
-def test_dt_proj_is_fused_only_while_batch_rows_of_its_weight_fit_the_limit(graphs):
-    """decode_rewrites fuses dt_proj while batch x its weight bytes is at most DT_PROJ_FUSED_MAX_BYTES
-    (the fused state update reads the weight once a batch row); fuse_dt_proj's limit skips larger ones."""
+def test_dt_proj_is_fused_only_while_its_weight_reads_fit_the_limit(graphs):
+    """decode_rewrites fuses dt_proj while its weight bytes, times the state update's programs of batch
+    rows (each reads the weight once), is at most DT_PROJ_FUSED_MAX_BYTES; fuse_dt_proj's limit skips
+    larger ones."""
     step_graph = update_states_in_place(with_state(graphs["w8a8"], last_logits_only=True))
     scans = [n for n in step_graph.graph.nodes if n.target is IN_PLACE[torch.ops.mamba_qpass.int8_selective_scan.default]]
     weight_bytes = max(attr_of(step_graph, scan.args[1].args[1]).nbytes for scan in scans)
     assert _count(fuse_dt_proj(step_graph, max_weight_bytes=weight_bytes), int8_selective_scan_dt_proj_in_place) == len(scans)
     assert _count(fuse_dt_proj(step_graph, max_weight_bytes=weight_bytes - 1), int8_selective_scan_dt_proj_in_place) == 0
-    rows_that_fit = DT_PROJ_FUSED_MAX_BYTES // weight_bytes
-    for batch in (1, rows_that_fit, rows_that_fit + 1):
+    rows = state_update_rows_a_program(16, torch.device("cuda"))
+    assert rows > 1, "several batch rows a program share the weight's reads"
+    reads_that_fit = DT_PROJ_FUSED_MAX_BYTES // weight_bytes
+    for batch, fits in ((1, True), (16, True), (reads_that_fit * rows, True), (reads_that_fit * rows + 1, False)):
         *_, last = decode_rewrites(batch)
         assert last.func is fuse_dt_proj
-        assert (last.keywords["max_weight_bytes"] >= weight_bytes) == (batch <= rows_that_fit)
+        assert (last.keywords["max_weight_bytes"] >= weight_bytes) == fits, batch

@@ -183,6 +183,8 @@ def test_several_rows_a_program_without_dt_proj(device):
     out2, state2 = _call(selective_state_update, args, scales=SCALES, tiling=dict(BLOCK_D=32, ROWS=2))
     assert_same_state_whatever_the_tile(state2, state, device)
     assert_close_to_ref(out2, out, device)
+    with pytest.raises(ValueError, match="ROWS must be a power of two"):
+        _call(selective_state_update, args, scales=SCALES, tiling=dict(BLOCK_D=32, ROWS=3))
 
 
 def test_fused_dt_proj_rejects_bad_inputs(device):
@@ -192,7 +194,7 @@ def test_fused_dt_proj_rejects_bad_inputs(device):
         _call(selective_state_update, args | {"delta": low_rank}, dt_proj=projection)
     with pytest.raises(ValueError, match=r"dt_proj's int8 input\] must have shape \(2, 1, 5\)"):
         _call(selective_state_update, args | {"delta": low_rank[..., :4]}, scales=SCALES, dt_proj=projection)
-    with pytest.raises(ValueError, match="ROWS must be at least 1, at most 16 with dt_proj"):
+    with pytest.raises(ValueError, match="ROWS must be a power of two, at most 16 with dt_proj"):
         _call(selective_state_update, args | {"delta": low_rank}, scales=SCALES, dt_proj=projection,
               tiling=dict(BLOCK_D=32, ROWS=17))
     with pytest.raises(ValueError, match="dt_proj weight must have 40 rows"):

@@ -44,10 +44,10 @@ STATE_DTYPES = (torch.float32, torch.float16)
 def _dt_proj_sums(delta_ptr, dt_w_ptr, first, offs_d, mask_d, BATCH, DT_RANK, stride_db, stride_wd, ROWS: tl.constexpr,
                   BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, DT_CHUNK: tl.constexpr):
     """The exact int32 dot products of the channels' dt_proj weight rows with the low-rank codes of batch
-    rows first .. first + ROWS - 1, column j for row first + j (BLOCK_D, DOT_COLUMNS). On the int8 tensor
-    cores, DOT_COLUMNS being a dot's narrowest side (columns past ROWS and rows past BATCH are zero):
-    widening each weight byte and multiplying on the CUDA cores cost about three instructions a weight,
-    for every batch row, and ROWS rows a program read the weight rows once for all of them."""
+    rows first .. first + ROWS - 1, as (ROWS, BLOCK_D). On the int8 tensor cores, DOT_COLUMNS being a dot's
+    narrowest side (columns past ROWS and rows past BATCH are zero): widening each weight byte and
+    multiplying on the CUDA cores cost about three instructions a weight, for every batch row, and ROWS
+    rows a program read the weight rows once for all of them."""
     cols = tl.arange(0, DOT_COLUMNS)
     row_mask = (cols < ROWS) & (first + cols < BATCH)
     acc = tl.zeros((BLOCK_D, DOT_COLUMNS), dtype=tl.int32)
@@ -59,7 +59,10 @@ def _dt_proj_sums(delta_ptr, dt_w_ptr, first, offs_d, mask_d, BATCH, DT_RANK, st
         w = tl.load(dt_w_ptr + offs_d[:, None] * stride_wd + offs_r[None, :], mask=mask_d[:, None] & mask_r[None, :],
                     other=0)
         acc = tl.dot(w, low, acc, out_dtype=tl.int32)
-    return acc
+    # the first ROWS columns, transposed: groups of ROWS columns, all but the first zeroed and added (exact)
+    by_row = tl.reshape(tl.trans(acc), (DOT_COLUMNS // ROWS, ROWS, BLOCK_D))
+    group = tl.arange(0, DOT_COLUMNS // ROWS)[:, None, None]
+    return tl.sum(tl.where(group == 0, by_row, 0), axis=0)
 
 
 @triton.jit
@@ -73,64 +76,63 @@ def _selective_state_update_kernel(
     INT8_INPUTS: tl.constexpr, DT_PROJ: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_R: tl.constexpr, DT_CHUNK: tl.constexpr, ROWS: tl.constexpr, USE_GDC: tl.constexpr = False,
 ):
-    """A program updates ROWS batch rows from ROWS * program_id(0) on, one after the other, each as a program
-    of one row would (more than one row pays with DT_PROJ, where they share the weight rows' reads)."""
-    first = tl.program_id(0) * ROWS
+    """A program updates ROWS batch rows from ROWS * program_id(0) on, all at once as a (ROWS, BLOCK_D,
+    BLOCK_N) tile: each element takes the instructions it would in a program of one row, and the rows'
+    loads are in flight together (with DT_PROJ they also share the weight rows' reads)."""
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     mask_d = offs_d < DIM
     mask_n = offs_n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
+    mask_rd = (rows < BATCH)[:, None] & mask_d[None, :]
+    mask_rn = (rows < BATCH)[:, None] & mask_n[None, :]
+    mask_rdn = mask_rd[:, :, None] & mask_n[None, None, :]
     wait_for_earlier_kernels(USE_GDC)
 
     if DT_PROJ:  # delta_ptr holds the dt_rank low-rank codes: delta's codes are dt_proj's, computed here
-        sums = _dt_proj_sums(delta_ptr, dt_w_ptr, first, offs_d, mask_d, BATCH, DT_RANK, stride_db, stride_wd, ROWS,
-                             BLOCK_D, BLOCK_R, DT_CHUNK)
+        sums = _dt_proj_sums(delta_ptr, dt_w_ptr, tl.program_id(0) * ROWS, offs_d, mask_d, BATCH, DT_RANK, stride_db,
+                             stride_wd, ROWS, BLOCK_D, BLOCK_R, DT_CHUNK)
         dt_dequant = tl.load(dt_dequant_ptr + offs_d, mask=mask_d, other=0.0)
         dt_inv = tl.load(dt_inv_ptr + offs_d, mask=mask_d, other=0.0)
+        dt = tl_round_half_even_clamp_int8(sums.to(tl.float64) * dt_dequant[None, :] * dt_inv[None, :]).to(tl.float32)
+    else:
+        dt = tl.load(delta_ptr + rows[:, None] * stride_db + offs_d[None, :], mask=mask_rd, other=0).to(tl.float32)
     # Padded state lanes stay zero: A = 0 there gives decay 1, and B = 0 gives no drive.
-    A = tl.load(A_ptr + offs_d[:, None] * stride_Ad + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+    A = tl.load(A_ptr + offs_d[:, None] * stride_Ad + offs_n[None, :], mask=mask_d[:, None] & mask_n[None, :],
+                other=0.0).to(tl.float32)
     A_log2 = A * 1.4426950408889634
-    for row in tl.static_range(ROWS):
-        batch = first + row
-        if batch < BATCH:
-            if DT_PROJ:  # column row of the sums, exactly (integer adds of zeros)
-                acc = tl.sum(tl.where(tl.arange(0, DOT_COLUMNS)[None, :] == row, sums, 0), axis=1)
-                dt = tl_round_half_even_clamp_int8(acc.to(tl.float64) * dt_dequant * dt_inv).to(tl.float32)
-            else:
-                dt = tl.load(delta_ptr + batch * stride_db + offs_d, mask=mask_d, other=0).to(tl.float32)
-            u = tl.load(u_ptr + batch * stride_ub + offs_d, mask=mask_d, other=0).to(tl.float32)
-            B_t = tl.load(B_ptr + batch * stride_Bb + offs_n, mask=mask_n, other=0).to(tl.float32)
-            C_t = tl.load(C_ptr + batch * stride_Cb + offs_n, mask=mask_n, other=0).to(tl.float32)
-            if INT8_INPUTS:
-                u = u * tl.load(scales_ptr + 0)
-                dt = dt * tl.load(scales_ptr + 1)
-                B_t = B_t * tl.load(scales_ptr + 2)
-                C_t = C_t * tl.load(scales_ptr + 3)
-            if HAS_DELTA_BIAS:
-                dt = dt + tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-            if DELTA_SOFTPLUS:
-                dt = _softplus(dt)
+    u = tl.load(u_ptr + rows[:, None] * stride_ub + offs_d[None, :], mask=mask_rd, other=0).to(tl.float32)
+    B_t = tl.load(B_ptr + rows[:, None] * stride_Bb + offs_n[None, :], mask=mask_rn, other=0).to(tl.float32)
+    C_t = tl.load(C_ptr + rows[:, None] * stride_Cb + offs_n[None, :], mask=mask_rn, other=0).to(tl.float32)
+    if INT8_INPUTS:
+        u = u * tl.load(scales_ptr + 0)
+        dt = dt * tl.load(scales_ptr + 1)
+        B_t = B_t * tl.load(scales_ptr + 2)
+        C_t = C_t * tl.load(scales_ptr + 3)
+    if HAS_DELTA_BIAS:
+        dt = dt + tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[None, :]
+    if DELTA_SOFTPLUS:
+        dt = _softplus(dt)
 
-            state = tl.load(state_ptr + batch * stride_sb + offs_d[:, None] * stride_sd + offs_n[None, :], mask=mask_dn,
-                            other=0.0)
-            state = state.to(tl.float32)  # a state kept in float16 between steps is computed on in float32
-            decay = tl.exp2(dt[:, None] * A_log2)
-            drive = (dt * u)[:, None] * B_t[None, :]
-            h = advance_state(decay, state, drive)
-            y = tl.sum(h * C_t[None, :], axis=1)
-            if HAS_D:
-                y = y + u * tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-            if HAS_Z:
-                z = tl.load(z_ptr + batch * stride_zb + offs_d, mask=mask_d, other=0).to(tl.float32)
-                if INT8_INPUTS:
-                    z = z * tl.load(scales_ptr + 4)
-                y = _silu_gate(y, z)
-            tl.store(out_ptr + batch * stride_ob + offs_d, y.to(out_ptr.dtype.element_ty), mask=mask_d)
-            # rounded to nearest even, as torch's .to() (a no-op for a float32 state)
-            h_out = h.to(state_out_ptr.dtype.element_ty, fp_downcast_rounding="rtne")
-            tl.store(state_out_ptr + batch * stride_tb + offs_d[:, None] * stride_td + offs_n[None, :], h_out,
-                     mask=mask_dn)
+    state_offs = rows[:, None, None] * stride_sb + offs_d[None, :, None] * stride_sd + offs_n[None, None, :]
+    state = tl.load(state_ptr + state_offs, mask=mask_rdn, other=0.0)
+    state = state.to(tl.float32)  # a state kept in float16 between steps is computed on in float32
+    decay = tl.exp2(dt[:, :, None] * A_log2[None, :, :])
+    drive = (dt * u)[:, :, None] * B_t[:, None, :]
+    h = advance_state(decay, state, drive)
+    y = tl.sum(h * C_t[:, None, :], axis=2)
+    if HAS_D:
+        y = y + u * tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[None, :]
+    if HAS_Z:
+        z = tl.load(z_ptr + rows[:, None] * stride_zb + offs_d[None, :], mask=mask_rd, other=0).to(tl.float32)
+        if INT8_INPUTS:
+            z = z * tl.load(scales_ptr + 4)
+        y = _silu_gate(y, z)
+    tl.store(out_ptr + rows[:, None] * stride_ob + offs_d[None, :], y.to(out_ptr.dtype.element_ty), mask=mask_rd)
+    # rounded to nearest even, as torch's .to() (a no-op for a float32 state)
+    h_out = h.to(state_out_ptr.dtype.element_ty, fp_downcast_rounding="rtne")
+    state_out_offs = rows[:, None, None] * stride_tb + offs_d[None, :, None] * stride_td + offs_n[None, None, :]
+    tl.store(state_out_ptr + state_out_offs, h_out, mask=mask_rdn)
 
 
 @dataclass(frozen=True)
@@ -156,16 +158,25 @@ class DtProjection:
 
 
 def state_update_tiling(batch: int, device: torch.device) -> dict:
-    """GPU: one warp a program over the whole state of 16 channels for one batch row, 32 channels for more.
-    Timed on an H200 from cold L2 (fifteenth session, ``sweep_tilings.py``, 6 tilings, outputs and states
-    bit-equal across them), 2.8b config: one row with dt_proj 4.9 us against 6.2 for the 32-channel,
-    2-warp tiling shipped before (3.1 against 4.2 without dt_proj); 16 rows 5.6 against 6.2 (16
-    channels: 6.2); 64 rows 14.6 against 16.0. Rows 2 to 15 are not timed. One batch row a program (ROWS):
-    more rows a program share the fused dt_proj's weight reads, not yet timed. CPU (the interpreter): few,
-    large programs."""
+    """GPU, one batch row: one warp a program over the whole state of 16 channels (fifteenth session,
+    ``sweep_tilings.py`` on an H200 from cold L2, 2.8b config: 4.9 us with dt_proj against 6.2 for 32
+    channels in 2 warps; 3.1 against 4.2 without). More rows: 16 of them a program over 16 channels, in 4
+    warps, so a program's rows load together and, with dt_proj fused, read its weight rows once for all of
+    them (the tiling before, one row of 32 channels a program, took 5.6 us unfused at 16 rows and made the
+    fused kernel read dt_proj's weight once a row: 0.10 to 0.23 ms a 2.8b step slower than unfused).
+    The rule depends on the batch alone, so the int8 and float variants share it and stay bit for bit
+    equal. CPU (the interpreter): few, large programs."""
     if device.type == "cuda":
-        return dict(BLOCK_D=16 if batch == 1 else 32, ROWS=1, num_warps=1)
+        if batch == 1:
+            return dict(BLOCK_D=16, ROWS=1, num_warps=1)
+        return dict(BLOCK_D=16, ROWS=MAX_ROWS_WITH_DT_PROJ, num_warps=4)
     return dict(BLOCK_D=256, ROWS=1)
+
+
+def state_update_rows_a_program(batch: int, device: torch.device) -> int:
+    """How many batch rows a program of ``state_update_tiling`` updates: with dt_proj fused, each program
+    reads its channels' dt_proj weight rows once, so the weight is read ``cdiv(batch, rows)`` times."""
+    return state_update_tiling(batch, device)["ROWS"]
 
 
 def selective_state_update(
@@ -221,9 +232,10 @@ def selective_state_update(
     else:  # unread without DT_PROJ
         dt_args, dt_rank = (A, A, A), 0
     tiling = {"ROWS": 1, **(tiling or state_update_tiling(batch, u.device))}
-    if tiling["ROWS"] < 1 or (dt_proj is not None and tiling["ROWS"] > MAX_ROWS_WITH_DT_PROJ):
-        raise ValueError(f"state update tiling: ROWS must be at least 1, at most {MAX_ROWS_WITH_DT_PROJ} with dt_proj, "
-                         f"got {tiling}")
+    rows = tiling["ROWS"]
+    if rows < 1 or rows & (rows - 1) or (dt_proj is not None and rows > MAX_ROWS_WITH_DT_PROJ):
+        raise ValueError(f"state update tiling: ROWS must be a power of two, at most {MAX_ROWS_WITH_DT_PROJ} with "
+                         f"dt_proj, got {tiling}")
     _selective_state_update_kernel[(triton.cdiv(batch, tiling["ROWS"]), triton.cdiv(channels, tiling["BLOCK_D"]))](
         u, delta, A, B, C, D if D is not None else A, z_arg, delta_bias if delta_bias is not None else A,
         state, scales_arg, out, state_out, *dt_args,
