@@ -109,10 +109,12 @@ def test_dt_proj_is_fused_only_while_its_weight_reads_fit_the_limit(graphs):
     weight_bytes = max(attr_of(step_graph, scan.args[1].args[1]).nbytes for scan in scans)
     assert _count(fuse_dt_proj(step_graph, max_weight_bytes=weight_bytes), int8_selective_scan_dt_proj_in_place) == len(scans)
     assert _count(fuse_dt_proj(step_graph, max_weight_bytes=weight_bytes - 1), int8_selective_scan_dt_proj_in_place) == 0
-    rows = state_update_rows_a_program(16, torch.device("cuda"))
-    assert rows > 1, "several batch rows a program share the weight's reads"
     reads_that_fit = DT_PROJ_FUSED_MAX_BYTES // weight_bytes
-    for batch, fits in ((1, True), (16, True), (reads_that_fit * rows, True), (reads_that_fit * rows + 1, False)):
+    outcomes = set()
+    for batch in (1, 16, reads_that_fit, reads_that_fit + 1, 64 * reads_that_fit):
+        fits = -(-batch // state_update_rows_a_program(batch, torch.device("cuda"))) <= reads_that_fit
         *_, last = decode_rewrites(batch)
         assert last.func is fuse_dt_proj
         assert (last.keywords["max_weight_bytes"] >= weight_bytes) == fits, batch
+        outcomes.add(fits)
+    assert outcomes == {True, False}, "the batches should fall on both sides of the limit"

@@ -37,6 +37,7 @@ from mamba_qpass.kernels.int8_linear_conv_step import triton as linear_conv_step
 
 CUDA = torch.device("cuda")  # only a descriptor: picks the GPU branch of the launch-config helpers
 USE_GDC = False  # the kernels' dependent-launch flag, set for the decode launches compiled last
+ROWS_TILE = dict(BLOCK_D=16, ROWS=16, num_warps=8)
 
 
 def compile_sm90(kernel, pointer_types, constexprs, options):
@@ -126,8 +127,8 @@ def selective_scan(int8_inputs, shape, summary):
     )
 
 
-def selective_state_update(int8_inputs, dt_proj=False):
-    tiling = scan_step.state_update_tiling(1, CUDA)
+def selective_state_update(int8_inputs, dt_proj=False, tiling=None):
+    tiling = dict(tiling or scan_step.state_update_tiling(1, CUDA))
     options = dict(num_warps=tiling.pop("num_warps"))
     seq = "*i8" if int8_inputs else "*fp32"
     pointers = {n: seq for n in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr")}
@@ -200,6 +201,9 @@ results = {
     "selective_state_update-int8": selective_state_update(True),
     "selective_state_update-fp32": selective_state_update(False),
     "selective_state_update-int8-dt_proj": selective_state_update(True, dt_proj=True),
+    # sixteen batch rows a program as one tile (a sweep_tilings.py candidate)
+    "selective_state_update-int8-dt_proj-rows": selective_state_update(True, True, ROWS_TILE),
+    "selective_state_update-fp32-rows": selective_state_update(False, False, ROWS_TILE),
     "int8_conv_state_update-linear": int8_conv_state_update(),
     "int8_linear_conv_step-linear": int8_linear_conv_step(128, 1),
     "int8_linear_conv_step-linear-split_k4": int8_linear_conv_step(64, 4),
@@ -240,6 +244,7 @@ NO_FMA = (
     "quantize",
     "int8_conv_state_update-linear",
     "selective_state_update-int8-dt_proj",  # dt_proj's float64 epilogue, as int8_linear's
+    "selective_state_update-int8-dt_proj-rows",
     "int8_linear_conv_step-linear",
     "int8_linear_conv_step-linear-split_k4",
 )
@@ -279,9 +284,11 @@ def test_gpu_launch_configurations_compile_for_sm90():
     # other 16-row decode tiles are too small for wgmma: int8 mma.sync
     for name in ("int8_linear_conv_step-linear", "int8_linear_conv_step-linear-split_k4"):
         assert results[name]["mma_s8"] > 0, f"{name}: the fused in_proj + conv step does not use int8 mma"
-    assert results["selective_state_update-int8-dt_proj"]["mma_s8"] > 0, "the state update's dt_proj is not on int8 mma"
+    for name in ("selective_state_update-int8-dt_proj", "selective_state_update-int8-dt_proj-rows"):
+        assert results[name]["mma_s8"] > 0, f"{name}: the state update's dt_proj is not on int8 mma"
     for int8, float_variant in (("selective_state_update-int8", "selective_state_update-fp32"),
                                 ("selective_state_update-int8-dt_proj", "selective_state_update-fp32"),
+                                ("selective_state_update-int8-dt_proj-rows", "selective_state_update-fp32-rows"),
                                 ("selective_scan-int8", "selective_scan-fp16")):
         # The int8 variant's in-kernel code * scale must round as fp32_ssm's dequantised input does: its
         # only FMAs are the recurrence's explicit ones (advance_state), which the float variant has too.

@@ -212,10 +212,11 @@ def test_fused_dt_proj_real_shapes_on_gpu(batch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("rows", [4, 16])
-def test_fused_dt_proj_several_rows_a_program_real_shapes_on_gpu(rows):
-    """The 2.8b config at 16 batch rows, ROWS of them a program (a candidate of sweep_tilings.py)."""
-    (out, state), (out2, state2), _, _ = _fused_and_unfused(16, 5120, 160, "cuda", tiling=dict(BLOCK_D=16, ROWS=rows, num_warps=1))
+@pytest.mark.parametrize("rows,warps", [(4, 1), (16, 8)])
+def test_fused_dt_proj_several_rows_a_program_real_shapes_on_gpu(rows, warps):
+    """The 2.8b config at 16 batch rows, ROWS of them a program (candidates of sweep_tilings.py)."""
+    tiling = dict(BLOCK_D=16, ROWS=rows, num_warps=warps)
+    (out, state), (out2, state2), _, _ = _fused_and_unfused(16, 5120, 160, "cuda", tiling=tiling)
     assert torch.equal(out, out2) and torch.equal(state, state2)
 
 

@@ -158,18 +158,16 @@ class DtProjection:
 
 
 def state_update_tiling(batch: int, device: torch.device) -> dict:
-    """GPU, one batch row: one warp a program over the whole state of 16 channels (fifteenth session,
-    ``sweep_tilings.py`` on an H200 from cold L2, 2.8b config: 4.9 us with dt_proj against 6.2 for 32
-    channels in 2 warps; 3.1 against 4.2 without). More rows: 16 of them a program over 16 channels, in 4
-    warps, so a program's rows load together and, with dt_proj fused, read its weight rows once for all of
-    them (the tiling before, one row of 32 channels a program, took 5.6 us unfused at 16 rows and made the
-    fused kernel read dt_proj's weight once a row: 0.10 to 0.23 ms a 2.8b step slower than unfused).
-    The rule depends on the batch alone, so the int8 and float variants share it and stay bit for bit
-    equal. CPU (the interpreter): few, large programs."""
+    """GPU: one warp a program over the whole state of 16 channels for one batch row, 32 channels for more.
+    Timed on an H200 from cold L2 (fifteenth session, ``sweep_tilings.py``, 6 tilings, outputs and states
+    bit-equal across them), 2.8b config: one row with dt_proj 4.9 us against 6.2 for the 32-channel,
+    2-warp tiling shipped before (3.1 against 4.2 without dt_proj); 16 rows 5.6 against 6.2 (16
+    channels: 6.2); 64 rows 14.6 against 16.0. One batch row a program (ROWS): several rows a program,
+    loaded as one tile, would let the fused dt_proj read its weight rows once for all of them; not yet
+    timed (``sweep_tilings.py`` has the candidates). The rule depends on the batch alone, so the int8 and
+    float variants share it and stay bit for bit equal. CPU (the interpreter): few, large programs."""
     if device.type == "cuda":
-        if batch == 1:
-            return dict(BLOCK_D=16, ROWS=1, num_warps=1)
-        return dict(BLOCK_D=16, ROWS=MAX_ROWS_WITH_DT_PROJ, num_warps=4)
+        return dict(BLOCK_D=16 if batch == 1 else 32, ROWS=1, num_warps=1)
     return dict(BLOCK_D=256, ROWS=1)
 
 
