@@ -85,17 +85,44 @@ def tensor_bytes(module: torch.nn.Module) -> int:
     return sum(seen.values())
 
 
+def kernel_times_by_layer_position(kernels: list[tuple[str, float]], layers: int) -> list[tuple[str, float]] | None:
+    """``(name, mean us)`` for each position of a layer's kernels, from ``(name, us)`` in launch order:
+    layers start where the first kernel that runs once a layer does, and every layer must launch the
+    same kernels in the same order (None otherwise). What a kernel-name table cannot tell apart, such as
+    the projections that all run ``_int8_linear_kernel``, it does by position. Kernels before the first
+    layer are left out, and those after the last layer's pattern (the final norm, the head)."""
+    names = [name for name, _ in kernels]
+    once_a_layer = {name for name in names if names.count(name) == layers}
+    if not once_a_layer:
+        return None
+    marker = next(name for name in names if name in once_a_layer)
+    starts = [i for i, name in enumerate(names) if name == marker]
+    width = starts[1] - starts[0] if len(starts) > 1 else len(names) - starts[0]
+    pattern = names[starts[0]:starts[0] + width]
+    if any(names[i:i + width] != pattern for i in starts):
+        return None
+    return [(pattern[k], sum(kernels[i + k][1] for i in starts) / layers) for k in range(width)]
+
+
 def print_profile(label: str, layers: int, forward) -> int:
-    """The GPU kernels of one ``forward()`` by total time; returns how many it launches."""
+    """The GPU kernels of one ``forward()`` by total time, then by position in a layer; returns how many
+    it launches."""
     from torch.profiler import ProfilerActivity, profile
 
     with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
         forward()
         torch.cuda.synchronize()
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernels = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
+                     key=lambda e: e.time_range.start)
     busy_ms = sum(e.device_time for e in kernels) / 1000
     print(f"{label}: {len(kernels)} kernels ({len(kernels) / layers:.1f} per layer), GPU busy {busy_ms:.1f} ms")
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=16, max_name_column_width=50), flush=True)
+    positions = kernel_times_by_layer_position([(e.name, e.device_time) for e in kernels], layers)
+    if positions is None:
+        print("  the layers do not launch one pattern of kernels: no table by position", flush=True)
+    else:
+        print("  by position in a layer (mean us): " + "; ".join(f"{k + 1}. {name[:40]} {us:.2f}"
+                                                              for k, (name, us) in enumerate(positions)), flush=True)
     return len(kernels)
 
 

@@ -60,3 +60,13 @@ def test_decode_vs_prefix_sqnr_compares_the_last_decode_step_with_the_full_prefi
 def test_an_unchecked_figure_reports_its_error_instead_of_stopping(bench):
     assert bench.reported_error(lambda: 41.5) == 41.5
     assert bench.reported_error(lambda: 1 / 0) == "failed: ZeroDivisionError: division by zero"
+
+
+def test_kernel_times_by_layer_position_tells_the_projections_apart(bench):
+    """Three layers of norm, linear, scan, linear after an embedding, then a head: the two linears by
+    position, the embedding and the head left out; a layer that launches differently gives None."""
+    layer = [("norm", 2.0), ("linear", 10.0), ("scan", 4.0), ("linear", 6.0)]
+    kernels = [("embedding", 50.0)] + layer + [(n, t + 1.0) for n, t in layer] + [(n, t + 2.0) for n, t in layer] + [("head", 70.0)]
+    by_position = sys.modules["bench_prefill"].kernel_times_by_layer_position  # bench_decode's profile, from bench_prefill
+    assert by_position(kernels, layers=3) == [("norm", 3.0), ("linear", 11.0), ("scan", 5.0), ("linear", 7.0)]
+    assert by_position(kernels[:-3] + [("other", 1.0)] + kernels[-2:], layers=3) is None
