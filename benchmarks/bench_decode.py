@@ -21,7 +21,9 @@ With ``--rewrites``, one CUDA-graph decode step is also timed alone (100 replays
 rewrites of ``runtime/``, with each added in turn and with the default set (``decode_rewrites(batch)``,
 what generate runs), and the default set captured without programmatic dependent launch
 (``kernels/dependent_launch.py``), from the same states, after checking that every variant's logits equal
-the functional step's bit for bit: what each rewrite and the dependent launches buy, in one run.
+the functional step's bit for bit: what each rewrite and the dependent launches buy, in one run. Two
+variants run the state update with 16 batch rows a program as one tile (``ROWS_TILE``, a tiling not yet
+the rule), unfused and with dt_proj fused, so the tile is timed in the step against the rule's.
 With ``--profile``, the kernels of one step as generate captures it, but with independent launches: under
 dependent launch a kernel starts early and its profiled time includes its wait for the one before.
 
@@ -34,10 +36,15 @@ import statistics
 import time
 
 import torch
+import torch.fx as fx
 
 import mamba_qpass as qpass
 from bench_prefill import CONFIGS, VOCAB, calibrated_pair, print_profile, run_benchmark, sqnr_db, tensor_bytes
 from mamba_qpass.capture import ssm_state_positions
+from mamba_qpass.cuda_kernels import (
+    int8_selective_scan_dt_proj_in_place, int8_selective_scan_in_place, selective_scan_in_place,
+)
+from mamba_qpass.graph_utils import copied
 from mamba_qpass.hf import QuantizedMambaForCausalLM
 from mamba_qpass.kernels.dependent_launch import independent_launches
 from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep
@@ -46,6 +53,21 @@ from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
 from mamba_qpass.runtime.generate import prefill
 from mamba_qpass.runtime.in_place_states import update_states_in_place
 from mamba_qpass.runtime.state_precision import stored
+
+IN_PLACE_SCANS = (selective_scan_in_place, int8_selective_scan_in_place, int8_selective_scan_dt_proj_in_place)
+# the state update with 16 batch rows a program as one tile (sweep_tilings.py's candidates; not the rule yet)
+ROWS_TILE = dict(BLOCK_D=16, ROWS=16, num_warps=8)
+
+
+def with_rows_tile(step_graph: fx.GraphModule) -> fx.GraphModule:
+    """A copy of an in-place step graph whose state updates run ROWS_TILE's tiling."""
+    tiled = copied(step_graph, "MambaRowsTileStepGraph")
+    for node in tiled.graph.nodes:
+        if node.op == "call_function" and node.target in IN_PLACE_SCANS:
+            node.kwargs = {**node.kwargs, "tiling": ROWS_TILE}
+    tiled.recompile()
+    return tiled
+
 
 PROMPT, NEW = 512, 256
 BATCHES = (1, 16, 64)
@@ -58,6 +80,8 @@ REWRITES = {
     "in_place+fuse_dt_proj": (update_states_in_place, fuse_dt_proj),
     "in_place+fuse_in_proj_conv": (update_states_in_place, fuse_in_proj_conv),
     "all": (update_states_in_place, fuse_in_proj_conv, fuse_dt_proj),
+    "in_place+fuse_in_proj_conv, rows tile": (update_states_in_place, fuse_in_proj_conv, with_rows_tile),
+    "all, rows tile": (update_states_in_place, fuse_in_proj_conv, fuse_dt_proj, with_rows_tile),
     "default": None,  # decode_rewrites(batch): what generate runs at this batch size
 }
 TIMED_STEPS = 100

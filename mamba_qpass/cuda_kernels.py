@@ -66,7 +66,8 @@ for _op, _kernel in (
 # The CUDA decode step's variants of the one-token calls (``runtime/in_place_states.py``,
 # ``runtime/fuse_dt_proj.py``, ``runtime/fuse_in_proj_conv.py``): the same kernels, writing the new state
 # over the given one, the scan computing dt_proj itself, in_proj doing the conv's step. Plain functions
-# called from the step graph that owns the states, not ops.
+# called from the step graph that owns the states, not ops. The scans take the state update's ``tiling``
+# (``selective_state_update``'s; None: its rule), which a step graph's node may set to time another.
 def _check_step(name: str, x, state) -> None:
     if state is None or x.shape[1] != 1:
         raise ValueError(
@@ -75,19 +76,21 @@ def _check_step(name: str, x, state) -> None:
         )
 
 
-def selective_scan_in_place(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None, out_dtype=None):
+def selective_scan_in_place(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=None, out_dtype=None,
+                            tiling=None):
     _check_step("selective_scan", u, initial_state)
     return selective_state_update(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state, state_out=initial_state
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state, state_out=initial_state,
+        tiling=tiling,
     )
 
 
 def int8_selective_scan_in_place(u, delta, A, B, C, D, z, delta_bias, delta_softplus, scales, out_dtype,
-                                 initial_state=None):
+                                 initial_state=None, tiling=None):
     _check_step("int8_selective_scan", u, initial_state)
     return selective_state_update(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state, scales=scales,
-        state_out=initial_state,
+        state_out=initial_state, tiling=tiling,
     )
 
 
@@ -99,11 +102,12 @@ def int8_causal_conv1d_in_place(x, weight, dequant_scale, bias, out_inv_scale, s
 
 
 def int8_selective_scan_dt_proj_in_place(u, low_rank, dt_weight, dt_dequant_scale, dt_out_inv_scale, A, B, C, D, z,
-                                         delta_bias, delta_softplus, scales, out_dtype, initial_state=None):
+                                         delta_bias, delta_softplus, scales, out_dtype, initial_state=None,
+                                         tiling=None):
     _check_step("int8_selective_scan", u, initial_state)
     return selective_state_update(
         u, low_rank, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, initial_state, scales=scales,
-        state_out=initial_state, dt_proj=DtProjection(dt_weight, dt_dequant_scale, dt_out_inv_scale),
+        state_out=initial_state, dt_proj=DtProjection(dt_weight, dt_dequant_scale, dt_out_inv_scale), tiling=tiling,
     )
 
 

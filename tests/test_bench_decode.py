@@ -70,3 +70,39 @@ def test_kernel_times_by_layer_position_tells_the_projections_apart(bench):
     by_position = sys.modules["bench_prefill"].kernel_times_by_layer_position  # bench_decode's profile, from bench_prefill
     assert by_position(kernels, layers=3) == [("norm", 3.0), ("linear", 11.0), ("scan", 5.0), ("linear", 7.0)]
     assert by_position(kernels[:-3] + [("other", 1.0)] + kernels[-2:], layers=3) is None
+
+
+@torch.no_grad()
+def test_the_rows_tile_variant_sets_the_tiling_and_decodes_as_the_rule(bench):
+    """bench_decode's rows-tile variant: every in-place state update of the step graph takes ROWS_TILE, the
+    graph it copies keeps the rule, and five steps decode as the rule's (bit for bit on the GPU, where the
+    tiles share the C reduction's layout; to float32 rounding in the interpreter, whose exp may depend on
+    the array's shape)."""
+    from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
+    from mamba_qpass.runtime.in_place_states import update_states_in_place
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = random_mamba(initializer_range=0.02)
+    qmodel = qpass.apply(model, "w8a8", token_batches(97), progress=False)
+    step_graph = qmodel._generation_runtime()["step_graph"].to(device)
+    rule = fuse_dt_proj(update_states_in_place(step_graph))
+    tiled = bench.with_rows_tile(rule)
+    scans = [n for n in tiled.graph.nodes if n.op == "call_function" and n.target in bench.IN_PLACE_SCANS]
+    assert len(scans) == 2 and all(n.kwargs["tiling"] == bench.ROWS_TILE for n in scans)
+    assert all("tiling" not in n.kwargs for n in rule.graph.nodes)
+
+    ids = torch.randint(0, 97, (3, 9), generator=torch.Generator().manual_seed(3)).to(device)
+    _, states = prefill(step_graph, list(ids[:, :4]))
+    logits = {}
+    for name, graph in (("rule", rule), ("tiled", tiled)):
+        buffers = tuple(s.clone() for s in states)
+        outs = []
+        for t in range(4, 9):
+            out, buffers = graph(ids[:, t : t + 1], *buffers)
+            outs.append(out)
+        logits[name] = torch.cat(outs, 1)
+    if device == "cuda":
+        assert torch.equal(logits["tiled"], logits["rule"])
+    else:
+        torch.testing.assert_close(logits["tiled"], logits["rule"], rtol=1e-4, atol=1e-4)
+        assert torch.equal(logits["tiled"].argmax(-1), logits["rule"].argmax(-1))
