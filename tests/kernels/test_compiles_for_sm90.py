@@ -40,6 +40,20 @@ USE_GDC = False  # the kernels' dependent-launch flag, set for the decode launch
 ROWS_TILE = dict(BLOCK_D=16, ROWS=16, num_warps=8)
 
 
+# For each float32 reduction, the reduced axis's [elements a thread, lanes, warps] in its operand's layout:
+# what fixes the order in which the reduction adds.
+def f32_reduction_layouts(ttgir):
+    layouts = dict(re.findall(r"^(#\w+) = #ttg\.blocked<\{(.*)\}>", ttgir, re.M))
+    reductions = re.findall(r'"tt\.reduce"\(%\w+\) <\{axis = (\d+) : i32\}>(?:(?!"tt\.reduce").)*?\}\) : '
+                            r'\(tensor<[0-9x]*x(\w+), (#\w+)>', ttgir, re.S)
+    found = []
+    for axis, dtype, operand in reductions:
+        if dtype == "f32":
+            fields = dict(re.findall(r"(\w+) = \[([0-9, ]*)\]", layouts[operand]))
+            found.append([int(fields[k].split(",")[int(axis)]) for k in ("sizePerThread", "threadsPerWarp", "warpsPerCTA")])
+    return found
+
+
 def compile_sm90(kernel, pointer_types, constexprs, options):
     constexprs = constexprs | dict(USE_GDC=USE_GDC)
     names = list(inspect.signature(kernel.fn).parameters)
@@ -48,8 +62,10 @@ def compile_sm90(kernel, pointer_types, constexprs, options):
         for n in names
     }
     src = ASTSource(fn=kernel, signature=signature, constexprs={(names.index(k),): v for k, v in constexprs.items()})
-    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+    asm = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options).asm
+    ptx = asm["ptx"]
     return {
+        "f32_reductions": f32_reduction_layouts(asm["ttgir"]),
         "fma_f64": ptx.count("fma.rn.f64"),
         "mul_f64": ptx.count("mul.rn.f64"),
         "fma_f32": ptx.count("fma.rn.f32"),
@@ -204,6 +220,7 @@ results = {
     # sixteen batch rows a program as one tile (a sweep_tilings.py candidate)
     "selective_state_update-int8-dt_proj-rows": selective_state_update(True, True, ROWS_TILE),
     "selective_state_update-fp32-rows": selective_state_update(False, False, ROWS_TILE),
+    "selective_state_update-int8-batch16": selective_state_update(True, False, scan_step.state_update_tiling(16, CUDA)),
     "int8_conv_state_update-linear": int8_conv_state_update(),
     "int8_linear_conv_step-linear": int8_linear_conv_step(128, 1),
     "int8_linear_conv_step-linear-split_k4": int8_linear_conv_step(64, 4),
@@ -286,6 +303,12 @@ def test_gpu_launch_configurations_compile_for_sm90():
         assert results[name]["mma_s8"] > 0, f"{name}: the fused in_proj + conv step does not use int8 mma"
     for name in ("selective_state_update-int8-dt_proj", "selective_state_update-int8-dt_proj-rows"):
         assert results[name]["mma_s8"] > 0, f"{name}: the state update's dt_proj is not on int8 mma"
+    # The state update's output sums over the state's columns: in every tiling one element a lane, 16 lanes,
+    # one warp, so the same butterfly adds them and the output is the same bit for bit whatever the tile
+    state_updates = [name for name in results if name.startswith("selective_state_update")]
+    assert len(state_updates) == 6
+    for name in state_updates:
+        assert results[name]["f32_reductions"] == [[1, 16, 1]], f"{name}: {results[name]['f32_reductions']}"
     for int8, float_variant in (("selective_state_update-int8", "selective_state_update-fp32"),
                                 ("selective_state_update-int8-dt_proj", "selective_state_update-fp32"),
                                 ("selective_state_update-int8-dt_proj-rows", "selective_state_update-fp32-rows"),
