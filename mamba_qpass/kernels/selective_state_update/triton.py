@@ -1,7 +1,7 @@
 """Triton one-token selective scan from a state (the decode step), for ``selective_state_update_ref``.
 
-One program owns a batch row and a block of channels: it reads the row's state (BLOCK_D, N) once, applies
-one step of the recurrence with D and the z gate fused, and writes the output and the new state. The
+One program owns ROWS batch rows and a block of channels: it reads their state (ROWS, BLOCK_D, N) once,
+applies one step of the recurrence with D and the z gate fused, and writes the output and the new state. The
 operations and their order are the chunked scan kernel's for one step (``selective_scan/triton.py``):
 ``exp2(delta * A * log2 e)`` decay, ``(delta * u) * B`` drive, ``advance_state``, the C reduction, then
 ``+ u * D`` and ``* silu(z)``; int8 inputs are dequantised in-kernel as ``code.to(fp32) * scale``.
