@@ -220,7 +220,8 @@ def test_fused_dt_proj_several_rows_a_program_real_shapes_on_gpu(rows, warps):
     assert torch.equal(out, out2) and torch.equal(state, state2)
 
 
-def test_a_float16_state_is_computed_on_in_float32(device):
+@pytest.mark.parametrize("tiling", [None, dict(BLOCK_D=16, ROWS=2)], ids=["rule", "two-rows"])
+def test_a_float16_state_is_computed_on_in_float32(tiling, device):
     """A state kept in float16: the step is the float32 step from that state's values. The new state is
     that step's rounded to float16 (in place too), bit for bit; the output agrees to float32 rounding, not
     bit for bit, since on the GPU the C reduction's order follows the state load's vector width, which is
@@ -228,13 +229,13 @@ def test_a_float16_state_is_computed_on_in_float32(device):
     dtype = torch.float16
     args = _step_args(2, 40, 16, device, int8=True)
     low = args["state"].to(dtype)
-    out, new_state = _call(selective_state_update, args | {"state": low}, scales=SCALES)
-    out32, state32 = _call(selective_state_update, args | {"state": low.float()}, scales=SCALES)
+    out, new_state = _call(selective_state_update, args | {"state": low}, scales=SCALES, tiling=tiling)
+    out32, state32 = _call(selective_state_update, args | {"state": low.float()}, scales=SCALES, tiling=tiling)
     assert new_state.dtype == dtype
     assert torch.equal(new_state, state32.to(dtype))
     assert_close_to_ref(out, out32, device)
     buffer = low.clone()
-    _, returned = _call(selective_state_update, args | {"state": buffer}, scales=SCALES, state_out=buffer)
+    _, returned = _call(selective_state_update, args | {"state": buffer}, scales=SCALES, state_out=buffer, tiling=tiling)
     assert returned is buffer and torch.equal(buffer, new_state)
     with pytest.raises(ValueError, match="state_out must be a tensor of state's shape and dtype"):
         _call(selective_state_update, args | {"state": low}, scales=SCALES, state_out=low.float())
