@@ -72,8 +72,13 @@ def test_kernel_times_by_layer_position_tells_the_projections_apart(bench):
     assert by_position(kernels[:-3] + [("other", 1.0)] + kernels[-2:], layers=3) is None
 
 
+@pytest.mark.parametrize("device", [
+    # the in-place step calls the Triton kernels, which run on CPU tensors only in the interpreter
+    pytest.param("cpu", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="Triton is compiled for the GPU here")),
+    pytest.param("cuda", marks=pytest.mark.gpu),
+])
 @torch.no_grad()
-def test_the_rows_tile_variant_sets_the_tiling_and_decodes_as_the_rule(bench):
+def test_the_rows_tile_variant_sets_the_tiling_and_decodes_as_the_rule(bench, device):
     """bench_decode's rows-tile variant: every in-place state update of the step graph takes ROWS_TILE, the
     graph it copies keeps the rule, and five steps decode as the rule's (bit for bit on the GPU, where the
     tiles share the C reduction's layout; to float32 rounding in the interpreter, whose exp may depend on
@@ -81,7 +86,6 @@ def test_the_rows_tile_variant_sets_the_tiling_and_decodes_as_the_rule(bench):
     from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
     from mamba_qpass.runtime.in_place_states import update_states_in_place
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     model = random_mamba(initializer_range=0.02)
     qmodel = qpass.apply(model, "w8a8", token_batches(97), progress=False)
     step_graph = qmodel._generation_runtime()["step_graph"].to(device)
