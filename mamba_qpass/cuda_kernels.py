@@ -20,7 +20,7 @@ from mamba_qpass.kernels.int8_linear_conv_step.triton import int8_linear_conv_st
 from mamba_qpass.kernels.quantize.triton import quantize
 from mamba_qpass.kernels.rms_norm_quant.triton import rms_norm_quant
 from mamba_qpass.kernels.selective_scan.triton import selective_scan as selective_scan_triton
-from mamba_qpass.kernels.selective_state_update.triton import DtProjection, selective_state_update, state_update_rows_a_program
+from mamba_qpass.kernels.selective_state_update.triton import DtProjection, selective_state_update, state_update_tiling
 
 
 ops.register_device_kernel(ops.causal_conv1d, "cuda", causal_conv1d_triton)

@@ -12,7 +12,7 @@ import mamba_qpass as qpass
 from mamba_qpass.capture import with_state
 from mamba_qpass.cuda_kernels import int8_linear_conv_step_in_place, int8_selective_scan_dt_proj_in_place
 from mamba_qpass.graph_utils import attr_of
-from mamba_qpass.kernels.selective_state_update.triton import state_update_rows_a_program
+from mamba_qpass.kernels.selective_state_update.triton import state_update_tiling
 from mamba_qpass.runtime.decode_step import DT_PROJ_FUSED_MAX_BYTES, decode_rewrites
 from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
 from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
@@ -112,7 +112,7 @@ def test_dt_proj_is_fused_only_while_its_weight_reads_fit_the_limit(graphs):
     reads_that_fit = DT_PROJ_FUSED_MAX_BYTES // weight_bytes
     outcomes = set()
     for batch in (1, 16, reads_that_fit, reads_that_fit + 1, 64 * reads_that_fit):
-        fits = -(-batch // state_update_rows_a_program(batch, torch.device("cuda"))) <= reads_that_fit
+        fits = -(-batch // state_update_tiling(batch, torch.device("cuda"))["ROWS"]) <= reads_that_fit
         *_, last = decode_rewrites(batch)
         assert last.func is fuse_dt_proj
         assert (last.keywords["max_weight_bytes"] >= weight_bytes) == fits, batch

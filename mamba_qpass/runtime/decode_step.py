@@ -20,7 +20,7 @@ from mamba_qpass.runtime.state_precision import check_ssm_state_dtype, computed,
 # it, it was timed slower on an H200 (2.8b, B=64, with a fixed 16-row tile; the tile is autotuned since).
 FUSED_MAX_BATCH = 16
 # The fused state update reads dt_proj's weight rows once for every program of batch rows it runs over a
-# block of channels (``state_update_rows_a_program``), where the GEMM reads them once: it is used while
+# block of channels (``state_update_tiling``'s ROWS a program), where the GEMM reads them once: it is used while
 # those reads come to at most this many bytes. Timed on an H200 (benchmarks/RESULTS.md) with one batch row
 # a program: faster at 2.8b B=1 (0.8 MB: 2.245 -> 2.167 ms a step, fourteenth session) and at 130m B=64
 # (4.7 MB, run C); slower at 2.8b B=16 (13 MB: 2.685 -> 2.916 ms a step in the fifteenth session, 2.685 ->
@@ -34,12 +34,12 @@ def decode_rewrites(batch: int) -> tuple[Callable[[fx.GraphModule], fx.GraphModu
     update where its weight, times the programs of batch rows reading it, is at most
     DT_PROJ_FUSED_MAX_BYTES."""
     # they call the Triton kernels, which only a CUDA step needs (the package imports without Triton)
-    from mamba_qpass.cuda_kernels import state_update_rows_a_program
+    from mamba_qpass.cuda_kernels import state_update_tiling
     from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
     from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
     from mamba_qpass.runtime.in_place_states import update_states_in_place
 
-    weight_reads = -(-batch // state_update_rows_a_program(batch, torch.device("cuda")))
+    weight_reads = -(-batch // state_update_tiling(batch, torch.device("cuda"))["ROWS"])
     return (
         update_states_in_place,
         *((fuse_in_proj_conv,) if batch <= FUSED_MAX_BATCH else ()),

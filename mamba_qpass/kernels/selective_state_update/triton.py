@@ -79,19 +79,21 @@ def _selective_state_update_kernel(
     """A program updates ROWS batch rows from ROWS * program_id(0) on, all at once as a (ROWS, BLOCK_D,
     BLOCK_N) tile: each element takes the instructions it would in a program of one row, and the rows'
     loads are in flight together (with DT_PROJ they also share the weight rows' reads)."""
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    first = tl.program_id(0) * ROWS
+    rows = first + tl.arange(0, ROWS)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     mask_d = offs_d < DIM
     mask_n = offs_n < N
-    mask_rd = (rows < BATCH)[:, None] & mask_d[None, :]
-    mask_rn = (rows < BATCH)[:, None] & mask_n[None, :]
+    mask_r = rows < BATCH
+    mask_rd = mask_r[:, None] & mask_d[None, :]
+    mask_rn = mask_r[:, None] & mask_n[None, :]
     mask_rdn = mask_rd[:, :, None] & mask_n[None, None, :]
     wait_for_earlier_kernels(USE_GDC)
 
     if DT_PROJ:  # delta_ptr holds the dt_rank low-rank codes: delta's codes are dt_proj's, computed here
-        sums = _dt_proj_sums(delta_ptr, dt_w_ptr, tl.program_id(0) * ROWS, offs_d, mask_d, BATCH, DT_RANK, stride_db,
-                             stride_wd, ROWS, BLOCK_D, BLOCK_R, DT_CHUNK)
+        sums = _dt_proj_sums(delta_ptr, dt_w_ptr, first, offs_d, mask_d, BATCH, DT_RANK, stride_db, stride_wd, ROWS,
+                             BLOCK_D, BLOCK_R, DT_CHUNK)
         dt_dequant = tl.load(dt_dequant_ptr + offs_d, mask=mask_d, other=0.0)
         dt_inv = tl.load(dt_inv_ptr + offs_d, mask=mask_d, other=0.0)
         dt = tl_round_half_even_clamp_int8(sums.to(tl.float64) * dt_dequant[None, :] * dt_inv[None, :]).to(tl.float32)
@@ -171,12 +173,6 @@ def state_update_tiling(batch: int, device: torch.device) -> dict:
     return dict(BLOCK_D=256, ROWS=1)
 
 
-def state_update_rows_a_program(batch: int, device: torch.device) -> int:
-    """How many batch rows a program of ``state_update_tiling`` updates: with dt_proj fused, each program
-    reads its channels' dt_proj weight rows once, so the weight is read ``cdiv(batch, rows)`` times."""
-    return state_update_tiling(batch, device)["ROWS"]
-
-
 def selective_state_update(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -234,7 +230,7 @@ def selective_state_update(
     if rows < 1 or rows & (rows - 1) or (dt_proj is not None and rows > MAX_ROWS_WITH_DT_PROJ):
         raise ValueError(f"state update tiling: ROWS must be a power of two, at most {MAX_ROWS_WITH_DT_PROJ} with "
                          f"dt_proj, got {tiling}")
-    _selective_state_update_kernel[(triton.cdiv(batch, tiling["ROWS"]), triton.cdiv(channels, tiling["BLOCK_D"]))](
+    _selective_state_update_kernel[(triton.cdiv(batch, rows), triton.cdiv(channels, tiling["BLOCK_D"]))](
         u, delta, A, B, C, D if D is not None else A, z_arg, delta_bias if delta_bias is not None else A,
         state, scales_arg, out, state_out, *dt_args,
         batch, channels, state_size, dt_rank,
