@@ -135,16 +135,18 @@ def _group_rows(x_base, first, stride_xl, mask):
 
 
 @triton.jit
-def _step(x, p0, p1, p2, w0, w1, w2, w3, near_steps, step, out_ptrs, mask, epilogue, SILU: tl.constexpr,
+def _step(x, p0, p1, p2, w0, w1, w2, w3, near_steps, out_ptrs, mask, epilogue, SILU: tl.constexpr,
           FIX_NEAR: tl.constexpr):
     """One step of the walk: its inputs ``x`` complete the window ending there (p0 holds the window's sum
-    over the steps before) and enter the three after it; the step's codes are stored, and bit ``step`` of
-    ``near_steps`` set where a value is near a boundary. Returns the new (p0, p1, p2, near_steps)."""
+    over the steps before) and enter the three after it; the step's codes are stored, and its bit shifted
+    into ``near_steps`` from the right, set where a value is near a boundary. Returns the new (p0, p1, p2,
+    near_steps)."""
     x = x.to(tl.int32)
     codes, near = _float32_codes(p0 + w3 * x, *epilogue, SILU)
     tl.store(out_ptrs, codes, mask=mask)
     if FIX_NEAR:
-        near_steps = tl.where(near, near_steps | (1 << step), near_steps)
+        # a constant shift, where setting bit ``step`` would build 1 << step at every step
+        near_steps = near_steps * 2 + near.to(tl.int32)
     return p1 + w2 * x, p2 + w1 * x, w0 * x, near_steps
 
 
@@ -207,7 +209,7 @@ def _int8_causal_conv1d_kernel(
     p0 = w0 * x0 + w1 * x1 + w2 * x2
     p1 = w0 * x1 + w1 * x2
     p2 = w0 * x2
-    # Bit j of a value's near_steps: step start + j has it near a rounding boundary. Collected per value
+    # Bit j of a value's near_steps: step end - 1 - j has it near a rounding boundary. Collected per value
     # and resolved once per program, after the walk: a per-step test of the whole row would cost a
     # reduction across the warp and a branch at every step.
     near_steps = tl.zeros((1, BLOCK_D), dtype=tl.int32)
@@ -223,13 +225,13 @@ def _int8_causal_conv1d_kernel(
             following = tl.minimum(group + STEPS_A_GROUP, end - STEPS_A_GROUP)
             next0, next1, next2, next3 = _group_rows(x_base, following, stride_xl, mask)
             out = out_base + group * stride_ol
-            p0, p1, p2, near_steps = _step(row0, p0, p1, p2, w0, w1, w2, w3, near_steps, group - start, out, mask,
+            p0, p1, p2, near_steps = _step(row0, p0, p1, p2, w0, w1, w2, w3, near_steps, out, mask,
                                            epilogue, SILU, FIX_NEAR)
-            p0, p1, p2, near_steps = _step(row1, p0, p1, p2, w0, w1, w2, w3, near_steps, group + 1 - start,
+            p0, p1, p2, near_steps = _step(row1, p0, p1, p2, w0, w1, w2, w3, near_steps,
                                            out + stride_ol, mask, epilogue, SILU, FIX_NEAR)
-            p0, p1, p2, near_steps = _step(row2, p0, p1, p2, w0, w1, w2, w3, near_steps, group + 2 - start,
+            p0, p1, p2, near_steps = _step(row2, p0, p1, p2, w0, w1, w2, w3, near_steps,
                                            out + 2 * stride_ol, mask, epilogue, SILU, FIX_NEAR)
-            p0, p1, p2, near_steps = _step(row3, p0, p1, p2, w0, w1, w2, w3, near_steps, group + 3 - start,
+            p0, p1, p2, near_steps = _step(row3, p0, p1, p2, w0, w1, w2, w3, near_steps,
                                            out + 3 * stride_ol, mask, epilogue, SILU, FIX_NEAR)
             row0, row1, row2, row3 = next0, next1, next2, next3
     else:
@@ -238,7 +240,7 @@ def _int8_causal_conv1d_kernel(
         for t in range(start, end):
             row = x_next
             x_next = tl.load(x_base + tl.minimum(t + 1, end - 1) * stride_xl, mask=mask, other=0)
-            p0, p1, p2, near_steps = _step(row, p0, p1, p2, w0, w1, w2, w3, near_steps, t - start,
+            p0, p1, p2, near_steps = _step(row, p0, p1, p2, w0, w1, w2, w3, near_steps,
                                            out_base + t * stride_ol, mask, epilogue, SILU, FIX_NEAR)
     if FIX_NEAR:
         # Steps with a near value, rare (about one in 10**4 values on realistic data), are done again in
@@ -251,7 +253,7 @@ def _int8_causal_conv1d_kernel(
             # the window summed again step by step, not by conv_window.add_causal_window: its loads' layout
             # costs the whole kernel registers (253 instead of 168 at 32 x 256)
             for t in range(start, end):
-                if (steps >> (t - start)) & 1:
+                if (steps >> (end - 1 - t)) & 1:
                     acc = w0 * _history_row(x_base, state_base, t - 3, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
                     acc += w1 * _history_row(x_base, state_base, t - 2, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
                     acc += w2 * _history_row(x_base, state_base, t - 1, mask_d, L, stride_xl, stride_sl, WIDTH, HAS_STATE)
