@@ -21,9 +21,9 @@ With ``--rewrites``, one CUDA-graph decode step is also timed alone (100 replays
 rewrites of ``runtime/``, with each added in turn and with the default set (``decode_rewrites(batch)``,
 what generate runs), and the default set captured without programmatic dependent launch
 (``kernels/dependent_launch.py``), from the same states, after checking that every variant's logits equal
-the functional step's bit for bit: what each rewrite and the dependent launches buy, in one run. Two
-variants run the state update with 16 batch rows a program as one tile (``ROWS_TILE``, a tiling not yet
-the rule), unfused and with dt_proj fused, so the tile is timed in the step against the rule's.
+the functional step's bit for bit: what each rewrite and the dependent launches buy, in one run. One
+variant runs the fused state update with one batch row a program (``ONE_ROW_TILE``, the rule before the
+eighteenth session's tile of batch rows), so the rule's tile is timed in the step against it.
 With ``--profile``, the kernels of one step as generate captures it, but with independent launches: under
 dependent launch a kernel starts early and its profiled time includes its wait for the one before.
 
@@ -55,16 +55,16 @@ from mamba_qpass.runtime.in_place_states import update_states_in_place
 from mamba_qpass.runtime.state_precision import stored
 
 IN_PLACE_SCANS = (selective_scan_in_place, int8_selective_scan_in_place, int8_selective_scan_dt_proj_in_place)
-# the state update with 16 batch rows a program as one tile (sweep_tilings.py's candidates; not the rule yet)
-ROWS_TILE = dict(BLOCK_D=16, ROWS=16, num_warps=8)
+# the state update's rule before the tile of batch rows (state_update_tiling): one row a program
+ONE_ROW_TILE = dict(BLOCK_D=32, ROWS=1, num_warps=1)
 
 
-def with_rows_tile(step_graph: fx.GraphModule) -> fx.GraphModule:
-    """A copy of an in-place step graph whose state updates run ROWS_TILE's tiling."""
-    tiled = copied(step_graph, "MambaRowsTileStepGraph")
+def with_one_row_tile(step_graph: fx.GraphModule) -> fx.GraphModule:
+    """A copy of an in-place step graph whose state updates run ONE_ROW_TILE's tiling."""
+    tiled = copied(step_graph, "MambaOneRowTileStepGraph")
     for node in tiled.graph.nodes:
         if node.op == "call_function" and node.target in IN_PLACE_SCANS:
-            node.kwargs = {**node.kwargs, "tiling": ROWS_TILE}
+            node.kwargs = {**node.kwargs, "tiling": ONE_ROW_TILE}
     tiled.recompile()
     return tiled
 
@@ -80,8 +80,7 @@ REWRITES = {
     "in_place+fuse_dt_proj": (update_states_in_place, fuse_dt_proj),
     "in_place+fuse_in_proj_conv": (update_states_in_place, fuse_in_proj_conv),
     "all": (update_states_in_place, fuse_in_proj_conv, fuse_dt_proj),
-    "in_place+fuse_in_proj_conv, rows tile": (update_states_in_place, fuse_in_proj_conv, with_rows_tile),
-    "all, rows tile": (update_states_in_place, fuse_in_proj_conv, fuse_dt_proj, with_rows_tile),
+    "all, one row a program": (update_states_in_place, fuse_in_proj_conv, fuse_dt_proj, with_one_row_tile),
     "default": None,  # decode_rewrites(batch): what generate runs at this batch size
 }
 TIMED_STEPS = 100

@@ -78,8 +78,8 @@ def test_kernel_times_by_layer_position_tells_the_projections_apart(bench):
     pytest.param("cuda", marks=pytest.mark.gpu),
 ])
 @torch.no_grad()
-def test_the_rows_tile_variant_sets_the_tiling_and_decodes_as_the_rule(bench, device):
-    """bench_decode's rows-tile variant: every in-place state update of the step graph takes ROWS_TILE, the
+def test_the_one_row_variant_sets_the_tiling_and_decodes_as_the_rule(bench, device):
+    """bench_decode's one-row variant: every in-place state update of the step graph takes ONE_ROW_TILE, the
     graph it copies keeps the rule, and five steps decode as the rule's (bit for bit on the GPU, where the
     tiles share the C reduction's layout; to float32 rounding in the interpreter, whose exp may depend on
     the array's shape)."""
@@ -90,9 +90,9 @@ def test_the_rows_tile_variant_sets_the_tiling_and_decodes_as_the_rule(bench, de
     qmodel = qpass.apply(model, "w8a8", token_batches(97), progress=False)
     step_graph = qmodel._generation_runtime()["step_graph"].to(device)
     rule = fuse_dt_proj(update_states_in_place(step_graph))
-    tiled = bench.with_rows_tile(rule)
+    tiled = bench.with_one_row_tile(rule)
     scans = [n for n in tiled.graph.nodes if n.op == "call_function" and n.target in bench.IN_PLACE_SCANS]
-    assert len(scans) == 2 and all(n.kwargs["tiling"] == bench.ROWS_TILE for n in scans)
+    assert len(scans) == 2 and all(n.kwargs["tiling"] == bench.ONE_ROW_TILE for n in scans)
     assert all("tiling" not in n.kwargs for n in rule.graph.nodes)
 
     ids = torch.randint(0, 97, (3, 9), generator=torch.Generator().manual_seed(3)).to(device)

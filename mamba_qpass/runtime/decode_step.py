@@ -20,12 +20,13 @@ from mamba_qpass.runtime.state_precision import check_ssm_state_dtype, computed,
 # it, it was timed slower on an H200 (2.8b, B=64, with a fixed 16-row tile; the tile is autotuned since).
 FUSED_MAX_BATCH = 16
 # The fused state update reads dt_proj's weight rows once for every program of batch rows it runs over a
-# block of channels (``state_update_tiling``'s ROWS a program), where the GEMM reads them once: it is used while
-# those reads come to at most this many bytes. Timed on an H200 (benchmarks/RESULTS.md) with one batch row
-# a program: faster at 2.8b B=1 (0.8 MB: 2.245 -> 2.167 ms a step, fourteenth session) and at 130m B=64
-# (4.7 MB, run C); slower at 2.8b B=16 (13 MB: 2.685 -> 2.916 ms a step in the fifteenth session, 2.685 ->
-# 2.983 in the fourteenth) and B=64 (52 MB).
-DT_PROJ_FUSED_MAX_BYTES = 6 * 2**20
+# block of channels (``state_update_tiling``'s ROWS a program, with dt_proj), where the GEMM reads them once:
+# it is used while those reads come to at most this many bytes. Timed on an H200 (benchmarks/RESULTS.md):
+# faster at 2.8b B=1 (0.8 MB: 2.245 -> 2.167 ms a step, fourteenth session), at 2.8b B=16 with 8 rows a
+# program (1.6 MB: 8 layers' step 0.619 -> 0.616 ms, twice, eighteenth session) and at 130m B=64 with one
+# row a program (4.7 MB, run C); slower at 2.8b B=32 with 8 rows a program (3.3 MB: 0.913 -> 0.925 ms, 8
+# layers), and with one row a program at 2.8b B=16 (13 MB) and B=64 (52 MB).
+DT_PROJ_FUSED_MAX_BYTES = 2 * 2**20
 
 
 def decode_rewrites(batch: int) -> tuple[Callable[[fx.GraphModule], fx.GraphModule], ...]:
@@ -39,7 +40,7 @@ def decode_rewrites(batch: int) -> tuple[Callable[[fx.GraphModule], fx.GraphModu
     from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
     from mamba_qpass.runtime.in_place_states import update_states_in_place
 
-    weight_reads = -(-batch // state_update_tiling(batch, torch.device("cuda"))["ROWS"])
+    weight_reads = -(-batch // state_update_tiling(batch, torch.device("cuda"), dt_proj=True)["ROWS"])
     return (
         update_states_in_place,
         *((fuse_in_proj_conv,) if batch <= FUSED_MAX_BATCH else ()),

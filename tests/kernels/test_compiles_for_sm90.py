@@ -217,10 +217,12 @@ results = {
     "selective_state_update-int8": selective_state_update(True),
     "selective_state_update-fp32": selective_state_update(False),
     "selective_state_update-int8-dt_proj": selective_state_update(True, dt_proj=True),
-    # sixteen batch rows a program as one tile (a sweep_tilings.py candidate)
+    # sixteen batch rows a program as one tile, the most the fused dt_proj takes
     "selective_state_update-int8-dt_proj-rows": selective_state_update(True, True, ROWS_TILE),
     "selective_state_update-fp32-rows": selective_state_update(False, False, ROWS_TILE),
     "selective_state_update-int8-batch16": selective_state_update(True, False, scan_step.state_update_tiling(16, CUDA)),
+    "selective_state_update-int8-dt_proj-batch16": selective_state_update(
+        True, True, scan_step.state_update_tiling(16, CUDA, dt_proj=True)),
     "int8_conv_state_update-linear": int8_conv_state_update(),
     "int8_linear_conv_step-linear": int8_linear_conv_step(128, 1),
     "int8_linear_conv_step-linear-split_k4": int8_linear_conv_step(64, 4),
@@ -262,6 +264,7 @@ NO_FMA = (
     "int8_conv_state_update-linear",
     "selective_state_update-int8-dt_proj",  # dt_proj's float64 epilogue, as int8_linear's
     "selective_state_update-int8-dt_proj-rows",
+    "selective_state_update-int8-dt_proj-batch16",
     "int8_linear_conv_step-linear",
     "int8_linear_conv_step-linear-split_k4",
 )
@@ -301,12 +304,13 @@ def test_gpu_launch_configurations_compile_for_sm90():
     # other 16-row decode tiles are too small for wgmma: int8 mma.sync
     for name in ("int8_linear_conv_step-linear", "int8_linear_conv_step-linear-split_k4"):
         assert results[name]["mma_s8"] > 0, f"{name}: the fused in_proj + conv step does not use int8 mma"
-    for name in ("selective_state_update-int8-dt_proj", "selective_state_update-int8-dt_proj-rows"):
+    for name in ("selective_state_update-int8-dt_proj", "selective_state_update-int8-dt_proj-rows",
+                 "selective_state_update-int8-dt_proj-batch16"):
         assert results[name]["mma_s8"] > 0, f"{name}: the state update's dt_proj is not on int8 mma"
     # The state update's output sums over the state's columns: in every tiling one element a lane, 16 lanes,
     # one warp, so the same butterfly adds them and the output is the same bit for bit whatever the tile
     state_updates = [name for name in results if name.startswith("selective_state_update")]
-    assert len(state_updates) == 6
+    assert len(state_updates) == 7
     for name in state_updates:
         assert results[name]["f32_reductions"] == [[1, 16, 1]], f"{name}: {results[name]['f32_reductions']}"
     for int8, float_variant in (("selective_state_update-int8", "selective_state_update-fp32"),

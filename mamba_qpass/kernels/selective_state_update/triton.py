@@ -34,6 +34,8 @@ DT_CHUNK = 64
 # a dot's narrowest side: the dt_proj product's columns, one a batch row of the program
 MAX_ROWS_WITH_DT_PROJ = 16
 DOT_COLUMNS = tl.constexpr(MAX_ROWS_WITH_DT_PROJ)
+# the GPU rule's batch rows a program with dt_proj fused (state_update_tiling)
+MAX_ROWS_A_TILE = 8
 # float16 for a state kept in less precision between decode steps. Not bfloat16: Triton's interpreter
 # truncates float32 -> bfloat16 where torch and the GPU round to nearest even, so the CPU tests could not
 # show that kernel and reference agree.
@@ -159,17 +161,26 @@ class DtProjection:
         check_f64_vector("dt_proj out_inv_scale", self.out_inv_scale, channels, u.device)
 
 
-def state_update_tiling(batch: int, device: torch.device) -> dict:
-    """GPU: one warp a program over the whole state of 16 channels for one batch row, 32 channels for more.
-    Timed on an H200 from cold L2 (fifteenth session, ``sweep_tilings.py``, 6 tilings, outputs and states
-    bit-equal across them), 2.8b config: one row with dt_proj 4.9 us against 6.2 for the 32-channel,
-    2-warp tiling shipped before (3.1 against 4.2 without dt_proj); 16 rows 5.6 against 6.2 (16
-    channels: 6.2); 64 rows 14.6 against 16.0. One batch row a program (ROWS): several rows a program,
-    loaded as one tile, would let the fused dt_proj read its weight rows once for all of them; not yet
-    timed (``sweep_tilings.py`` has the candidates). The rule depends on the batch alone, so the int8 and
-    float variants share it and stay bit for bit equal. CPU (the interpreter): few, large programs."""
+def state_update_tiling(batch: int, device: torch.device, dt_proj: bool = False) -> dict:
+    """GPU: one warp a program over the whole state of 16 channels for one batch row; beyond one row, with
+    dt_proj fused, up to 8 rows a program as one tile of 16 channels in 2 warps (the fused dt_proj reads
+    its weight rows once for all of them), else one row of 32 channels in one warp. Timed on an H200 from
+    cold L2 (``sweep_tilings.py``, outputs and states bit-equal across tilings), 2.8b config. Fifteenth
+    session: one row with dt_proj 4.9 us against 6.2 for the 32-channel, 2-warp tiling shipped before (3.1
+    against 4.2 without dt_proj); 16 rows 5.6 against 6.2 (16 channels: 6.2); 64 rows 14.6 against 16.0.
+    Eighteenth session, 16 rows with dt_proj: 7.4 us for the 8-row tile against 8.9 for one row a program
+    and 9.5 for dt_proj's GEMM then the unfused update (which the rows tiles do not speed up: 5.6 us for
+    one row, 6.3 for 8; 14.8 against 16.2 at 64 rows); in a CUDA-graph step of 8 layers at B=16, 0.616
+    ms against 0.619 with dt_proj's GEMM and 0.622 fused with one row a program (two runs alike). The
+    int8 and float variants compute every element alike, and the output's C reduction is laid out alike
+    at every tiling (the sm_90 compile test checks it), so the tiling does not change a bit of the
+    outputs. CPU (the interpreter): few, large programs."""
     if device.type == "cuda":
-        return dict(BLOCK_D=16 if batch == 1 else 32, ROWS=1, num_warps=1)
+        if batch == 1:
+            return dict(BLOCK_D=16, ROWS=1, num_warps=1)
+        if dt_proj:
+            return dict(BLOCK_D=16, ROWS=min(MAX_ROWS_A_TILE, triton.next_power_of_2(batch)), num_warps=2)
+        return dict(BLOCK_D=32, ROWS=1, num_warps=1)
     return dict(BLOCK_D=256, ROWS=1)
 
 
@@ -225,7 +236,7 @@ def selective_state_update(
         dt_args, dt_rank = (dt_proj.weight, dt_proj.dequant_scale, dt_proj.out_inv_scale), delta.shape[-1]
     else:  # unread without DT_PROJ
         dt_args, dt_rank = (A, A, A), 0
-    tiling = {"ROWS": 1, **(tiling or state_update_tiling(batch, u.device))}
+    tiling = {"ROWS": 1, **(tiling or state_update_tiling(batch, u.device, dt_proj is not None))}
     rows = tiling["ROWS"]
     if rows < 1 or rows & (rows - 1) or (dt_proj is not None and rows > MAX_ROWS_WITH_DT_PROJ):
         raise ValueError(f"state update tiling: ROWS must be a power of two, at most {MAX_ROWS_WITH_DT_PROJ} with "
