@@ -34,8 +34,6 @@ DT_CHUNK = 64
 # a dot's narrowest side: the dt_proj product's columns, one a batch row of the program
 MAX_ROWS_WITH_DT_PROJ = 16
 DOT_COLUMNS = tl.constexpr(MAX_ROWS_WITH_DT_PROJ)
-# the GPU rule's batch rows a program with dt_proj fused (state_update_tiling)
-MAX_ROWS_A_TILE = 8
 # float16 for a state kept in less precision between decode steps. Not bfloat16: Triton's interpreter
 # truncates float32 -> bfloat16 where torch and the GPU round to nearest even, so the CPU tests could not
 # show that kernel and reference agree.
@@ -179,7 +177,7 @@ def state_update_tiling(batch: int, device: torch.device, dt_proj: bool = False)
         if batch == 1:
             return dict(BLOCK_D=16, ROWS=1, num_warps=1)
         if dt_proj:
-            return dict(BLOCK_D=16, ROWS=min(MAX_ROWS_A_TILE, triton.next_power_of_2(batch)), num_warps=2)
+            return dict(BLOCK_D=16, ROWS=min(8, triton.next_power_of_2(batch)), num_warps=2)
         return dict(BLOCK_D=32, ROWS=1, num_warps=1)
     return dict(BLOCK_D=256, ROWS=1)
 
