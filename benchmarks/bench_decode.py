@@ -50,6 +50,7 @@ from mamba_qpass.kernels.dependent_launch import independent_launches
 from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep
 from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
 from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
+from mamba_qpass.runtime.fuse_x_proj import fuse_x_proj
 from mamba_qpass.runtime.generate import prefill
 from mamba_qpass.runtime.in_place_states import update_states_in_place
 from mamba_qpass.runtime.state_precision import stored
@@ -79,8 +80,9 @@ REWRITES = {
     "in_place": (update_states_in_place,),
     "in_place+fuse_dt_proj": (update_states_in_place, fuse_dt_proj),
     "in_place+fuse_in_proj_conv": (update_states_in_place, fuse_in_proj_conv),
-    "all": (update_states_in_place, fuse_in_proj_conv, fuse_dt_proj),
-    "all, one row a program": (update_states_in_place, fuse_in_proj_conv, fuse_dt_proj, with_one_row_tile),
+    "in_place+fuse_in_proj_conv+fuse_dt_proj": (update_states_in_place, fuse_in_proj_conv, fuse_dt_proj),
+    "all": (update_states_in_place, fuse_in_proj_conv, fuse_x_proj, fuse_dt_proj),
+    "all, one row a program": (update_states_in_place, fuse_in_proj_conv, fuse_x_proj, fuse_dt_proj, with_one_row_tile),
     "default": None,  # decode_rewrites(batch): what generate runs at this batch size
 }
 TIMED_STEPS = 100

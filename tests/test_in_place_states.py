@@ -10,12 +10,15 @@ import torch
 
 import mamba_qpass as qpass
 from mamba_qpass.capture import with_state
-from mamba_qpass.cuda_kernels import int8_linear_conv_step_in_place, int8_selective_scan_dt_proj_in_place
+from mamba_qpass.cuda_kernels import (
+    int8_linear_conv_step_in_place, int8_linear_conv_x_proj_step_in_place, int8_selective_scan_dt_proj_in_place,
+)
 from mamba_qpass.graph_utils import attr_of
 from mamba_qpass.kernels.selective_state_update.triton import state_update_tiling
 from mamba_qpass.runtime.decode_step import DT_PROJ_FUSED_MAX_BYTES, decode_rewrites
 from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
 from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
+from mamba_qpass.runtime.fuse_x_proj import fuse_x_proj
 from mamba_qpass.runtime.in_place_states import IN_PLACE, update_states_in_place
 from models import random_mamba
 from test_w8a8 import token_batches
@@ -47,7 +50,11 @@ def _count(gm, *targets):
 
 
 FUSIONS = {"in_place": (), "fuse_dt_proj": (fuse_dt_proj,), "fuse_in_proj_conv": (fuse_in_proj_conv,),
-           "both": (fuse_in_proj_conv, fuse_dt_proj)}
+           "both": (fuse_in_proj_conv, fuse_dt_proj), "in_proj_conv_x_proj": (fuse_in_proj_conv, fuse_x_proj),
+           "all": (fuse_in_proj_conv, fuse_x_proj, fuse_dt_proj)}
+# the call each fusion leaves in the graph (fuse_x_proj turns fuse_in_proj_conv's call into its own)
+FUSED = {fuse_dt_proj: int8_selective_scan_dt_proj_in_place, fuse_in_proj_conv: int8_linear_conv_step_in_place,
+         fuse_x_proj: int8_linear_conv_x_proj_step_in_place}
 
 
 @pytest.mark.parametrize("fusions", FUSIONS.values(), ids=FUSIONS.keys())
@@ -60,13 +67,13 @@ def test_rewritten_steps_equal_functional_steps(mode, fusions, graphs):
     linears = _count(in_place, torch.ops.mamba_qpass.int8_linear.default)
     for fuse in fusions:
         in_place = fuse(in_place)
-    # w8a8 has two layers' dt_projs and in_proj + conv pairs to fuse; float_sim has no int8 GEMM or scan
-    fused = {fuse_dt_proj: int8_selective_scan_dt_proj_in_place, fuse_in_proj_conv: int8_linear_conv_step_in_place}
+    # w8a8 has two layers' dt_projs, in_proj + conv pairs and x_projs to fuse; float_sim has no int8 GEMM or scan
+    layers = 2 if mode == "w8a8" else 0
     for fuse in fusions:
-        assert _count(in_place, fused[fuse]) == (2 if mode == "w8a8" else 0), fuse.__name__
-    fused_calls = _count(in_place, *fused.values())
-    assert _count(in_place, torch.ops.mamba_qpass.int8_linear.default) == linears - fused_calls
-    targets = (*IN_PLACE.values(), *fused.values())
+        left = fuse is not fuse_in_proj_conv or fuse_x_proj not in fusions
+        assert _count(in_place, FUSED[fuse]) == (layers if left else 0), fuse.__name__
+    assert _count(in_place, torch.ops.mamba_qpass.int8_linear.default) == linears - layers * len(fusions)
+    targets = (*IN_PLACE.values(), *FUSED.values())
     replaced = [n for n in in_place.graph.nodes if n.op == "call_function" and n.target in targets]
     assert len(replaced) >= 2, "both layers' scans (and w8a8's int8 convs) should update in place"
     ids = torch.randint(0, 97, (3, 9), generator=torch.Generator().manual_seed(2)).to(device)

@@ -159,13 +159,16 @@ def selective_state_update(int8_inputs, dt_proj=False, tiling=None):
     )
 
 
-def int8_linear_conv_step(block_n, split_k):
-    config = gpu_config(16, block_n, 256, split_k)  # candidates for the 2.8b config's in_proj
-    pointers = {n: "*i8" for n in ("a_ptr", "w_ptr", "codes_ptr", "conv_w_ptr", "state_ptr", "state_out_ptr", "conv_out_ptr")}
-    pointers.update(ws_ptr="*i32", count_ptr="*i32")
+def int8_linear_conv_step(block_n, split_k, x_rows=0, block_m=16, block_k=256):
+    config = gpu_config(block_m, block_n, block_k, split_k)  # candidates for the 2.8b config's in_proj
+    pointers = {n: "*i8" for n in ("a_ptr", "w_ptr", "codes_ptr", "conv_w_ptr", "state_ptr", "state_out_ptr", "conv_out_ptr",
+                                   "xw_ptr", "x_codes_ptr")}
+    pointers.update(ws_ptr="*i32", count_ptr="*i32", x_ws_ptr="*i32", x_count_ptr="*i32")
+    x_chunk = linear_conv_step.MAX_X_CHUNK  # the 2.8b config's x_proj of 192 outputs, in three
     return compile_sm90(
         linear_conv_step._int8_linear_conv_step_kernel, pointers,
-        dict(WIDTH=4, CONV_HAS_BIAS=True, SILU=False, EVEN_K=True, K_STEPS=0, **config.kwargs),
+        dict(WIDTH=4, CONV_HAS_BIAS=True, SILU=False, X_ROWS=x_rows, X_CHUNK=x_chunk, EVEN_K=True,
+             K_STEPS=tiles.one_row_k_steps(dict(K=2560, **config.kwargs)), **config.kwargs),
         dict(num_warps=config.num_warps, num_stages=config.num_stages) | EXACT_FP_LAUNCH,
     )
 
@@ -226,6 +229,8 @@ results = {
     "int8_conv_state_update-linear": int8_conv_state_update(),
     "int8_linear_conv_step-linear": int8_linear_conv_step(128, 1),
     "int8_linear_conv_step-linear-split_k4": int8_linear_conv_step(64, 4),
+    "int8_linear_conv_step-linear-x_proj": int8_linear_conv_step(128, 1, x_rows=192),
+    "int8_linear_conv_step-linear-x_proj-gemv": int8_linear_conv_step(4, 1, x_rows=192, block_m=1, block_k=512),
     "causal_conv1d-bf16": causal_conv1d(),
 }
 # the kernels of a decode step, and one of each other kind, as launched with programmatic dependent launch
@@ -235,6 +240,7 @@ results["dependent"] = {
     "int8_linear-f32-1x16-gemv-split_k8": gemm(1, 16, 256, False, True, split_k=8),
     "int8_linear-codes-16x64-swap_ab": gemm(16, 64, 256, True, True, swap_ab=True),
     "int8_linear_conv_step-linear-split_k4": int8_linear_conv_step(64, 4),
+    "int8_linear_conv_step-linear-x_proj": int8_linear_conv_step(128, 1, x_rows=192),
     "int8_conv_state_update-linear": int8_conv_state_update(),
     "selective_state_update-int8-dt_proj": selective_state_update(True, dt_proj=True),
     "hadamard_quant-5120": hadamard_quant(5120),
@@ -267,6 +273,8 @@ NO_FMA = (
     "selective_state_update-int8-dt_proj-batch16",
     "int8_linear_conv_step-linear",
     "int8_linear_conv_step-linear-split_k4",
+    "int8_linear_conv_step-linear-x_proj",  # x_proj's float64 epilogue, as int8_linear's
+    "int8_linear_conv_step-linear-x_proj-gemv",
 )
 
 
@@ -304,6 +312,8 @@ def test_gpu_launch_configurations_compile_for_sm90():
     # other 16-row decode tiles are too small for wgmma: int8 mma.sync
     for name in ("int8_linear_conv_step-linear", "int8_linear_conv_step-linear-split_k4"):
         assert results[name]["mma_s8"] > 0, f"{name}: the fused in_proj + conv step does not use int8 mma"
+    # the fused x_proj of a 16-row tile adds its own int8 products on the tensor cores
+    assert results["int8_linear_conv_step-linear-x_proj"]["mma_s8"] > results["int8_linear_conv_step-linear"]["mma_s8"] > 0
     for name in ("selective_state_update-int8-dt_proj", "selective_state_update-int8-dt_proj-rows",
                  "selective_state_update-int8-dt_proj-batch16"):
         assert results[name]["mma_s8"] > 0, f"{name}: the state update's dt_proj is not on int8 mma"

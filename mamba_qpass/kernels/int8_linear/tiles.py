@@ -92,21 +92,37 @@ ONE_ROW_TILES_MAX_ROWS = 16
 ONE_ROW_TILES_MAX_WEIGHT_BYTES = 2 * 2**20
 
 
-def fitting_configs(configs, named_args, **_):
+# A tile of several rows that also multiplies its output codes by a second weight on the tensor cores (the
+# decode step's fused x_proj, ``int8_linear_conv_step``) needs that product's K, its BLOCK_N, this wide.
+MIN_DOT_K = 32
+
+
+def runs_a_second_product(config: triton.Config) -> bool:
+    """Whether the tile can multiply its output codes by a second weight (``MIN_DOT_K``)."""
+    return config.kwargs["BLOCK_M"] == 1 or config.kwargs["BLOCK_N"] >= MIN_DOT_K
+
+
+def fitting_configs(configs, named_args, **flags):
     """The autotuner's pruning: the decode or prefill candidates by M, less tiles far larger than the
     problem (a 256-wide tile for x_proj's 192 outputs), one-row tiles for more than one row (but for a few
-    rows of a small weight, ONE_ROW_TILES_MAX_ROWS), and splits that would leave a program fewer than two K
-    steps, so a new shape times fewer candidates; keeps the smallest tensor-core tile when none fits."""
+    rows of a small weight, ONE_ROW_TILES_MAX_ROWS), splits that would leave a program fewer than two K
+    steps, and, for a kernel with a second product of its codes (``X_ROWS``), tiles too narrow for it
+    (``MIN_DOT_K``); so a new shape times fewer candidates. Keeps the smallest tensor-core tile that may
+    run when none fits."""
     m, n, k = named_args["M_BUCKET"], named_args["N"], named_args["K"]
     one_row_tiles = m == 1 or (m <= ONE_ROW_TILES_MAX_ROWS and n * k <= ONE_ROW_TILES_MAX_WEIGHT_BYTES)
+
+    def may_run(c):
+        return runs_a_second_product(c) or not flags.get("X_ROWS", 0)
+
     fitting = [
         c for c in (DECODE_CONFIGS if m <= DECODE_MAX_ROWS else PREFILL_CONFIGS)
-        if c.kwargs["BLOCK_M"] <= max(16, m) and (c.kwargs["BLOCK_M"] > 1 or one_row_tiles)
+        if may_run(c) and c.kwargs["BLOCK_M"] <= max(16, m) and (c.kwargs["BLOCK_M"] > 1 or one_row_tiles)
         and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(n))
         and c.kwargs["BLOCK_K"] <= max(32, triton.next_power_of_2(k))
         and triton.cdiv(k, c.kwargs["BLOCK_K"]) >= 2 * c.kwargs["SPLIT_K"] - (c.kwargs["SPLIT_K"] == 1)
     ]
-    return fitting or [min((c for c in configs if c.kwargs["BLOCK_M"] > 1),
+    return fitting or [min((c for c in configs if may_run(c) and c.kwargs["BLOCK_M"] > 1),
                            key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
 
@@ -146,21 +162,23 @@ def time_from_cold_l2(kernel_call, quantiles=None):
 
 
 @functools.cache
-def _split_k_workspace(device: torch.device, rows: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sum_workspace(device: torch.device, rows: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero int32 sums (rows, N) and arrival counters (enough for tiles of one row and 16 columns), kept
+    for the process per (device, rows, N): for kernels whose programs add partial sums with atomics and
+    whose last program to arrive takes the total, leaving both at zero again (split K, and the decode
+    step's fused x_proj). A captured CUDA graph holds their addresses, so they are never freed; they are
+    made before any capture, since the first call of a shape autotunes outside one. Calls on concurrent
+    streams would share them, which a decode step never does."""
     tiles = rows * triton.cdiv(n, 16)  # the most tiles any config makes (one-row tiles, 16 columns)
     return (torch.zeros(rows, n, dtype=torch.int32, device=device),
             torch.zeros(tiles, dtype=torch.int32, device=device))
 
 
 def split_k_workspace(device: torch.device, m: int, n: int, config: triton.Config | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The split-K tiles' int32 sums (rows, N) and per-tile arrival counters, zero, kept for the process per
-    shape, where a split-K tile may run: on CUDA at decode sizes, or with a split-K ``config``; elsewhere a
-    one-element stand-in (a prefill's M x N would be large). A captured CUDA graph holds their addresses, so
-    they are never freed; each call leaves them at zero again, so a graph can replay a call that uses them.
-    They are made before any capture, since the first call of a shape autotunes outside one. Calls on
-    concurrent streams would share them, which a decode step never does."""
+    """The split-K tiles' ``sum_workspace`` where a split-K tile may run: on CUDA at decode sizes, or with a
+    split-K ``config``; elsewhere a one-element stand-in (a prefill's M x N would be large)."""
     split = config.kwargs["SPLIT_K"] > 1 if config is not None else device.type == "cuda" and m <= DECODE_MAX_ROWS
-    return _split_k_workspace(device, *((triton.next_power_of_2(m), n) if split else (1, 1)))
+    return sum_workspace(device, *((triton.next_power_of_2(m), n) if split else (1, 1)))
 
 
 def _pow2_tile(n: int, smallest: int, largest: int) -> int:
@@ -171,7 +189,7 @@ def _interpreter_tile(m: int, n: int, k: int) -> dict:
     """On CPU (the interpreter) every tl op costs the same whatever its size, so the fewest, largest
     programs win. An int8 ``tl.dot`` needs K tiles of at least 32 and M, N tiles of at least 16."""
     return dict(
-        BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, 16, 64), BLOCK_K=_pow2_tile(k, 32, 128), GROUP_M=1,
+        BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, MIN_DOT_K, 64), BLOCK_K=_pow2_tile(k, 32, 128), GROUP_M=1,
         SPLIT_K=1, SWAP_AB=False,
     )
 

@@ -109,6 +109,14 @@ def int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, bias_ptr, HAS_BIAS:
 
 
 @triton.jit
+def int8_tile_codes(acc, offs_n, mask_n, dequant_scale_ptr, out_inv_scale_ptr):
+    """``int8_linear_epilogue``'s int8 codes of an accumulator tile without bias: v times the column's
+    output scale, rounded half to even and clamped."""
+    v = int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, dequant_scale_ptr, False)
+    return tl_round_half_even_clamp_int8(v * tl.load(out_inv_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :])
+
+
+@triton.jit
 def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
     """The (row tile, column tile) of program ``pid`` in grouped ordering: GROUP_M row tiles share each
     column tile's weights while they are in L2."""
