@@ -2,8 +2,7 @@
 between steps. ``EagerDecodeStep`` runs the step graph; ``CudaGraphDecodeStep`` replays it as a CUDA graph
 captured once per batch size, with the token and every state in static buffers that the graph itself
 updates (in place where a one-token kernel can, ``in_place_states``; the conv's step done by in_proj,
-``fuse_in_proj_conv``, and x_proj after it, ``fuse_x_proj``; dt_proj computed by the state update,
-``fuse_dt_proj``), so a step costs one launch
+``fuse_in_proj_conv``; dt_proj computed by the state update, ``fuse_dt_proj``), so a step costs one launch
 instead of one per kernel."""
 
 import functools
@@ -17,9 +16,8 @@ from mamba_qpass.capture import ssm_state_positions
 from mamba_qpass.runtime.direct_calls import direct_calls
 from mamba_qpass.runtime.state_precision import check_ssm_state_dtype, computed, stored
 
-# The fusions save a launch a layer each. The conv's step (and x_proj) inside in_proj is used up to this
-# batch: beyond it, it was timed slower on an H200 (2.8b, B=64, with a fixed 16-row tile; the tile is
-# autotuned since).
+# The fusions save a launch a layer each. The conv's step inside in_proj is used up to this batch: beyond
+# it, it was timed slower on an H200 (2.8b, B=64, with a fixed 16-row tile; the tile is autotuned since).
 FUSED_MAX_BATCH = 16
 # The fused state update reads dt_proj's weight rows once for every program of batch rows it runs over a
 # block of channels (``state_update_tiling``'s ROWS a program, with dt_proj), where the GEMM reads them once:
@@ -33,20 +31,19 @@ DT_PROJ_FUSED_MAX_BYTES = 2 * 2**20
 
 def decode_rewrites(batch: int) -> tuple[Callable[[fx.GraphModule], fx.GraphModule], ...]:
     """The step-graph rewrites a CUDA decode step of ``batch`` rows runs, in order: states updated in
-    place, then (up to FUSED_MAX_BATCH rows) the conv's step and x_proj inside in_proj, then dt_proj inside the state
+    place, then (up to FUSED_MAX_BATCH rows) the conv's step inside in_proj, then dt_proj inside the state
     update where its weight, times the programs of batch rows reading it, is at most
     DT_PROJ_FUSED_MAX_BYTES."""
     # they call the Triton kernels, which only a CUDA step needs (the package imports without Triton)
     from mamba_qpass.cuda_kernels import state_update_tiling
     from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
     from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
-    from mamba_qpass.runtime.fuse_x_proj import fuse_x_proj
     from mamba_qpass.runtime.in_place_states import update_states_in_place
 
     weight_reads = -(-batch // state_update_tiling(batch, torch.device("cuda"), dt_proj=True)["ROWS"])
     return (
         update_states_in_place,
-        *((fuse_in_proj_conv, fuse_x_proj) if batch <= FUSED_MAX_BATCH else ()),
+        *((fuse_in_proj_conv,) if batch <= FUSED_MAX_BATCH else ()),
         functools.partial(fuse_dt_proj, max_weight_bytes=DT_PROJ_FUSED_MAX_BYTES // weight_reads),
     )
 

@@ -75,7 +75,8 @@ def _x_proj_partial_sums(conv_codes, offs_m, offs_n, mask_m, mask_d, xw_ptr, str
             part = tl.sum(w.to(tl.int32) * conv_codes.to(tl.int32), axis=1)[None, :]
         else:
             part = tl.dot(conv_codes, tl.trans(w), out_dtype=tl.int32)
-        tl.atomic_add(ws_ptr + offs_m[:, None] * X_ROWS + offs_r[None, :], part, mask=mask_m[:, None] & mask_r[None, :])
+        tl.atomic_add(ws_ptr + offs_m[:, None] * X_ROWS + offs_r[None, :], part, mask=mask_m[:, None] & mask_r[None, :],
+                      sem="relaxed")  # ordered by the counter, as split K's sums (int8_tile_accumulate_split)
 
 
 @triton.jit
@@ -87,7 +88,7 @@ def _x_proj_codes(offs_m, mask_m, ws_ptr, dequant_ptr, inv_ptr, x_codes_ptr, str
         mask_r = offs_r < X_ROWS
         mask = mask_m[:, None] & mask_r[None, :]
         acc = tl.atomic_xchg(ws_ptr + offs_m[:, None] * X_ROWS + offs_r[None, :],
-                             tl.zeros((BLOCK_M, X_CHUNK), dtype=tl.int32), mask=mask)
+                             tl.zeros((BLOCK_M, X_CHUNK), dtype=tl.int32), mask=mask, sem="relaxed")
         tl.store(x_codes_ptr + offs_m[:, None] * stride_xo + offs_r[None, :],
                  int8_tile_codes(acc, offs_r, mask_r, dequant_ptr, inv_ptr), mask=mask)
 
