@@ -149,15 +149,13 @@ def int8_tile_accumulate_split(
         acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, k_lo, min(K, k_lo + per_split),
                                    stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K, 0, SWAP_AB)
         ws_ptrs = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
-        # The sums' atomics are relaxed: an acq_rel atomic a value would fence each one (tens of them a
-        # thread), and the order needs none. Every thread's adds are issued before the counter moves (the
-        # barrier, then the counter's acq_rel atomic releases them all), so the program that arrives last,
-        # acquiring the counter, sees every add.
-        tl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
+        tl.atomic_add(ws_ptrs, acc, mask=mask)
+        # Every thread's adds are issued before the counter moves (the counter's acq_rel atomic then
+        # releases them all), so the program that arrives last sees every add.
         tl.debug_barrier()
         last = tl.atomic_add(count_ptr + tile, 1) == SPLIT_K - 1
         if last:
-            acc = tl.atomic_xchg(ws_ptrs, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32), mask=mask, sem="relaxed")
+            acc = tl.atomic_xchg(ws_ptrs, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32), mask=mask)
             tl.atomic_xchg(count_ptr + tile, 0)
     return acc, last
 

@@ -76,13 +76,19 @@ def _x_proj_partial_sums(conv_codes, offs_m, offs_n, mask_m, mask_d, xw_ptr, str
         else:
             part = tl.dot(conv_codes, tl.trans(w), out_dtype=tl.int32)
         tl.atomic_add(ws_ptr + offs_m[:, None] * X_ROWS + offs_r[None, :], part, mask=mask_m[:, None] & mask_r[None, :],
-                      sem="relaxed")  # ordered by the counter, as split K's sums (int8_tile_accumulate_split)
+                      sem="relaxed")  # see _x_proj_codes
 
 
 @triton.jit
 def _x_proj_codes(offs_m, mask_m, ws_ptr, dequant_ptr, inv_ptr, x_codes_ptr, stride_xo,
                   BLOCK_M: tl.constexpr, X_ROWS: tl.constexpr, X_CHUNK: tl.constexpr):
-    """x_proj's codes of rows ``offs_m`` from their finished sums, leaving the sums at zero."""
+    """x_proj's codes of rows ``offs_m`` from their finished sums, leaving the sums at zero.
+
+    The sums' atomics are relaxed, where split K's (``int8_tile_accumulate_split``) are acq_rel: an acq_rel
+    atomic a value fences each one, some 24 a thread here, and the fused x_proj with them took a 2.8b step
+    of 8 layers from 0.620 to 0.827 ms at B=16 (H200). The order needs no more: every thread's adds are
+    issued before the barrier, the counter's acq_rel atomic then releases them all, and the last program
+    to arrive reads them after acquiring the counter. Not yet run on a GPU."""
     for first in tl.static_range(0, X_ROWS, X_CHUNK):
         offs_r = first + tl.arange(0, X_CHUNK)
         mask_r = offs_r < X_ROWS
