@@ -187,7 +187,8 @@ def _pow2_tile(n: int, smallest: int, largest: int) -> int:
 
 def _interpreter_tile(m: int, n: int, k: int) -> dict:
     """On CPU (the interpreter) every tl op costs the same whatever its size, so the fewest, largest
-    programs win. An int8 ``tl.dot`` needs K tiles of at least 32 and M, N tiles of at least 16."""
+    programs win. An int8 ``tl.dot`` needs K tiles of at least 32 and M, N tiles of at least 16; BLOCK_N is
+    also the K of the fused x_proj's product (``MIN_DOT_K``)."""
     return dict(
         BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, MIN_DOT_K, 64), BLOCK_K=_pow2_tile(k, 32, 128), GROUP_M=1,
         SPLIT_K=1, SWAP_AB=False,
