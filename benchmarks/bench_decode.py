@@ -21,9 +21,11 @@ With ``--rewrites``, one CUDA-graph decode step is also timed alone (100 replays
 rewrites of ``runtime/``, with each added in turn and with the default set (``decode_rewrites(batch)``,
 what generate runs), and the default set captured without programmatic dependent launch
 (``kernels/dependent_launch.py``), from the same states, after checking that every variant's logits equal
-the functional step's bit for bit: what each rewrite and the dependent launches buy, in one run. One
-variant runs the fused state update with one batch row a program (``ONE_ROW_TILE``, the rule before the
-eighteenth session's tile of batch rows), so the rule's tile is timed in the step against it.
+the functional step's bit for bit: what each rewrite and the dependent launches buy, in one run. "all"
+adds ``fuse_x_proj``, which the default set leaves out (``runtime/fuse_x_proj.py``). One variant runs the
+fused state update with one batch row a program (``ONE_ROW_TILE``, the rule before the eighteenth
+session's tile of batch rows), so the rule's tile is timed in the step against it.
+``bench_step.py`` times chosen variants without mamba-ssm.
 With ``--profile``, the kernels of one step as generate captures it, but with independent launches: under
 dependent launch a kernel starts early and its profiled time includes its wait for the one before.
 
@@ -82,7 +84,8 @@ REWRITES = {
     "in_place+fuse_in_proj_conv": (update_states_in_place, fuse_in_proj_conv),
     "in_place+fuse_in_proj_conv+fuse_dt_proj": (update_states_in_place, fuse_in_proj_conv, fuse_dt_proj),
     "all": (update_states_in_place, fuse_in_proj_conv, fuse_x_proj, fuse_dt_proj),
-    "all, one row a program": (update_states_in_place, fuse_in_proj_conv, fuse_x_proj, fuse_dt_proj, with_one_row_tile),
+    "in_place+fuse_in_proj_conv+fuse_dt_proj+one_row_tile": (update_states_in_place, fuse_in_proj_conv, fuse_dt_proj,
+                                                             with_one_row_tile),
     "default": None,  # decode_rewrites(batch): what generate runs at this batch size
 }
 TIMED_STEPS = 100
@@ -174,10 +177,11 @@ def checks(name, ssm, calibrated, qmodel, fp_model, g) -> tuple[dict, bool]:
 
 
 @torch.no_grad()
-def rewrite_step_ms(step_graph, states, tokens) -> dict | None:
-    """ms per CUDA-graph decode step with each set of REWRITES, from the same states; None (and a line
-    saying so) unless every variant's logits over 4 steps equal the functional step's bit for bit."""
-    steps = {name: CudaGraphDecodeStep(step_graph, states, rewrites=rewrites) for name, rewrites in REWRITES.items()}
+def rewrite_step_ms(step_graph, states, tokens, rewrites: dict = REWRITES) -> dict | None:
+    """ms per CUDA-graph decode step with each set of ``rewrites`` (a subset of REWRITES holding its
+    "functional"), from the same states; None (and a line saying so) unless every variant's logits over 4
+    steps equal the functional step's bit for bit."""
+    steps = {name: CudaGraphDecodeStep(step_graph, states, rewrites=chosen) for name, chosen in rewrites.items()}
     with independent_launches():  # captured without programmatic dependent launch: what it buys
         steps["default, independent launches"] = CudaGraphDecodeStep(step_graph, states)
     logits = {}
