@@ -1,9 +1,12 @@
 """The CUDA decode step's rewrites of the step graph. update_states_in_place: the convs and scans write the
 new state over the old one, so each step's state outputs must be its state inputs, updated. fuse_dt_proj:
-the state update computes dt_proj, one int8_linear a layer fewer. Either way the logits and states must be
+the state update computes dt_proj, one int8_linear a layer fewer; fuse_in_proj_conv and fuse_x_proj: in_proj's
+kernel does the conv's step and then x_proj. Either way the logits and states must be
 those of the functional step graph (bit for bit on the GPU, where both run the same kernels; on the CPU the in-place
 graph runs the Triton step kernels in the interpreter and the functional one the references, so there the
 int8 codes agree exactly and the float values to float32 rounding)."""
+
+import operator
 
 import pytest
 import torch
@@ -135,3 +138,19 @@ def test_dt_proj_fusion_at_the_2_8b_config_follows_the_timed_batches(batch, fuse
     weight_bytes = 5120 * 160
     *_, last = decode_rewrites(batch)
     assert (last.keywords["max_weight_bytes"] >= weight_bytes) == fused
+
+
+def test_only_a_codes_x_proj_of_the_conv_output_is_fused(graphs):
+    """fuse_x_proj takes an x_proj giving int8 codes without bias; one with a bias (another kind of
+    linear) stays its own GEMM, and a step without the fused in_proj + conv call is left as it is."""
+    in_place = update_states_in_place(with_state(graphs["w8a8"], last_logits_only=True))
+    assert _count(fuse_x_proj(in_place), int8_linear_conv_x_proj_step_in_place) == 0
+    fused = fuse_in_proj_conv(in_place)
+    x_projs = [n for n in fused.graph.nodes if n.target is torch.ops.mamba_qpass.int8_linear.default
+               and n.args[0].target is operator.getitem and n.args[0].args[0].target is operator.getitem]
+    assert len(x_projs) == 2
+    x_projs[0].update_arg(3, x_projs[0].args[2])  # the dequant scale stands in for a float64 bias
+    fused.recompile()
+    once = fuse_x_proj(fused)
+    assert _count(once, int8_linear_conv_x_proj_step_in_place) == 1
+    assert _count(once, int8_linear_conv_step_in_place) == 1
