@@ -1,31 +1,21 @@
 """benchmarks/bench_decode.py imports without a GPU or mamba-ssm, and its CPU-side arithmetic is right: decode
 rates from generate and prefill times, and the bytes of the decode states it reports."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 import mamba_qpass as qpass
+from benchmark_modules import load_benchmark
 from mamba_qpass.runtime.generate import prefill
 from models import random_mamba
 from test_w8a8 import token_batches
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_decode", BENCHMARKS / "bench_decode.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+    return load_benchmark("bench_decode")
 
 
 def test_decode_rates_leave_out_the_prefill(bench):
