@@ -37,7 +37,7 @@ def fuse_x_proj(step_graph: fx.GraphModule) -> fx.GraphModule:
     gm = copied(step_graph, "MambaFusedStepGraph")
     graph = gm.graph
     for fused in list(graph.nodes):
-        if not (fused.op == "call_function" and fused.target is int8_linear_conv_step_in_place):
+        if not is_call(fused, int8_linear_conv_step_in_place):
             continue
         conv_out = _conv_out_of(fused)
         x_projs = [u for u in conv_out.users if is_int8_codes_linear(u) and u.args[0] is conv_out] if conv_out else []

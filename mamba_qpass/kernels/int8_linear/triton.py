@@ -109,10 +109,9 @@ def int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, bias_ptr, HAS_BIAS:
 
 
 @triton.jit
-def int8_tile_codes(acc, offs_n, mask_n, dequant_scale_ptr, out_inv_scale_ptr):
-    """``int8_linear_epilogue``'s int8 codes of an accumulator tile without bias: v times the column's
-    output scale, rounded half to even and clamped."""
-    v = int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, dequant_scale_ptr, False)
+def int8_tile_codes(v, offs_n, mask_n, out_inv_scale_ptr):
+    """``int8_linear_epilogue``'s int8 codes of ``int8_tile_values``' v: times the column's output scale,
+    rounded half to even and clamped."""
     return tl_round_half_even_clamp_int8(v * tl.load(out_inv_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :])
 
 
@@ -181,8 +180,7 @@ def _int8_linear_kernel(
         v = int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, bias_ptr, HAS_BIAS)
         out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
         if QUANTIZE_OUT:
-            v = v * tl.load(out_inv_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
-            tl.store(out_ptrs, tl_round_half_even_clamp_int8(v), mask=mask)
+            tl.store(out_ptrs, int8_tile_codes(v, offs_n, mask_n, out_inv_scale_ptr), mask=mask)
         elif HAS_RESIDUAL:  # rounded to float32 first, then one float32 addition, as the reference
             residual = tl.load(residual_ptr + offs_m[:, None] * stride_rm + offs_n[None, :], mask=mask, other=0.0)
             tl.store(out_ptrs, residual.to(tl.float32) + v.to(tl.float32), mask=mask)

@@ -34,7 +34,7 @@ from mamba_qpass.kernels.dependent_launch import wait_for_earlier_kernels
 from mamba_qpass.kernels.int8_linear import tiles
 from mamba_qpass.kernels.int8_linear.tiles import TiledKernel, split_k_workspace, sum_workspace
 from mamba_qpass.kernels.int8_linear.triton import (
-    check_int8_linear_inputs, grouped_tile, int8_tile_accumulate_split, int8_tile_codes,
+    check_int8_linear_inputs, grouped_tile, int8_tile_accumulate_split, int8_tile_codes, int8_tile_values,
 )
 
 # x_proj's outputs are taken this many at a time (its 192 at 2.8b in three): the partial products of a tile
@@ -96,7 +96,8 @@ def _x_proj_codes(offs_m, mask_m, ws_ptr, dequant_ptr, inv_ptr, x_codes_ptr, str
         acc = tl.atomic_xchg(ws_ptr + offs_m[:, None] * X_ROWS + offs_r[None, :],
                              tl.zeros((BLOCK_M, X_CHUNK), dtype=tl.int32), mask=mask, sem="relaxed")
         tl.store(x_codes_ptr + offs_m[:, None] * stride_xo + offs_r[None, :],
-                 int8_tile_codes(acc, offs_r, mask_r, dequant_ptr, inv_ptr), mask=mask)
+                 int8_tile_codes(int8_tile_values(acc, offs_r, mask_r, dequant_ptr, dequant_ptr, False), offs_r, mask_r, inv_ptr),
+                 mask=mask)
 
 
 @triton.jit
@@ -122,7 +123,8 @@ def _int8_linear_conv_step_kernel(
                                            mask_m[:, None] & mask_n[None, :], M, N, K, stride_am, stride_wn,
                                            EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, K_STEPS, SWAP_AB)
     if last:
-        codes = int8_tile_codes(acc, offs_n, mask_n, dequant_scale_ptr, out_inv_scale_ptr)
+        v = int8_tile_values(acc, offs_n, mask_n, dequant_scale_ptr, dequant_scale_ptr, False)
+        codes = int8_tile_codes(v, offs_n, mask_n, out_inv_scale_ptr)
         tl.store(codes_ptr + offs_m[:, None] * stride_om + offs_n[None, :], codes, mask=mask_m[:, None] & mask_n[None, :])
 
         if pid_n * BLOCK_N < D:  # this tile holds x columns: their conv, from the state
@@ -196,20 +198,26 @@ def int8_linear_conv_step(
                                             conv_out_inv_scale, state)
     state_out = conv_state_out(state, state_out)
     conv_out = torch.empty(batch, 1, channels, dtype=torch.int8, device=device)
-    x_codes = torch.empty(batch, 1, x_rows, dtype=torch.int8, device=device)
-    results = (codes, conv_out, state_out, x_codes) if x_proj is not None else (codes, conv_out, state_out)
+    if x_proj is None:
+        results = (codes, conv_out, state_out)
+    else:
+        x_codes = torch.empty(batch, 1, x_rows, dtype=torch.int8, device=device)
+        results = (codes, conv_out, state_out, x_codes)
     if batch == 0:
         return results
-    # without x_proj its arguments are never read: stand-ins of the right kinds
-    xw, x_dequant, x_inv = (x_proj.weight, x_proj.dequant_scale, x_proj.out_inv_scale) if x_proj else (weight, dequant_scale, dequant_scale)
+    workspace = split_k_workspace(device, batch, n, config)
+    if x_proj is None:  # never read without X_ROWS: stand-ins of the right kinds
+        x_weight, x_dequant, x_inv, x_out, x_workspace = weight, dequant_scale, dequant_scale, codes, workspace
+    else:
+        x_weight, x_dequant, x_inv, x_out = x_proj.weight, x_proj.dequant_scale, x_proj.out_inv_scale, x_codes
+        x_workspace = sum_workspace(device, triton.next_power_of_2(batch), x_rows)
     args = (
         a, weight, dequant_scale, out_inv_scale, codes,
         conv_weight, conv_dequant_scale, conv_bias if conv_bias is not None else conv_dequant_scale,
-        conv_out_inv_scale, state, state_out, conv_out, *split_k_workspace(device, batch, n, config),
-        xw, x_dequant, x_inv, x_codes, *sum_workspace(device, triton.next_power_of_2(batch), max(x_rows, 1)),
+        conv_out_inv_scale, state, state_out, conv_out, *workspace, x_weight, x_dequant, x_inv, x_out, *x_workspace,
         batch, n, k, channels, a.stride(0), weight.stride(0), codes.stride(0), conv_weight.stride(0),
         state.stride(0), state.stride(1), state_out.stride(0), state_out.stride(1), conv_out.stride(0),
-        xw.stride(0), x_codes.stride(0), triton.next_power_of_2(batch),
+        x_weight.stride(0), x_out.stride(0), triton.next_power_of_2(batch),
     )
     x_chunk = min(MAX_X_CHUNK, max(16, triton.next_power_of_2(x_rows)))
     flags = dict(WIDTH=width, CONV_HAS_BIAS=conv_bias is not None, SILU=silu, X_ROWS=x_rows, X_CHUNK=x_chunk)
