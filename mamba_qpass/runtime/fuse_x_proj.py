@@ -7,9 +7,11 @@ each tile's exact int32 share of x_proj into a workspace and its last x tile run
 epilogue (``kernels/int8_linear_conv_step``), so x_proj's launch goes and every code is as before (tested
 against the kernels one after the other).
 
-Not among ``decode_rewrites`` (so not what ``generate`` runs): timed on an H200 with acq_rel atomics for
-the sums it made the 2.8b step slower at B=16, and the relaxed form the kernel now has is not yet timed
-(benchmarks/RESULTS.md, nineteenth session); ``bench_decode.py --rewrites`` times it as the "all" variant.
+Not among ``decode_rewrites`` (so not what ``generate`` runs): on an H200 it makes the 2.8b step slower
+at B=16, 0.656 against 0.619 ms for 8 layers with the relaxed sums the kernel has (0.827 with acq_rel
+ones; benchmarks/RESULTS.md, nineteenth and twentieth sessions), the longer fused kernel costing more than
+x_proj's own launch; B=1 is not yet timed. ``bench_step.py`` and ``bench_decode.py --rewrites`` time it as
+the "all" variant.
 
 For a step graph whose in_proj and conv are already one call (``fuse_in_proj_conv``). The pattern is
 w8a8's: an ``int8_linear`` giving int8 codes without bias or residual whose input is that call's conv

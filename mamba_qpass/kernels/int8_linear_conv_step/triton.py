@@ -88,7 +88,8 @@ def _x_proj_codes(offs_m, mask_m, ws_ptr, dequant_ptr, inv_ptr, x_codes_ptr, str
     atomic a value fences each one, some 24 a thread here, and the fused x_proj with them took a 2.8b step
     of 8 layers from 0.620 to 0.827 ms at B=16 (H200). The order needs no more: every thread's adds are
     issued before the barrier, the counter's acq_rel atomic then releases them all, and the last program
-    to arrive reads them after acquiring the counter. Not yet run on a GPU."""
+    to arrive reads them after acquiring the counter. So ordered, the step with it ran bit for bit like the
+    functional step on an H200 and took 0.656 ms (twentieth session)."""
     for first in tl.static_range(0, X_ROWS, X_CHUNK):
         offs_r = first + tl.arange(0, X_CHUNK)
         mask_r = offs_r < X_ROWS
