@@ -61,7 +61,10 @@ def compile_sm90(kernel, pointer_types, constexprs, options):
         n: "constexpr" if n in constexprs else pointer_types.get(n, "*fp64") if n.endswith("_ptr") else "i32"
         for n in names
     }
-    src = ASTSource(fn=kernel, signature=signature, constexprs={(names.index(k),): v for k, v in constexprs.items()})
+    # pointers 16-byte aligned, as the JIT specialises them for the tensors the launches pass
+    aligned = {(names.index(n),): [["tt.divisibility", 16]] for n, t in signature.items() if t.startswith("*")}
+    src = ASTSource(fn=kernel, signature=signature, constexprs={(names.index(k),): v for k, v in constexprs.items()},
+                    attrs=aligned)
     asm = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options).asm
     ptx = asm["ptx"]
     return {

@@ -219,6 +219,24 @@ def test_one_row_tiles_are_candidates_for_one_row_and_for_a_few_rows_of_a_small_
         assert not _has_one_row_tiles(32, n, k)
 
 
+def _one_row_tiles(m, n, k):
+    return {(c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.kwargs["SPLIT_K"], c.num_warps)
+            for c in tiles.fitting_configs(tiles.GPU_CONFIGS, dict(M_BUCKET=m, N=n, K=k)) if c.kwargs["BLOCK_M"] == 1}
+
+
+def test_unrolled_one_row_tiles_too_large_for_their_registers_are_not_timed():
+    """The 1 x 16 x 128 GEMV tile, meant for dt_proj's K = 160, unrolls all of K: at the 2.8b x_proj's and
+    out_proj's K = 5120 it would hold 1280 weight bytes a thread (compiled: all spilled), at in_proj's 2560
+    640; at 130m's 1536, 384, the most a tile may hold. Its split-K form loops over K and stays."""
+    short_k = (16, 128, 1, 2)
+    assert short_k in _one_row_tiles(1, 5120, 160) and short_k in _one_row_tiles(1, 768, 1536)
+    for n, k in ((192, 5120), (2560, 5120), (10240, 2560)):
+        kept = _one_row_tiles(1, n, k)
+        assert short_k not in kept and (4, 512, 1, 2) in kept and (64, 128, 2, 4) in kept
+    big_k = 64 * tiles.UNROLLED_MAX_WEIGHT_BYTES_A_THREAD  # past the limit for every unrolled tile at one row
+    assert all(split > 1 for _, _, split, _ in _one_row_tiles(1, 64, big_k))
+
+
 @pytest.mark.parametrize("index", range(len(tiles.GPU_CONFIGS)))
 @pytest.mark.parametrize("row_tiles", [0, 2], ids=["one_row", "two_tiles_and_a_row"])
 def test_every_gpu_tile_is_exact(index, row_tiles, device):

@@ -90,6 +90,12 @@ DECODE_MAX_ROWS = 64  # M up to this many rows picks among DECODE_CONFIGS, above
 # ninth session, 2.8b x_proj from cold L2: 6.1 us for the best 16-row tile at 16 rows, 3.5 us one-row at one.
 ONE_ROW_TILES_MAX_ROWS = 16
 ONE_ROW_TILES_MAX_WEIGHT_BYTES = 2 * 2**20
+# An unrolled one-row tile holds its whole column slice of the weight in registers, BLOCK_N * K bytes over the
+# program's threads. sm_90 code of the 1 x 16 x 128 tile in 2 warps (ptxas of CUDA 13.4, the pointers and
+# sizes specialised as the JIT does): no spill up to 1024 bytes of K (256 a thread), 8 bytes of stack at 1536
+# (384 a thread), 584 at 2560, and at 5120 (1280 a thread) 32 registers and 6.6 KB of stack a thread, 28 s
+# of compiling for a tile no shape would pick. The GEMV tiles that win hold at most 320 (1 x 4 x 512 at 5120).
+UNROLLED_MAX_WEIGHT_BYTES_A_THREAD = 384
 
 
 # A tile of several rows that also multiplies its output codes by a second weight on the tensor cores (the
@@ -102,11 +108,19 @@ def runs_a_second_product(config: triton.Config) -> bool:
     return config.kwargs["BLOCK_M"] == 1 or config.kwargs["BLOCK_N"] >= MIN_DOT_K
 
 
+def holds_its_weights(config: triton.Config, k: int) -> bool:
+    """Whether the tile's weights fit its registers: true but for unrolled one-row tiles past
+    ``UNROLLED_MAX_WEIGHT_BYTES_A_THREAD``."""
+    unrolled = one_row_k_steps(dict(K=k, **config.kwargs)) > 0
+    return not unrolled or config.kwargs["BLOCK_N"] * k <= UNROLLED_MAX_WEIGHT_BYTES_A_THREAD * 32 * config.num_warps
+
+
 def fitting_configs(configs, named_args, **flags):
     """The autotuner's pruning: the decode or prefill candidates by M, less tiles far larger than the
     problem (a 256-wide tile for x_proj's 192 outputs), one-row tiles for more than one row (but for a few
-    rows of a small weight, ONE_ROW_TILES_MAX_ROWS), splits that would leave a program fewer than two K
-    steps, and, for a kernel with a second product of its codes (``X_ROWS``), tiles too narrow for it
+    rows of a small weight, ONE_ROW_TILES_MAX_ROWS), unrolled one-row tiles whose weights would not fit
+    their registers (``holds_its_weights``), splits that would leave a program fewer than two K steps, and,
+    for a kernel with a second product of its codes (``X_ROWS``), tiles too narrow for it
     (``MIN_DOT_K``); so a new shape times fewer candidates. Keeps the smallest tensor-core tile that may
     run when none fits."""
     m, n, k = named_args["M_BUCKET"], named_args["N"], named_args["K"]
@@ -118,6 +132,7 @@ def fitting_configs(configs, named_args, **flags):
     fitting = [
         c for c in (DECODE_CONFIGS if m <= DECODE_MAX_ROWS else PREFILL_CONFIGS)
         if may_run(c) and c.kwargs["BLOCK_M"] <= max(16, m) and (c.kwargs["BLOCK_M"] > 1 or one_row_tiles)
+        and holds_its_weights(c, k)
         and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(n))
         and c.kwargs["BLOCK_K"] <= max(32, triton.next_power_of_2(k))
         and triton.cdiv(k, c.kwargs["BLOCK_K"]) >= 2 * c.kwargs["SPLIT_K"] - (c.kwargs["SPLIT_K"] == 1)
