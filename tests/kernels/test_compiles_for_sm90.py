@@ -16,8 +16,8 @@ import sys
 import pytest
 import torch
 
-COMPILE_SCRIPT = r"""
-import inspect, json, re
+COMPILE_HELPERS = r"""
+import inspect, json, os, re, subprocess, tempfile
 import torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -54,17 +54,30 @@ def f32_reduction_layouts(ttgir):
     return found
 
 
-def compile_sm90(kernel, pointer_types, constexprs, options):
+# The stack frame a thread of the kernel needs: above zero, ptxas spilled registers.
+def stack_bytes(cubin):
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        usage = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"STACK:(\d+)", usage).group(1))
+
+
+def compile_sm90(kernel, pointer_types, constexprs, options, sizes_of_16=False):
     constexprs = constexprs | dict(USE_GDC=USE_GDC)
     names = list(inspect.signature(kernel.fn).parameters)
     signature = {
         n: "constexpr" if n in constexprs else pointer_types.get(n, "*fp64") if n.endswith("_ptr") else "i32"
         for n in names
     }
-    # pointers 16-byte aligned, as the JIT specialises them for the tensors the launches pass
-    aligned = {(names.index(n),): [["tt.divisibility", 16]] for n, t in signature.items() if t.startswith("*")}
+    # Pointers 16-byte aligned, as the JIT specialises them for the tensors the launches pass; with sizes_of_16
+    # every int too, as for the 2.8b config's sizes and strides (register use depends on it: without it a
+    # 16-row tile loads its bytes one at a time)
+    specialised = {(names.index(n),): [["tt.divisibility", 16]] for n, t in signature.items()
+                   if t.startswith("*") or sizes_of_16 and t == "i32"}
     src = ASTSource(fn=kernel, signature=signature, constexprs={(names.index(k),): v for k, v in constexprs.items()},
-                    attrs=aligned)
+                    attrs=specialised)
     asm = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options).asm
     ptx = asm["ptx"]
     return {
@@ -78,6 +91,7 @@ def compile_sm90(kernel, pointer_types, constexprs, options):
         "atom_relaxed": len(re.findall(r"atom[.\w]*relaxed", ptx)),
         "gdc_wait": ptx.count("griddepcontrol.wait"),
         "gdc_launch": ptx.count("griddepcontrol.launch_dependents"),
+        "stack": stack_bytes(asm["cubin"]),
     }
 
 
@@ -90,13 +104,16 @@ def gpu_config(block_m, block_n, block_k, split_k, swap_ab=False):
 
 
 def gemm(block_m, block_n, block_k, quantize_out, even_k, split_k=1, swap_ab=False):
-    config = gpu_config(block_m, block_n, block_k, split_k, swap_ab)
+    return linear_tile(gpu_config(block_m, block_n, block_k, split_k, swap_ab), quantize_out, even_k)
+
+
+def linear_tile(config, quantize_out, even_k, k=2560, sizes_of_16=False):
     out = "*i8" if quantize_out else "*fp32"
     return compile_sm90(
         linear._int8_linear_kernel, {"a_ptr": "*i8", "w_ptr": "*i8", "out_ptr": out, "ws_ptr": "*i32", "count_ptr": "*i32"},
         dict(HAS_BIAS=True, QUANTIZE_OUT=quantize_out, HAS_RESIDUAL=not quantize_out, EVEN_K=even_k,
-             K_STEPS=tiles.one_row_k_steps(dict(K=2560, **config.kwargs)), **config.kwargs),
-        dict(num_warps=config.num_warps, num_stages=config.num_stages) | EXACT_FP_LAUNCH,
+             K_STEPS=tiles.one_row_k_steps(dict(K=k, **config.kwargs)), **config.kwargs),
+        dict(num_warps=config.num_warps, num_stages=config.num_stages) | EXACT_FP_LAUNCH, sizes_of_16,
     )
 
 
@@ -165,7 +182,11 @@ def selective_state_update(int8_inputs, dt_proj=False, tiling=None):
 
 
 def int8_linear_conv_step(block_n, split_k, x_rows=0, block_m=16, block_k=256):
-    config = gpu_config(block_m, block_n, block_k, split_k)  # candidates for the 2.8b config's in_proj
+    # candidates for the 2.8b config's in_proj
+    return linear_conv_step_tile(gpu_config(block_m, block_n, block_k, split_k), x_rows)
+
+
+def linear_conv_step_tile(config, x_rows, sizes_of_16=False):
     pointers = {n: "*i8" for n in ("a_ptr", "w_ptr", "codes_ptr", "conv_w_ptr", "state_ptr", "state_out_ptr", "conv_out_ptr",
                                    "xw_ptr", "x_codes_ptr")}
     pointers.update(ws_ptr="*i32", count_ptr="*i32", x_ws_ptr="*i32", x_count_ptr="*i32")
@@ -174,7 +195,7 @@ def int8_linear_conv_step(block_n, split_k, x_rows=0, block_m=16, block_k=256):
         linear_conv_step._int8_linear_conv_step_kernel, pointers,
         dict(WIDTH=4, CONV_HAS_BIAS=True, SILU=False, X_ROWS=x_rows, X_CHUNK=x_chunk, EVEN_K=True,
              K_STEPS=tiles.one_row_k_steps(dict(K=2560, **config.kwargs)), **config.kwargs),
-        dict(num_warps=config.num_warps, num_stages=config.num_stages) | EXACT_FP_LAUNCH,
+        dict(num_warps=config.num_warps, num_stages=config.num_stages) | EXACT_FP_LAUNCH, sizes_of_16,
     )
 
 
@@ -199,8 +220,9 @@ def causal_conv1d():
         float_conv._causal_conv1d_kernel, {n: "*bf16" for n in ("x_ptr", "w_ptr", "bias_ptr", "state_ptr", "out_ptr")},
         dict(WIDTH=4, HAS_BIAS=True, SILU=True, HAS_STATE=True, BLOCK_L=block_l, BLOCK_D=block_d), {},
     )
+"""
 
-
+COMPILE_SCRIPT = COMPILE_HELPERS + r"""
 results = {
     "int8_linear-codes-128x256": gemm(128, 256, 128, True, True),
     "int8_linear-codes-64x64-k_masked": gemm(64, 64, 128, True, False),
@@ -258,6 +280,32 @@ results["dependent"] = {
 print(json.dumps(results))
 """
 
+# Every tile the autotuner may time at the 2.8b config's decode projections, at one and sixteen batch rows
+# (in_proj as the fused in_proj + conv step), compiled as those launches specialise it: the stack a thread
+# of each distinct compilation.
+DECODE_TILES_SCRIPT = COMPILE_HELPERS + r"""
+USE_GDC = True
+stacks = {}
+
+
+def record(name, compiled, config, k):
+    kw = config.kwargs
+    tile = f"{kw['BLOCK_M']}x{kw['BLOCK_N']}x{kw['BLOCK_K']}-split_k{kw['SPLIT_K']}{'-swap_ab' if kw['SWAP_AB'] else ''}"
+    key = f"{name} {tile} {config.num_warps} warps, K steps unrolled {tiles.one_row_k_steps(dict(K=k, **kw))}"
+    if key not in stacks:
+        stacks[key] = compiled()["stack"]
+
+
+for rows in (1, 16):
+    for name, (n, k) in {"x_proj": (192, 5120), "dt_proj": (5120, 160), "out_proj": (2560, 5120)}.items():
+        for config in tiles.fitting_configs(tiles.GPU_CONFIGS, dict(M_BUCKET=rows, N=n, K=k)):
+            quantize_out = name == "x_proj"
+            record(name, lambda: linear_tile(config, quantize_out, True, k, sizes_of_16=True), config, k)
+    for config in tiles.fitting_configs(tiles.GPU_CONFIGS, dict(M_BUCKET=rows, N=10240, K=2560), X_ROWS=0):
+        record("in_proj+conv", lambda: linear_conv_step_tile(config, 0, sizes_of_16=True), config, 2560)
+print(json.dumps(stacks))
+"""
+
 # Kernels whose float64 arithmetic must contain no fused multiply-add at all.
 NO_FMA = (
     "int8_linear-codes-128x256",
@@ -283,24 +331,41 @@ NO_FMA = (
 )
 
 
+def compiled_for_sm90(script: str) -> dict:
+    """What ``script`` prints last (JSON), run without TRITON_INTERPRET so that it can compile."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"  # the documented default; silences Triton 3.9's notice
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the kernel tests run compiled")
+def test_every_decode_tile_the_autotuner_may_time_fits_its_registers():
+    """A tile that spills is slow and slow to compile (the 1 x 16 x 128 GEMV tile at K = 5120: 6.6 KB of
+    stack a thread, 28 s of ptxas), and the autotuner compiles every candidate on a machine's first call."""
+    stacks = compiled_for_sm90(DECODE_TILES_SCRIPT)
+    assert len(stacks) > 40 and any(key.startswith("in_proj+conv") for key in stacks)
+    assert any(key.endswith("K steps unrolled 10") for key in stacks), "the GEMV tiles at K = 5120 were not compiled"
+    spilled = {key: stack for key, stack in stacks.items() if stack > 0}
+    assert not spilled, f"decode tiles that spill registers (stack bytes a thread): {spilled}"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the kernel tests run compiled")
 def test_gpu_launch_configurations_compile_for_sm90():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"  # the documented default; silences Triton 3.9's notice
-    done = subprocess.run(
-        [sys.executable, "-c", COMPILE_SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    results = compiled_for_sm90(COMPILE_SCRIPT)
     dependent = results.pop("dependent")
     for name, counts in results.items():
         assert counts["gdc_wait"] == counts["gdc_launch"] == 0, f"{name} waits on a kernel it was not told to"
     for name, counts in dependent.items():
         assert counts["gdc_wait"] > 0 and counts["gdc_launch"] > 0, f"{name} with USE_GDC does not wait and signal"
-        # waiting changes when a kernel runs, never its arithmetic
-        arithmetic = {k: v for k, v in counts.items() if not k.startswith("gdc")}
-        assert arithmetic == {k: v for k, v in results[name].items() if not k.startswith("gdc")}, name
+        # waiting changes when a kernel runs, never its arithmetic (its register allocation may move)
+        def arithmetic(counts):
+            return {k: v for k, v in counts.items() if not k.startswith("gdc") and k != "stack"}
+
+        assert arithmetic(counts) == arithmetic(results[name]), name
     for name in NO_FMA:
         assert results[name]["fma_f64"] == 0, f"{name} contracts float64 a * b + c into an FMA"
     for name in ("hadamard_quant-1536", "hadamard_quant-5120"):
