@@ -193,8 +193,9 @@ def linear_conv_step_tile(config, x_rows, sizes_of_16=False):
     x_chunk = linear_conv_step.MAX_X_CHUNK  # the 2.8b config's x_proj of 192 outputs, in three
     return compile_sm90(
         linear_conv_step._int8_linear_conv_step_kernel, pointers,
-        dict(WIDTH=4, CONV_HAS_BIAS=True, SILU=False, X_ROWS=x_rows, X_CHUNK=x_chunk, EVEN_K=True,
-             K_STEPS=tiles.one_row_k_steps(dict(K=2560, **config.kwargs)), **config.kwargs),
+        dict(WIDTH=4, CONV_HAS_BIAS=True, SILU=False, X_ROWS=x_rows, X_CHUNK=x_chunk,
+             EVEN_K=2560 % config.kwargs["BLOCK_K"] == 0, K_STEPS=tiles.one_row_k_steps(dict(K=2560, **config.kwargs)),
+             **config.kwargs),
         dict(num_warps=config.num_warps, num_stages=config.num_stages) | EXACT_FP_LAUNCH, sizes_of_16,
     )
 
@@ -291,7 +292,8 @@ stacks = {}
 def record(name, compiled, config, k):
     kw = config.kwargs
     tile = f"{kw['BLOCK_M']}x{kw['BLOCK_N']}x{kw['BLOCK_K']}-split_k{kw['SPLIT_K']}{'-swap_ab' if kw['SWAP_AB'] else ''}"
-    key = f"{name} {tile} {config.num_warps} warps, K steps unrolled {tiles.one_row_k_steps(dict(K=k, **kw))}"
+    key = (f"{name} {tile} {config.num_warps} warps{'' if k % kw['BLOCK_K'] == 0 else ', K masked'}, "
+           f"K steps unrolled {tiles.one_row_k_steps(dict(K=k, **kw))}")
     if key not in stacks:
         stacks[key] = compiled()["stack"]
 
@@ -300,7 +302,8 @@ for rows in (1, 16):
     for name, (n, k) in {"x_proj": (192, 5120), "dt_proj": (5120, 160), "out_proj": (2560, 5120)}.items():
         for config in tiles.fitting_configs(tiles.GPU_CONFIGS, dict(M_BUCKET=rows, N=n, K=k)):
             quantize_out = name == "x_proj"
-            record(name, lambda: linear_tile(config, quantize_out, True, k, sizes_of_16=True), config, k)
+            even_k = k % config.kwargs["BLOCK_K"] == 0  # as the launch's heuristic sets EVEN_K
+            record(name, lambda: linear_tile(config, quantize_out, even_k, k, sizes_of_16=True), config, k)
     for config in tiles.fitting_configs(tiles.GPU_CONFIGS, dict(M_BUCKET=rows, N=10240, K=2560), X_ROWS=0):
         record("in_proj+conv", lambda: linear_conv_step_tile(config, 0, sizes_of_16=True), config, 2560)
 print(json.dumps(stacks))

@@ -205,9 +205,14 @@ def test_unrolled_one_row_tiles_with_whole_k_steps(config, rows, device):
     assert_same(linear.int8_linear(a, w, dequant, bias, inv, config=config), int8_linear_ref(a, w, dequant, bias, inv))
 
 
+def _one_row_tiles(m, n, k):
+    """The (BLOCK_N, BLOCK_K, SPLIT_K, warps) of the one-row tiles the autotuner would time at (m, n, k)."""
+    return {(c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.kwargs["SPLIT_K"], c.num_warps)
+            for c in tiles.fitting_configs(tiles.GPU_CONFIGS, dict(M_BUCKET=m, N=n, K=k)) if c.kwargs["BLOCK_M"] == 1}
+
+
 def _has_one_row_tiles(m, n, k):
-    configs = tiles.fitting_configs(tiles.GPU_CONFIGS, dict(M_BUCKET=m, N=n, K=k))
-    return any(c.kwargs["BLOCK_M"] == 1 for c in configs)
+    return bool(_one_row_tiles(m, n, k))
 
 
 def test_one_row_tiles_are_candidates_for_one_row_and_for_a_few_rows_of_a_small_weight():
@@ -217,11 +222,6 @@ def test_one_row_tiles_are_candidates_for_one_row_and_for_a_few_rows_of_a_small_
     for n, k in ((192, 5120), (5120, 160)):
         assert _has_one_row_tiles(1, n, k) and _has_one_row_tiles(16, n, k)
         assert not _has_one_row_tiles(32, n, k)
-
-
-def _one_row_tiles(m, n, k):
-    return {(c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.kwargs["SPLIT_K"], c.num_warps)
-            for c in tiles.fitting_configs(tiles.GPU_CONFIGS, dict(M_BUCKET=m, N=n, K=k)) if c.kwargs["BLOCK_M"] == 1}
 
 
 def test_unrolled_one_row_tiles_too_large_for_their_registers_are_not_timed():
