@@ -21,10 +21,9 @@ With ``--rewrites``, one CUDA-graph decode step is also timed alone (100 replays
 rewrites of ``runtime/``, with each added in turn and with the default set (``decode_rewrites(batch)``,
 what generate runs), and the default set captured without programmatic dependent launch
 (``kernels/dependent_launch.py``), from the same states, after checking that every variant's logits equal
-the functional step's bit for bit: what each rewrite and the dependent launches buy, in one run. "all"
-adds ``fuse_x_proj``, which the default set leaves out (``runtime/fuse_x_proj.py``). One variant runs the
-fused state update with one batch row a program (``ONE_ROW_TILE``, the rule before the eighteenth
-session's tile of batch rows), so the rule's tile is timed in the step against it.
+the functional step's bit for bit: what each rewrite and the dependent launches buy, in one run. One
+variant runs the fused state update with one batch row a program (``ONE_ROW_TILE``, the rule before the
+eighteenth session's tile of batch rows), so the rule's tile is timed in the step against it.
 ``bench_step.py`` times chosen variants without mamba-ssm.
 With ``--profile``, the kernels of one step as generate captures it, but with independent launches: under
 dependent launch a kernel starts early and its profiled time includes its wait for the one before.
@@ -52,7 +51,6 @@ from mamba_qpass.kernels.dependent_launch import independent_launches
 from mamba_qpass.runtime.decode_step import CudaGraphDecodeStep
 from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
 from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
-from mamba_qpass.runtime.fuse_x_proj import fuse_x_proj
 from mamba_qpass.runtime.generate import prefill
 from mamba_qpass.runtime.in_place_states import update_states_in_place
 from mamba_qpass.runtime.state_precision import stored
@@ -83,7 +81,6 @@ REWRITES = {
     "in_place+fuse_dt_proj": (update_states_in_place, fuse_dt_proj),
     "in_place+fuse_in_proj_conv": (update_states_in_place, fuse_in_proj_conv),
     "in_place+fuse_in_proj_conv+fuse_dt_proj": (update_states_in_place, fuse_in_proj_conv, fuse_dt_proj),
-    "all": (update_states_in_place, fuse_in_proj_conv, fuse_x_proj, fuse_dt_proj),
     "in_place+fuse_in_proj_conv+fuse_dt_proj+one_row_tile": (update_states_in_place, fuse_in_proj_conv, fuse_dt_proj,
                                                              with_one_row_tile),
     "default": None,  # decode_rewrites(batch): what generate runs at this batch size

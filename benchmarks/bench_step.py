@@ -12,7 +12,7 @@ so a row is a time only for a step that computes what the functional one does. F
 config's keep the first call's compiling and autotuning short (every layer runs the same kernels); a
 step's time is then the layers' share of a model's step plus its head.
 
-    python benchmarks/bench_step.py [--config 2.8b] [--layers 8] [--batches 16,1] [--variants default,all] [--repeats 2]
+    python benchmarks/bench_step.py [--config 2.8b] [--layers 8] [--batches 16,1] [--variants default] [--repeats 2]
 """
 
 import argparse
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--config", default="2.8b", choices=list(CONFIGS), help="the dimensions")
     parser.add_argument("--layers", type=int, default=8, help="layers of the model (the config's own: its full depth)")
     parser.add_argument("--batches", default="16,1", help="comma-separated batch sizes")
-    parser.add_argument("--variants", default="default,all", help="comma-separated names of bench_decode.REWRITES")
+    parser.add_argument("--variants", default="default", help="comma-separated names of bench_decode.REWRITES")
     parser.add_argument("--repeats", type=int, default=2, help="times each batch size's variants are timed, in turn")
     args = parser.parse_args()
     try:

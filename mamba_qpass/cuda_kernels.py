@@ -16,7 +16,7 @@ from mamba_qpass.kernels.hadamard_quant.triton import hadamard_quant
 from mamba_qpass.kernels.int8_causal_conv1d.triton import int8_causal_conv1d
 from mamba_qpass.kernels.int8_conv_state_update.triton import int8_conv_state_update
 from mamba_qpass.kernels.int8_linear.triton import int8_linear
-from mamba_qpass.kernels.int8_linear_conv_step.triton import XProjection, int8_linear_conv_step
+from mamba_qpass.kernels.int8_linear_conv_step.triton import int8_linear_conv_step
 from mamba_qpass.kernels.quantize.triton import quantize
 from mamba_qpass.kernels.rms_norm_quant.triton import rms_norm_quant
 from mamba_qpass.kernels.selective_scan.triton import selective_scan as selective_scan_triton
@@ -64,9 +64,8 @@ for _op, _kernel in (
 
 
 # The CUDA decode step's variants of the one-token calls (``runtime/in_place_states.py``,
-# ``runtime/fuse_dt_proj.py``, ``runtime/fuse_in_proj_conv.py``, ``runtime/fuse_x_proj.py``): the same
-# kernels, writing the new state over the given one, the scan computing dt_proj itself, in_proj doing the
-# conv's step (and x_proj after it). Plain functions
+# ``runtime/fuse_dt_proj.py``, ``runtime/fuse_in_proj_conv.py``): the same kernels, writing the new state
+# over the given one, the scan computing dt_proj itself, in_proj doing the conv's step. Plain functions
 # called from the step graph that owns the states, not ops. The scans take the state update's ``tiling``
 # (``selective_state_update``'s; None: its rule), which a step graph's node may set to time another.
 def _check_step(name: str, x, state) -> None:
@@ -121,18 +120,6 @@ def int8_linear_conv_step_in_place(a, weight, dequant_scale, out_inv_scale, conv
         initial_state, state_out=initial_state,
     )
     return codes, (out, state)
-
-
-def int8_linear_conv_x_proj_step_in_place(a, weight, dequant_scale, out_inv_scale, conv_weight, conv_dequant_scale,
-                                          conv_bias, conv_out_inv_scale, silu, x_weight, x_dequant_scale,
-                                          x_out_inv_scale, initial_state=None):
-    """in_proj's codes, the conv's ``(out, state)`` as its op returns them, and x_proj's codes."""
-    _check_step("in_proj + int8_causal_conv1d + x_proj", a, initial_state)
-    codes, out, state, x_codes = int8_linear_conv_step(
-        a, weight, dequant_scale, out_inv_scale, conv_weight, conv_dequant_scale, conv_bias, conv_out_inv_scale, silu,
-        initial_state, state_out=initial_state, x_proj=XProjection(x_weight, x_dequant_scale, x_out_inv_scale),
-    )
-    return codes, (out, state), x_codes
 
 
 def dequantize_int8_per_tensor(codes, scale, zero_point, quant_min, quant_max, dtype):

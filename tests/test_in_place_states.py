@@ -1,27 +1,22 @@
 """The CUDA decode step's rewrites of the step graph. update_states_in_place: the convs and scans write the
 new state over the old one, so each step's state outputs must be its state inputs, updated. fuse_dt_proj:
-the state update computes dt_proj, one int8_linear a layer fewer; fuse_in_proj_conv and fuse_x_proj: in_proj's
-kernel does the conv's step and then x_proj. Either way the logits and states must be
-those of the functional step graph (bit for bit on the GPU, where both run the same kernels; on the CPU the in-place
-graph runs the Triton step kernels in the interpreter and the functional one the references, so there the
-int8 codes agree exactly and the float values to float32 rounding)."""
-
-import operator
+the state update computes dt_proj, one int8_linear a layer fewer; fuse_in_proj_conv: in_proj's kernel does
+the conv's step. Either way the logits and states must be those of the functional step graph (bit for bit
+on the GPU, where both run the same kernels; on the CPU the in-place graph runs the Triton step kernels in
+the interpreter and the functional one the references, so there the int8 codes agree exactly and the
+float values to float32 rounding)."""
 
 import pytest
 import torch
 
 import mamba_qpass as qpass
 from mamba_qpass.capture import with_state
-from mamba_qpass.cuda_kernels import (
-    int8_linear_conv_step_in_place, int8_linear_conv_x_proj_step_in_place, int8_selective_scan_dt_proj_in_place,
-)
+from mamba_qpass.cuda_kernels import int8_linear_conv_step_in_place, int8_selective_scan_dt_proj_in_place
 from mamba_qpass.graph_utils import attr_of
 from mamba_qpass.kernels.selective_state_update.triton import state_update_tiling
 from mamba_qpass.runtime.decode_step import DT_PROJ_FUSED_MAX_BYTES, decode_rewrites
 from mamba_qpass.runtime.fuse_dt_proj import fuse_dt_proj
 from mamba_qpass.runtime.fuse_in_proj_conv import fuse_in_proj_conv
-from mamba_qpass.runtime.fuse_x_proj import fuse_x_proj
 from mamba_qpass.runtime.in_place_states import IN_PLACE, update_states_in_place
 from models import random_mamba
 from test_w8a8 import token_batches
@@ -53,11 +48,7 @@ def _count(gm, *targets):
 
 
 FUSIONS = {"in_place": (), "fuse_dt_proj": (fuse_dt_proj,), "fuse_in_proj_conv": (fuse_in_proj_conv,),
-           "both": (fuse_in_proj_conv, fuse_dt_proj), "in_proj_conv_x_proj": (fuse_in_proj_conv, fuse_x_proj),
-           "all": (fuse_in_proj_conv, fuse_x_proj, fuse_dt_proj)}
-# the call each fusion leaves in the graph (fuse_x_proj turns fuse_in_proj_conv's call into its own)
-FUSED = {fuse_dt_proj: int8_selective_scan_dt_proj_in_place, fuse_in_proj_conv: int8_linear_conv_step_in_place,
-         fuse_x_proj: int8_linear_conv_x_proj_step_in_place}
+           "both": (fuse_in_proj_conv, fuse_dt_proj)}
 
 
 @pytest.mark.parametrize("fusions", FUSIONS.values(), ids=FUSIONS.keys())
@@ -70,13 +61,13 @@ def test_rewritten_steps_equal_functional_steps(mode, fusions, graphs):
     linears = _count(in_place, torch.ops.mamba_qpass.int8_linear.default)
     for fuse in fusions:
         in_place = fuse(in_place)
-    # w8a8 has two layers' dt_projs, in_proj + conv pairs and x_projs to fuse; float_sim has no int8 GEMM or scan
-    layers = 2 if mode == "w8a8" else 0
+    # w8a8 has two layers' dt_projs and in_proj + conv pairs to fuse; float_sim has no int8 GEMM or scan
+    fused = {fuse_dt_proj: int8_selective_scan_dt_proj_in_place, fuse_in_proj_conv: int8_linear_conv_step_in_place}
     for fuse in fusions:
-        left = fuse is not fuse_in_proj_conv or fuse_x_proj not in fusions
-        assert _count(in_place, FUSED[fuse]) == (layers if left else 0), fuse.__name__
-    assert _count(in_place, torch.ops.mamba_qpass.int8_linear.default) == linears - layers * len(fusions)
-    targets = (*IN_PLACE.values(), *FUSED.values())
+        assert _count(in_place, fused[fuse]) == (2 if mode == "w8a8" else 0), fuse.__name__
+    fused_calls = _count(in_place, *fused.values())
+    assert _count(in_place, torch.ops.mamba_qpass.int8_linear.default) == linears - fused_calls
+    targets = (*IN_PLACE.values(), *fused.values())
     replaced = [n for n in in_place.graph.nodes if n.op == "call_function" and n.target in targets]
     assert len(replaced) >= 2, "both layers' scans (and w8a8's int8 convs) should update in place"
     ids = torch.randint(0, 97, (3, 9), generator=torch.Generator().manual_seed(2)).to(device)
@@ -138,19 +129,3 @@ def test_dt_proj_fusion_at_the_2_8b_config_follows_the_timed_batches(batch, fuse
     weight_bytes = 5120 * 160
     *_, last = decode_rewrites(batch)
     assert (last.keywords["max_weight_bytes"] >= weight_bytes) == fused
-
-
-def test_only_a_codes_x_proj_of_the_conv_output_is_fused(graphs):
-    """fuse_x_proj takes an x_proj giving int8 codes without bias; one with a bias (another kind of
-    linear) stays its own GEMM, and a step without the fused in_proj + conv call is left as it is."""
-    in_place = update_states_in_place(with_state(graphs["w8a8"], last_logits_only=True))
-    assert _count(fuse_x_proj(in_place), int8_linear_conv_x_proj_step_in_place) == 0
-    fused = fuse_in_proj_conv(in_place)
-    x_projs = [n for n in fused.graph.nodes if n.target is torch.ops.mamba_qpass.int8_linear.default
-               and n.args[0].target is operator.getitem and n.args[0].args[0].target is operator.getitem]
-    assert len(x_projs) == 2
-    x_projs[0].update_arg(3, x_projs[0].args[2])  # the dequant scale stands in for a float64 bias
-    fused.recompile()
-    once = fuse_x_proj(fused)
-    assert _count(once, int8_linear_conv_x_proj_step_in_place) == 1
-    assert _count(once, int8_linear_conv_step_in_place) == 1

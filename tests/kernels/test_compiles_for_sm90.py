@@ -87,8 +87,6 @@ def compile_sm90(kernel, pointer_types, constexprs, options, sizes_of_16=False):
         "fma_f32": ptx.count("fma.rn.f32"),
         "mma_s8": len(re.findall(r"mma[^\n]*s8", ptx)),
         "wgmma_s8": len(re.findall(r"wgmma[^\n]*s8", ptx)),
-        "atom_acq_rel": len(re.findall(r"atom[.\w]*acq_rel", ptx)),
-        "atom_relaxed": len(re.findall(r"atom[.\w]*relaxed", ptx)),
         "gdc_wait": ptx.count("griddepcontrol.wait"),
         "gdc_launch": ptx.count("griddepcontrol.launch_dependents"),
         "stack": stack_bytes(asm["cubin"]),
@@ -181,21 +179,18 @@ def selective_state_update(int8_inputs, dt_proj=False, tiling=None):
     )
 
 
-def int8_linear_conv_step(block_n, split_k, x_rows=0, block_m=16, block_k=256):
+def int8_linear_conv_step(block_n, split_k):
     # candidates for the 2.8b config's in_proj
-    return linear_conv_step_tile(gpu_config(block_m, block_n, block_k, split_k), x_rows)
+    return linear_conv_step_tile(gpu_config(16, block_n, 256, split_k))
 
 
-def linear_conv_step_tile(config, x_rows, sizes_of_16=False):
-    pointers = {n: "*i8" for n in ("a_ptr", "w_ptr", "codes_ptr", "conv_w_ptr", "state_ptr", "state_out_ptr", "conv_out_ptr",
-                                   "xw_ptr", "x_codes_ptr")}
-    pointers.update(ws_ptr="*i32", count_ptr="*i32", x_ws_ptr="*i32", x_count_ptr="*i32")
-    x_chunk = linear_conv_step.MAX_X_CHUNK  # the 2.8b config's x_proj of 192 outputs, in three
+def linear_conv_step_tile(config, sizes_of_16=False):
+    pointers = {n: "*i8" for n in ("a_ptr", "w_ptr", "codes_ptr", "conv_w_ptr", "state_ptr", "state_out_ptr", "conv_out_ptr")}
+    pointers.update(ws_ptr="*i32", count_ptr="*i32")
     return compile_sm90(
         linear_conv_step._int8_linear_conv_step_kernel, pointers,
-        dict(WIDTH=4, CONV_HAS_BIAS=True, SILU=False, X_ROWS=x_rows, X_CHUNK=x_chunk,
-             EVEN_K=2560 % config.kwargs["BLOCK_K"] == 0, K_STEPS=tiles.one_row_k_steps(dict(K=2560, **config.kwargs)),
-             **config.kwargs),
+        dict(WIDTH=4, CONV_HAS_BIAS=True, SILU=False, EVEN_K=2560 % config.kwargs["BLOCK_K"] == 0,
+             K_STEPS=tiles.one_row_k_steps(dict(K=2560, **config.kwargs)), **config.kwargs),
         dict(num_warps=config.num_warps, num_stages=config.num_stages) | EXACT_FP_LAUNCH, sizes_of_16,
     )
 
@@ -257,8 +252,6 @@ results = {
     "int8_conv_state_update-linear": int8_conv_state_update(),
     "int8_linear_conv_step-linear": int8_linear_conv_step(128, 1),
     "int8_linear_conv_step-linear-split_k4": int8_linear_conv_step(64, 4),
-    "int8_linear_conv_step-linear-x_proj": int8_linear_conv_step(128, 1, x_rows=192),
-    "int8_linear_conv_step-linear-x_proj-gemv": int8_linear_conv_step(4, 1, x_rows=192, block_m=1, block_k=512),
     "causal_conv1d-bf16": causal_conv1d(),
 }
 # the kernels of a decode step, and one of each other kind, as launched with programmatic dependent launch
@@ -268,7 +261,6 @@ results["dependent"] = {
     "int8_linear-f32-1x16-gemv-split_k8": gemm(1, 16, 256, False, True, split_k=8),
     "int8_linear-codes-16x64-swap_ab": gemm(16, 64, 256, True, True, swap_ab=True),
     "int8_linear_conv_step-linear-split_k4": int8_linear_conv_step(64, 4),
-    "int8_linear_conv_step-linear-x_proj": int8_linear_conv_step(128, 1, x_rows=192),
     "int8_conv_state_update-linear": int8_conv_state_update(),
     "selective_state_update-int8-dt_proj": selective_state_update(True, dt_proj=True),
     "hadamard_quant-5120": hadamard_quant(5120),
@@ -304,8 +296,8 @@ for rows in (1, 16):
             quantize_out = name == "x_proj"
             even_k = k % config.kwargs["BLOCK_K"] == 0  # as the launch's heuristic sets EVEN_K
             record(name, lambda: linear_tile(config, quantize_out, even_k, k, sizes_of_16=True), config, k)
-    for config in tiles.fitting_configs(tiles.GPU_CONFIGS, dict(M_BUCKET=rows, N=10240, K=2560), X_ROWS=0):
-        record("in_proj+conv", lambda: linear_conv_step_tile(config, 0, sizes_of_16=True), config, 2560)
+    for config in tiles.fitting_configs(tiles.GPU_CONFIGS, dict(M_BUCKET=rows, N=10240, K=2560)):
+        record("in_proj+conv", lambda: linear_conv_step_tile(config, sizes_of_16=True), config, 2560)
 print(json.dumps(stacks))
 """
 
@@ -329,8 +321,6 @@ NO_FMA = (
     "selective_state_update-int8-dt_proj-batch16",
     "int8_linear_conv_step-linear",
     "int8_linear_conv_step-linear-split_k4",
-    "int8_linear_conv_step-linear-x_proj",  # x_proj's float64 epilogue, as int8_linear's
-    "int8_linear_conv_step-linear-x_proj-gemv",
 )
 
 
@@ -385,12 +375,6 @@ def test_gpu_launch_configurations_compile_for_sm90():
     # other 16-row decode tiles are too small for wgmma: int8 mma.sync
     for name in ("int8_linear_conv_step-linear", "int8_linear_conv_step-linear-split_k4"):
         assert results[name]["mma_s8"] > 0, f"{name}: the fused in_proj + conv step does not use int8 mma"
-    # The fused x_proj's partial sums are added with relaxed atomics: only its arrival counter's add and
-    # reset are acq_rel (an acq_rel atomic a value fences each, which made the fused x_proj slower)
-    for name in ("int8_linear_conv_step-linear-x_proj", "int8_linear_conv_step-linear-x_proj-gemv"):
-        assert 0 < results[name]["atom_acq_rel"] <= 2 and results[name]["atom_relaxed"] > 0, f"{name}: {results[name]}"
-    # the fused x_proj of a 16-row tile adds its own int8 products on the tensor cores
-    assert results["int8_linear_conv_step-linear-x_proj"]["mma_s8"] > results["int8_linear_conv_step-linear"]["mma_s8"] > 0
     for name in ("selective_state_update-int8-dt_proj", "selective_state_update-int8-dt_proj-rows",
                  "selective_state_update-int8-dt_proj-batch16"):
         assert results[name]["mma_s8"] > 0, f"{name}: the state update's dt_proj is not on int8 mma"

@@ -1,6 +1,6 @@
-"""int8_linear_conv_step (Triton: in_proj's GEMM with the conv's one-token update in its epilogue, and
-optionally x_proj after it) against int8_linear_conv_step_ref, and against the kernels it replaces run one
-after the other: every code and state identical, also when the state is updated in place."""
+"""int8_linear_conv_step (Triton: in_proj's GEMM with the conv's one-token update in its epilogue) against
+int8_linear_conv_step_ref, and against the two kernels it replaces run one after the other: every code and
+state identical, also when the state is updated in place."""
 
 import pytest
 import torch
@@ -9,7 +9,7 @@ from mamba_qpass.kernels.int8_conv_state_update.triton import int8_conv_state_up
 from mamba_qpass.kernels.int8_linear import tiles
 from mamba_qpass.kernels.int8_linear.triton import int8_linear
 from mamba_qpass.kernels.int8_linear_conv_step.reference import int8_linear_conv_step_ref
-from mamba_qpass.kernels.int8_linear_conv_step.triton import XProjection, int8_linear_conv_step
+from mamba_qpass.kernels.int8_linear_conv_step.triton import int8_linear_conv_step
 from codes import assert_same_codes
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -30,19 +30,6 @@ def make_inputs(batch, k, channels, width, device, seed=0, bias=True):
     state = torch.randint(-128, 128, (batch, width - 1, channels), dtype=torch.int8, generator=g)
     tensors = (a, weight, dequant, inv, conv_weight, conv_dequant, conv_bias, conv_inv)
     return [t.to(device) if t is not None else None for t in tensors], state.to(device)
-
-
-def make_x_proj(channels, rows, device, seed=1):
-    """x_proj of ``rows`` outputs over the conv's channels, scaled so that its codes spread."""
-    g = torch.Generator().manual_seed(seed)
-    weight = torch.randint(-128, 128, (rows, channels), dtype=torch.int8, generator=g)
-    dequant = torch.rand(rows, dtype=torch.float64, generator=g) * 4e-3 / channels**0.5
-    inv = 20.0 + 20.0 * torch.rand(rows, dtype=torch.float64, generator=g)
-    return XProjection(weight.to(device), dequant.to(device), inv.to(device))
-
-
-def _x_proj_tuple(x_proj):
-    return x_proj.weight, x_proj.dequant_scale, x_proj.out_inv_scale
 
 
 def _two_kernels(args, silu, state):
@@ -139,68 +126,3 @@ def test_every_decode_tile_is_exact(index, device):
         got = int8_linear_conv_step(*args, True, state, state_out=state, config=config)
         for g, w in zip(got, want):
             assert_same_codes(g, w)
-
-
-X_SHAPES = {"B1-D40-R20": (1, 64, 40, 20), "B3-D72-R100": (3, 300, 72, 100), "B17-D48-R64": (17, 32, 48, 64)}
-
-
-@pytest.mark.parametrize("batch,k,channels,rows", X_SHAPES.values(), ids=X_SHAPES.keys())
-def test_x_proj_matches_reference_and_the_three_kernels(batch, k, channels, rows, device):
-    """x_proj's codes from the fused kernel equal int8_linear's on the conv's output; the other outputs are
-    what the kernel gives without it. R past one chunk of outputs (100) and not a multiple of it."""
-    args, state = make_inputs(batch, k, channels, 4, device)
-    x_proj = make_x_proj(channels, rows, device)
-    fused = int8_linear_conv_step(*args, True, state, x_proj=x_proj)
-    assert len(fused) == 4
-    ref = int8_linear_conv_step_ref(*args, True, state, x_proj=_x_proj_tuple(x_proj))
-    for got, want in zip(fused, ref):
-        assert_same_codes(got, want)
-    codes, out, new_state = _two_kernels(args, True, state)
-    for got, want in zip(fused, (codes, out, new_state, int8_linear(out, *_x_proj_tuple(x_proj)[:2], None, x_proj.out_inv_scale))):
-        assert_same_codes(got, want)
-    assert fused[3].float().std() > 5, "test data should spread over many codes"
-
-
-X_PROJ_TILES = [i for i, c in enumerate(tiles.DECODE_CONFIGS) if tiles.runs_a_second_product(c)]
-
-
-@pytest.mark.parametrize("index", X_PROJ_TILES)
-def test_x_proj_is_exact_at_every_tile_that_may_run_it(index, device):
-    """Every decode candidate the autotuner may pick with x_proj, split K too, twice in a row in place
-    (the x_proj sums and counters are left at zero for the next call)."""
-    config = tiles.DECODE_CONFIGS[index]
-    k = 2 * config.kwargs["BLOCK_K"] * config.kwargs["SPLIT_K"] + 40
-    args, state = make_inputs(3, k, 72, 4, device)
-    x_proj = make_x_proj(72, 80, device)
-    for _ in range(2):
-        want = int8_linear_conv_step_ref(*args, True, state, x_proj=_x_proj_tuple(x_proj))
-        got = int8_linear_conv_step(*args, True, state, state_out=state, config=config, x_proj=x_proj)
-        for g, w in zip(got, want):
-            assert_same_codes(g, w)
-
-
-def test_x_proj_rejects_bad_inputs(device):
-    args, state = make_inputs(2, 64, 40, 4, device)
-    with pytest.raises(ValueError, match="x_proj weight must have shape"):
-        int8_linear_conv_step(*args, True, state, x_proj=make_x_proj(48, 20, device))
-    x_proj = make_x_proj(40, 20, device)
-    with pytest.raises(ValueError, match="x_proj dequant_scale"):
-        int8_linear_conv_step(*args, True, state, x_proj=XProjection(x_proj.weight, x_proj.dequant_scale[:5], x_proj.out_inv_scale))
-    narrow = next(c for c in tiles.DECODE_CONFIGS if not tiles.runs_a_second_product(c))
-    with pytest.raises(ValueError, match="BLOCK_N >= 32"):
-        int8_linear_conv_step(*args, True, state, config=narrow, x_proj=x_proj)
-
-
-@pytest.mark.gpu
-@requires_cuda
-@pytest.mark.parametrize("k,channels,rows", [(2560, 5120, 192), (768, 1536, 80)], ids=["2.8b", "130m"])
-@pytest.mark.parametrize("batch", [1, 16])
-def test_x_proj_at_real_shapes_on_gpu(k, channels, rows, batch):
-    """Autotuned with x_proj (the autotuner replays the kernel), then twice: the x_proj codes as the
-    reference's each time."""
-    args, state = make_inputs(batch, k, channels, 4, "cuda")
-    x_proj = make_x_proj(channels, rows, "cuda")
-    for _ in range(3):
-        fused = int8_linear_conv_step(*args, True, state, x_proj=x_proj)
-        for got, want in zip(fused, int8_linear_conv_step_ref(*args, True, state, x_proj=_x_proj_tuple(x_proj))):
-            assert_same_codes(got, want)

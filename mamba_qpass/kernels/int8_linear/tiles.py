@@ -98,16 +98,6 @@ ONE_ROW_TILES_MAX_WEIGHT_BYTES = 2 * 2**20
 UNROLLED_MAX_WEIGHT_BYTES_A_THREAD = 384
 
 
-# A tile of several rows that also multiplies its output codes by a second weight on the tensor cores (the
-# decode step's fused x_proj, ``int8_linear_conv_step``) needs that product's K, its BLOCK_N, this wide.
-MIN_DOT_K = 32
-
-
-def runs_a_second_product(config: triton.Config) -> bool:
-    """Whether the tile can multiply its output codes by a second weight (``MIN_DOT_K``)."""
-    return config.kwargs["BLOCK_M"] == 1 or config.kwargs["BLOCK_N"] >= MIN_DOT_K
-
-
 def holds_its_weights(config: triton.Config, k: int) -> bool:
     """Whether the tile's weights fit its registers: true but for unrolled one-row tiles past
     ``UNROLLED_MAX_WEIGHT_BYTES_A_THREAD``."""
@@ -115,29 +105,23 @@ def holds_its_weights(config: triton.Config, k: int) -> bool:
     return not unrolled or config.kwargs["BLOCK_N"] * k <= UNROLLED_MAX_WEIGHT_BYTES_A_THREAD * 32 * config.num_warps
 
 
-def fitting_configs(configs, named_args, **flags):
+def fitting_configs(configs, named_args, **_):
     """The autotuner's pruning: the decode or prefill candidates by M, less tiles far larger than the
     problem (a 256-wide tile for x_proj's 192 outputs), one-row tiles for more than one row (but for a few
     rows of a small weight, ONE_ROW_TILES_MAX_ROWS), unrolled one-row tiles whose weights would not fit
-    their registers (``holds_its_weights``), splits that would leave a program fewer than two K steps, and,
-    for a kernel with a second product of its codes (``X_ROWS``), tiles too narrow for it
-    (``MIN_DOT_K``); so a new shape times fewer candidates. Keeps the smallest tensor-core tile that may
-    run when none fits."""
+    their registers (``holds_its_weights``), and splits that would leave a program fewer than two K steps,
+    so a new shape times fewer candidates; keeps the smallest tensor-core tile when none fits."""
     m, n, k = named_args["M_BUCKET"], named_args["N"], named_args["K"]
     one_row_tiles = m == 1 or (m <= ONE_ROW_TILES_MAX_ROWS and n * k <= ONE_ROW_TILES_MAX_WEIGHT_BYTES)
-
-    def may_run(c):
-        return runs_a_second_product(c) or not flags.get("X_ROWS", 0)
-
     fitting = [
         c for c in (DECODE_CONFIGS if m <= DECODE_MAX_ROWS else PREFILL_CONFIGS)
-        if may_run(c) and c.kwargs["BLOCK_M"] <= max(16, m) and (c.kwargs["BLOCK_M"] > 1 or one_row_tiles)
+        if c.kwargs["BLOCK_M"] <= max(16, m) and (c.kwargs["BLOCK_M"] > 1 or one_row_tiles)
         and holds_its_weights(c, k)
         and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(n))
         and c.kwargs["BLOCK_K"] <= max(32, triton.next_power_of_2(k))
         and triton.cdiv(k, c.kwargs["BLOCK_K"]) >= 2 * c.kwargs["SPLIT_K"] - (c.kwargs["SPLIT_K"] == 1)
     ]
-    return fitting or [min((c for c in configs if may_run(c) and c.kwargs["BLOCK_M"] > 1),
+    return fitting or [min((c for c in configs if c.kwargs["BLOCK_M"] > 1),
                            key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
 
@@ -179,11 +163,11 @@ def time_from_cold_l2(kernel_call, quantiles=None):
 @functools.cache
 def sum_workspace(device: torch.device, rows: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero int32 sums (rows, N) and arrival counters (enough for tiles of one row and 16 columns), kept
-    for the process per (device, rows, N): for kernels whose programs add partial sums with atomics and
-    whose last program to arrive takes the total, leaving both at zero again (split K, and the decode
-    step's fused x_proj). A captured CUDA graph holds their addresses, so they are never freed; they are
-    made before any capture, since the first call of a shape autotunes outside one. Calls on concurrent
-    streams would share them, which a decode step never does."""
+    for the process per (device, rows, N): for split K, whose programs add partial sums with atomics and
+    whose last program to arrive takes the total, leaving both at zero again. A captured CUDA graph holds
+    their addresses, so they are never freed; they are made before any capture, since the first call of a
+    shape autotunes outside one. Calls on concurrent streams would share them, which a decode step never
+    does."""
     tiles = rows * triton.cdiv(n, 16)  # the most tiles any config makes (one-row tiles, 16 columns)
     return (torch.zeros(rows, n, dtype=torch.int32, device=device),
             torch.zeros(tiles, dtype=torch.int32, device=device))
@@ -202,10 +186,9 @@ def _pow2_tile(n: int, smallest: int, largest: int) -> int:
 
 def _interpreter_tile(m: int, n: int, k: int) -> dict:
     """On CPU (the interpreter) every tl op costs the same whatever its size, so the fewest, largest
-    programs win. An int8 ``tl.dot`` needs K tiles of at least 32 and M, N tiles of at least 16; BLOCK_N is
-    also the K of the fused x_proj's product (``MIN_DOT_K``)."""
+    programs win. An int8 ``tl.dot`` needs K tiles of at least 32 and M, N tiles of at least 16."""
     return dict(
-        BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, MIN_DOT_K, 64), BLOCK_K=_pow2_tile(k, 32, 128), GROUP_M=1,
+        BLOCK_M=_pow2_tile(m, 16, 64), BLOCK_N=_pow2_tile(n, 16, 64), BLOCK_K=_pow2_tile(k, 32, 128), GROUP_M=1,
         SPLIT_K=1, SWAP_AB=False,
     )
 

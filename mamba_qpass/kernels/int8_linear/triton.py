@@ -148,8 +148,8 @@ def int8_tile_accumulate_split(
         acc = int8_tile_accumulate(a_ptr, w_ptr, offs_m, offs_n, M, N, k_lo, min(K, k_lo + per_split),
                                    stride_am, stride_wn, EVEN_K, BLOCK_M, BLOCK_N, BLOCK_K, 0, SWAP_AB)
         ws_ptrs = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
-        # acq_rel adds (Triton's default): relaxed ones, ordered by the counter as the fused step's x_proj
-        # sums are, timed no faster in a B=16 decode step on an H200 (RESULTS, twentieth session)
+        # acq_rel adds (Triton's default): relaxed ones, ordered by the counter, timed no faster in a B=16
+        # decode step on an H200 (RESULTS, twentieth session)
         tl.atomic_add(ws_ptrs, acc, mask=mask)
         # Every thread's adds are issued before the counter moves (the counter's acq_rel atomic then
         # releases them all), so the program that arrives last sees every add.

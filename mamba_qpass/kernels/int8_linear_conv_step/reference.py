@@ -3,8 +3,7 @@
 It is, by definition, ``int8_linear_ref``'s codes of the in_proj GEMM (one token a row, a per-column output
 scale, no bias), then ``int8_conv_state_update_ref`` on the first D of them (x, D the conv's channels):
 every value exactly what the two ops give one after the other. The codes of all N columns are returned
-too, since the scan reads the rest (z). With x_proj (int8 weight (R, D), float64 (R,) dequant_scale and
-out_inv_scale), its ``int8_linear_ref`` codes of the conv's output come fourth.
+too, since the scan reads the rest (z).
 """
 
 import torch
@@ -24,19 +23,14 @@ def int8_linear_conv_step_ref(
     conv_out_inv_scale: torch.Tensor,
     silu: bool,
     state: torch.Tensor,
-    x_proj: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """a: int8 (B, 1, K); weight int8 (N, K) with float64 (N,) dequant_scale and out_inv_scale; the conv's
     int8 (D, W) weight, float64 (D,) dequant_scale and bias, float64 scalar out_inv_scale, over the first
-    D <= N columns, from its int8 state (B, W-1, D); optionally x_proj's ``(weight, dequant_scale,
-    out_inv_scale)``. Returns ``(codes (B, 1, N), conv out (B, 1, D), new state (B, W-1, D))`` and with
-    x_proj its codes (B, 1, R), all int8."""
+    D <= N columns, from its int8 state (B, W-1, D). Returns ``(codes (B, 1, N), conv out (B, 1, D), new
+    state (B, W-1, D))``, all int8."""
     codes = int8_linear_ref(a, weight, dequant_scale, None, out_inv_scale)
     x = codes[..., : conv_weight.shape[0]]
     out, new_state = int8_conv_state_update_ref(
         x, conv_weight, conv_dequant_scale, conv_bias, conv_out_inv_scale, silu, state
     )
-    if x_proj is None:
-        return codes, out, new_state
-    x_weight, x_dequant_scale, x_out_inv_scale = x_proj
-    return codes, out, new_state, int8_linear_ref(out, x_weight, x_dequant_scale, None, x_out_inv_scale)
+    return codes, out, new_state
