@@ -15,7 +15,8 @@ int32 (the bound is below 2**31 because v just under 2**31 rounds to it, which w
 in the reference does. A float64 clamp took two float64 comparisons and selects (the GPU has no float64
 min/max, and its float64 unit issues at half the float32 rate); the integer clamp takes two ALU
 instructions, and the test of |v| one float64 comparison: sm_90 code of the prefill GEMM's 128 x 128 tile
-with int8 output, 2304 instructions a thread against 2440, float64 ones 640 against 768.
+with int8 output, 2304 instructions a thread against 2440, float64 ones 640 against 768; on an H200 the
+2.8b dt_proj at 2048 tokens, whose epilogue is most of its work, 16.6 against 17.5 us.
 
 The GPU converts between number formats at a quarter of its float64 rate (16 results a clock on an SM),
 and an int8 GEMM's epilogue converted three times a value (int32 -> float64, float64 -> float32, float32
