@@ -161,23 +161,21 @@ def time_from_cold_l2(kernel_call, quantiles=None):
 
 
 @functools.cache
-def sum_workspace(device: torch.device, rows: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero int32 sums (rows, N) and arrival counters (enough for tiles of one row and 16 columns), kept
-    for the process per (device, rows, N): for split K, whose programs add partial sums with atomics and
-    whose last program to arrive takes the total, leaving both at zero again. A captured CUDA graph holds
-    their addresses, so they are never freed; they are made before any capture, since the first call of a
-    shape autotunes outside one. Calls on concurrent streams would share them, which a decode step never
-    does."""
+def _split_k_workspace(device: torch.device, rows: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     tiles = rows * triton.cdiv(n, 16)  # the most tiles any config makes (one-row tiles, 16 columns)
     return (torch.zeros(rows, n, dtype=torch.int32, device=device),
             torch.zeros(tiles, dtype=torch.int32, device=device))
 
 
 def split_k_workspace(device: torch.device, m: int, n: int, config: triton.Config | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The split-K tiles' ``sum_workspace`` where a split-K tile may run: on CUDA at decode sizes, or with a
-    split-K ``config``; elsewhere a one-element stand-in (a prefill's M x N would be large)."""
+    """The split-K tiles' int32 sums (rows, N) and per-tile arrival counters, zero, kept for the process per
+    shape, where a split-K tile may run: on CUDA at decode sizes, or with a split-K ``config``; elsewhere a
+    one-element stand-in (a prefill's M x N would be large). A captured CUDA graph holds their addresses, so
+    they are never freed; each call leaves them at zero again, so a graph can replay a call that uses them.
+    They are made before any capture, since the first call of a shape autotunes outside one. Calls on
+    concurrent streams would share them, which a decode step never does."""
     split = config.kwargs["SPLIT_K"] > 1 if config is not None else device.type == "cuda" and m <= DECODE_MAX_ROWS
-    return sum_workspace(device, *((triton.next_power_of_2(m), n) if split else (1, 1)))
+    return _split_k_workspace(device, *((triton.next_power_of_2(m), n) if split else (1, 1)))
 
 
 def _pow2_tile(n: int, smallest: int, largest: int) -> int:
