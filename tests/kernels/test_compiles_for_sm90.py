@@ -23,6 +23,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
+from mamba_qpass.kernels.fast_math import fast_math
 from mamba_qpass.kernels.int8_linear import tiles, triton as linear
 from mamba_qpass.kernels.int8_causal_conv1d import triton as int8_conv
 from mamba_qpass.kernels.causal_conv1d import triton as float_conv
@@ -84,9 +85,12 @@ def compile_sm90(kernel, pointer_types, constexprs, options, sizes_of_16=False):
         "f32_reductions": f32_reduction_layouts(asm["ttgir"]),
         "fma_f64": ptx.count("fma.rn.f64"),
         "mul_f64": ptx.count("mul.rn.f64"),
-        "fma_f32": ptx.count("fma.rn.f32"),
+        # float32 FMAs of registers only: the softplus series' explicit FMAs take immediate coefficients
+        "fma_f32": sum("0f" not in fma for fma in re.findall(r"fma\.rn\.f32[^\n]*", ptx)),
         "mma_s8": len(re.findall(r"mma[^\n]*s8", ptx)),
         "wgmma_s8": len(re.findall(r"wgmma[^\n]*s8", ptx)),
+        "lg2_approx": ptx.count("lg2.approx"),
+        "rcp_approx": ptx.count("rcp.approx"),
         "gdc_wait": ptx.count("griddepcontrol.wait"),
         "gdc_launch": ptx.count("griddepcontrol.launch_dependents"),
         "stack": stack_bytes(asm["cubin"]),
@@ -156,7 +160,8 @@ def selective_scan(int8_inputs, shape, summary):
     pointers.update({n: "*fp32" for n in ("A_ptr", "D_ptr", "delta_bias_ptr", "init_ptr", "scales_ptr", "state_ptr",
                                           "seg_state_ptr", "seg_delta_ptr")})
     pointers["out_ptr"] = "*fp16"
-    flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True, HAS_INIT=True, SUMMARY=summary)
+    flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True, HAS_INIT=True, SUMMARY=summary,
+                 **fast_math(CUDA))
     return compile_sm90(
         scan._selective_scan_kernel, pointers,
         dict(**flags, INT8_INPUTS=int8_inputs, **tiling), options,
@@ -170,7 +175,8 @@ def selective_state_update(int8_inputs, dt_proj=False, tiling=None):
     pointers = {n: seq for n in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr")}
     pointers.update({n: "*fp32" for n in ("A_ptr", "D_ptr", "delta_bias_ptr", "state_ptr", "scales_ptr", "state_out_ptr")})
     pointers.update(out_ptr="*fp16", dt_w_ptr="*i8")  # dt_dequant_ptr, dt_inv_ptr: float64 by default
-    flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True, INT8_INPUTS=int8_inputs, DT_PROJ=dt_proj)
+    flags = dict(HAS_D=True, HAS_Z=True, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True, INT8_INPUTS=int8_inputs, DT_PROJ=dt_proj,
+                 **fast_math(CUDA))
     chunk = scan_step.DT_CHUNK  # the 2.8b config's dt_rank of 160, in whole chunks as the launcher takes it
     dt_blocks = dict(BLOCK_R=triton.cdiv(160, chunk) * chunk, DT_CHUNK=chunk)
     return compile_sm90(
@@ -384,6 +390,11 @@ def test_gpu_launch_configurations_compile_for_sm90():
     assert len(state_updates) == 7
     for name in state_updates:
         assert results[name]["f32_reductions"] == [[1, 16, 1]], f"{name}: {results[name]['f32_reductions']}"
+    # softplus's log and the SiLU gate's division on the special-function unit (fast_math), as launched on a GPU
+    for name in [n for n in results if n.startswith(("selective_scan", "selective_state_update"))]:
+        assert results[name]["lg2_approx"] > 0, f"{name}: softplus does not take lg2.approx"
+        if not name.endswith("summary"):  # the summary pass has no output gate
+            assert results[name]["rcp_approx"] > 0, f"{name}: the SiLU gate does not take rcp.approx"
     for int8, float_variant in (("selective_state_update-int8", "selective_state_update-fp32"),
                                 ("selective_state_update-int8-dt_proj", "selective_state_update-fp32"),
                                 ("selective_state_update-int8-dt_proj-rows", "selective_state_update-fp32-rows"),

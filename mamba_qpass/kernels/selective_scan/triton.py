@@ -27,6 +27,7 @@ import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_shape, check_tensor, check_unit_last_stride
 from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
+from mamba_qpass.kernels.fast_math import fast_math, log2_f32, reciprocal_f32
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_out_dtype, scan_scales_tensor
 
@@ -34,20 +35,24 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_STATE = 256
 
 
+# Below it, softplus(x) = log1p(e) with e = exp(x) < 1/16 is summed as its series to e**6 (truncation under
+# e**6 / 7 < 1e-8 of the value); above it 1 + e >= 1.0625, whose log the approximate log2 gives within 3e-6.
+_SOFTPLUS_SERIES_BELOW = tl.constexpr(0.0625)
+
+
 @triton.jit
-def _softplus(x):
-    """torch's softplus: log1p(exp(x)), or x above the threshold 20. log1p is built from log (no libdevice under the
-    interpreter): log(w) * e / (w - 1) with w = 1 + e cancels the rounding of w (exact when w == 1)."""
-    e = tl.exp(x)
-    w = 1.0 + e
-    log1p_e = tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
+def _softplus(x, FAST_MATH: tl.constexpr):
+    """torch's softplus: log1p(exp(x)), or x above the threshold 20 (``fast_math`` for the log)."""
+    e = tl.exp2(x * 1.4426950408889634)
+    series = e * tl.fma(e, tl.fma(e, tl.fma(e, tl.fma(e, tl.fma(e, -1.0 / 6.0, 0.2), -0.25), 1.0 / 3.0), -0.5), 1.0)
+    log1p_e = tl.where(e < _SOFTPLUS_SERIES_BELOW, series, log2_f32(1.0 + e, FAST_MATH) * 0.6931471805599453)
     return tl.where(x > 20.0, x, log1p_e)
 
 
 @triton.jit
-def _silu_gate(y, z):
+def _silu_gate(y, z, FAST_MATH: tl.constexpr):
     """``y * silu(z)``: the output gate of the scan and of the decode step."""
-    return y * (z / (1.0 + tl.exp(-z)))
+    return y * (z * reciprocal_f32(1.0 + tl.exp2(z * -1.4426950408889634), FAST_MATH))
 
 
 @triton.jit
@@ -90,7 +95,8 @@ def _selective_scan_kernel(
     stride_zb, stride_zl, stride_Ad, stride_ib, stride_id, stride_ob, stride_ol,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, INT8_INPUTS: tl.constexpr, SUMMARY: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, USE_GDC: tl.constexpr = False,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, FAST_MATH: tl.constexpr,
+    USE_GDC: tl.constexpr = False,
 ):
     """With SUMMARY, the program scans its segment of time from a zero state and writes only that
     segment's final state and its summed delta; otherwise it starts from the state the earlier segments'
@@ -172,7 +178,7 @@ def _selective_scan_kernel(
         if HAS_DELTA_BIAS:
             dt = dt + delta_bias[None, :]
         if DELTA_SOFTPLUS:
-            dt = _softplus(dt)
+            dt = _softplus(dt, FAST_MATH)
         # Steps past the segment leave the state alone: decay exp2(0) = 1, drive 0.
         dt = tl.where((t < t_end)[:, None], dt, 0.0)
 
@@ -196,7 +202,7 @@ def _selective_scan_kernel(
                 z = z_raw.to(tl.float32)
                 if INT8_INPUTS:
                     z = z * s_z
-                y = _silu_gate(y, z)
+                y = _silu_gate(y, z, FAST_MATH)
             tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=(t < t_end)[:, None] & mask_d[None, :])
             out_ptrs += CHUNK * stride_ol
         u_raw, dt_raw, z_raw, B_raw, C_raw = u_next, dt_next, z_next, B_next, C_next
@@ -352,7 +358,8 @@ def selective_scan(
     flags = dict(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
         DELTA_SOFTPLUS=delta_softplus, HAS_INIT=initial_state is not None, INT8_INPUTS=scales is not None,
-        **{k: v for k, v in tiling.items() if k != "SEGMENT"}, **EXACT_FP_LAUNCH, **dependent_launch(device, batch * seq_len),
+        **{k: v for k, v in tiling.items() if k != "SEGMENT"}, **fast_math(device), **EXACT_FP_LAUNCH,
+        **dependent_launch(device, batch * seq_len),
     )
     blocks = triton.cdiv(channels, tiling["BLOCK_D"])
     if segments > 1:

@@ -24,6 +24,7 @@ import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_f64_vector, check_shape, check_tensor, check_unit_last_stride
 from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
+from mamba_qpass.kernels.fast_math import fast_math
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_scales_tensor
 from mamba_qpass.kernels.selective_scan.triton import _silu_gate, _softplus, advance_state, check_scan_inputs, checked_out_dtype
@@ -74,7 +75,8 @@ def _selective_state_update_kernel(
     stride_wd,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
     INT8_INPUTS: tl.constexpr, DT_PROJ: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_R: tl.constexpr, DT_CHUNK: tl.constexpr, ROWS: tl.constexpr, USE_GDC: tl.constexpr = False,
+    BLOCK_R: tl.constexpr, DT_CHUNK: tl.constexpr, ROWS: tl.constexpr, FAST_MATH: tl.constexpr,
+    USE_GDC: tl.constexpr = False,
 ):
     """A program updates ROWS batch rows from ROWS * program_id(0) on, all at once as a (ROWS, BLOCK_D,
     BLOCK_N) tile: each element takes the instructions it would in a program of one row, and the rows'
@@ -114,7 +116,7 @@ def _selective_state_update_kernel(
     if HAS_DELTA_BIAS:
         dt = dt + tl.load(delta_bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[None, :]
     if DELTA_SOFTPLUS:
-        dt = _softplus(dt)
+        dt = _softplus(dt, FAST_MATH)
 
     state_offs = rows[:, None, None] * stride_sb + offs_d[None, :, None] * stride_sd + offs_n[None, None, :]
     state = tl.load(state_ptr + state_offs, mask=mask_rdn, other=0.0)
@@ -129,7 +131,7 @@ def _selective_state_update_kernel(
         z = tl.load(z_ptr + rows[:, None] * stride_zb + offs_d[None, :], mask=mask_rd, other=0).to(tl.float32)
         if INT8_INPUTS:
             z = z * tl.load(scales_ptr + 4)
-        y = _silu_gate(y, z)
+        y = _silu_gate(y, z, FAST_MATH)
     tl.store(out_ptr + rows[:, None] * stride_ob + offs_d[None, :], y.to(out_ptr.dtype.element_ty), mask=mask_rd)
     # rounded to nearest even, as torch's .to() (a no-op for a float32 state)
     h_out = h.to(state_out_ptr.dtype.element_ty, fp_downcast_rounding="rtne")
@@ -249,6 +251,6 @@ def selective_state_update(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
         DELTA_SOFTPLUS=delta_softplus, INT8_INPUTS=scales is not None, DT_PROJ=dt_proj is not None,
         BLOCK_N=triton.next_power_of_2(state_size), BLOCK_R=max(DT_CHUNK, triton.cdiv(dt_rank, DT_CHUNK) * DT_CHUNK), DT_CHUNK=DT_CHUNK,
-        **tiling, **EXACT_FP_LAUNCH, **dependent_launch(u.device, batch),
+        **tiling, **fast_math(u.device), **EXACT_FP_LAUNCH, **dependent_launch(u.device, batch),
     )
     return out, state_out
