@@ -5,7 +5,7 @@ The selective scan is float32 and matches its reference to float32 rounding, not
 already use the GPU's approximate ``exp2``). Its softplus and SiLU gate took libdevice's exact ``log``
 (a 22-instruction polynomial) and IEEE divisions (9 instructions with their range fix-ups) for every
 (step, channel); ``lg2.approx`` and ``rcp.approx`` are one special-function instruction each. In sm_90 code
-of the 2.8b prefill scan's tile that is 845 instead of 1101 instructions for a chunk of the summary pass,
+of the 2.8b prefill scan's tile that is 863 instead of 1101 instructions for a chunk of the summary pass,
 1291 instead of 1615 for the output pass (``benchmarks/RESULTS.md``, twenty-third session).
 
 Inline PTX does not run under TRITON_INTERPRET=1 and exists only for NVIDIA GPUs, so kernels take
