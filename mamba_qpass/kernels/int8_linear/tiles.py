@@ -146,8 +146,11 @@ def time_from_cold_l2(kernel_call, quantiles=None):
     of twice the L2 (whose own time, measured once, is taken off), inside a CUDA graph so the host's launch
     cost, larger than a decode GEMM, does not decide the race either. The timer runs on a stream of its own,
     so the work queued before must finish first: the output tensor may reuse memory that queued kernels
-    still read (the allocator orders reuse by stream), and the inputs may not be written yet. Returns the
-    median in ms, or the ``quantiles`` (the autotuner asks for those)."""
+    still read (the allocator orders reuse by stream), and the inputs may not be written yet. The write
+    leaves dirty lines that the call's reads then write back, which a step does not pay: on an H200 the
+    2.8b decode GEMVs timed 15 to 25 % slower this way than after a read-only flush, with the same fastest tile
+    at every shape tried (``benchmarks/RESULTS.md``, twenty-third session). Returns the median in ms, or
+    the ``quantiles`` (the autotuner asks for those)."""
     torch.cuda.synchronize()
     flush_ms = _l2_flush_ms(torch.cuda.current_device())
     flush = _l2_flush_buffer()
