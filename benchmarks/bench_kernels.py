@@ -15,13 +15,12 @@ Decode rows (one token a batch row) last microseconds, less than a launch from t
 as a CUDA decode step runs them: in a CUDA graph, each call after a write of twice the L2 whose time is
 taken off (``tiles.time_from_cold_l2``, the int8 GEMM autotuner's timer), since in a model each layer's
 weights come from memory, not from L2; the baselines are timed the same way. That write leaves the L2 full
-of dirty lines, which the timed call's reads must write back: on an H200 a 2.8b decode GEMV timed this way took
-15 to 25 % longer than after a read-only flush (twenty-third session; no tile choice changed), so these rows
-overstate each kernel's time inside a step by about as much (the baselines, timed the same way, pay the same
-write-backs). The fused decode kernels are
-timed against the two kernels each replaces, run one after the other. Every row is timed without
-programmatic dependent launch (``kernels/dependent_launch.py``): what it saves between a model's kernels,
-``bench_decode.py --rewrites`` shows.
+of dirty lines, which the timed call's reads must write back: on an H200 a 2.8b decode GEMV timed this way
+took 15 to 25 % longer than after a read-only flush (twenty-third session; no tile choice changed), so these
+rows overstate each kernel's time inside a step by about as much (the baselines, timed the same way, pay the
+same write-backs). The fused decode kernels are timed against the two kernels each replaces, run one after
+the other. Every row is timed without programmatic dependent launch (``kernels/dependent_launch.py``): what
+it saves between a model's kernels, ``bench_decode.py --rewrites`` shows.
 
     python benchmarks/bench_kernels.py [--only gemm,conv,scan,hadamard,decode] [--json out.json]
 """
