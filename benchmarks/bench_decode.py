@@ -4,12 +4,24 @@ mamba-ssm's fp16 ``MambaLMHeadModel.generate(cg=True)``, same weights, same run.
 The models are bench_prefill's: mamba-ssm's own random initialisation, copied into a transformers
 ``MambaForCausalLM`` that mamba-qpass captures, calibrates on random tokens and lowers to w8a8.
 
-Correctness before time, per config (the rows are refused otherwise): the w8a8 model's decode-step logits
-stay within float32 rounding of its full-prefix forward (SQNR >= 30 dB after 16 decode steps; the float
-model's SQNR is reported beside it, unchecked, to tell float rounding from int8 code flips), generating
-with the CUDA graph gives the tokens of generating eagerly, fp32_ssm and float_sim decode to w8a8's
-tokens, and w8a8 agrees with mamba-ssm's top-1 on at least half of a 512-token prompt's positions (a random
-model is a hard case for int8).
+Correctness before time, per config (the rows are refused otherwise): 64 prompt tokens prefilled and 16
+decoded, the float model's SSM states after the last step are within float rounding of a prefill of all 80
+tokens (SQNR >= FP_DECODE_MIN_DB); generating with the CUDA graph gives the tokens of generating eagerly;
+fp32_ssm and float_sim decode to w8a8's tokens and, at the last step, w8a8's logits bit for bit (the mode
+contract, which ties the fused int8 step kernels to the modes built on the references); and w8a8 agrees
+with mamba-ssm's top-1 on at least half of a 512-token prompt's positions (a random model is a hard case
+for int8).
+
+Reported beside them, not checked: the same decode-against-prefill SQNRs (logits and SSM states) of w8a8
+and the float model's logits. In these random-weight models the last logits cannot tell a right decode
+from a wrong one: on the H200, with the 2.8b weights, a w8a8 decode whose prefilled states were zeroed, or
+that skipped the prompt's last token, is 23.7 to 24.2 dB from the prefill, while right decodes were 23.8
+dB, 34.0 dB and bit for bit on four prompts (twenty-fourth session, ``benchmarks/RESULTS.md``). The
+prefill's chunked scan and the step's sequential one round differently in float32; int8 requantisation
+turns some of those differences into whole-code flips, and a flip decorrelates every later layer's output
+as much as losing the state does, so the w8a8 figure is a lottery between the two. The SSM states are
+what a wrong decode gets wrong: on the CPU (a 2-layer model) zeroed states and a skipped token are 11 to
+29 dB from the prefill, a right decode over 129 dB.
 
 Timing, per batch size (1, 16, 64), prompt 512 random tokens, 256 new tokens, greedy, no end token: both
 ``generate`` calls end to end (CUDA graphs captured in an untimed first call), and each model's prefill
@@ -73,6 +85,7 @@ def with_one_row_tile(step_graph: fx.GraphModule) -> fx.GraphModule:
 PROMPT, NEW = 512, 256
 BATCHES = (1, 16, 64)
 CHECK_PROMPT, CHECK_STEPS = 64, 16
+FP_DECODE_MIN_DB = 40.0
 REPEATS = 3
 # the CUDA decode step with each rewrite of the step graph added in turn, timed step by step (--rewrites)
 REWRITES = {
@@ -123,23 +136,25 @@ def working_gib(fn) -> float:
 
 
 @torch.no_grad()
-def decode_vs_prefix_sqnr_db(qmodel: QuantizedMambaForCausalLM, tokens: torch.Tensor, prompt_len: int) -> float:
-    """SQNR (dB) of the logits of the last decode step against the full-prefix forward's last logits: the
-    first ``prompt_len`` tokens prefilled, the rest fed one step at a time (a CUDA-graph step on CUDA)."""
+def decoded(qmodel: QuantizedMambaForCausalLM, tokens: torch.Tensor, prompt_len: int) -> tuple[torch.Tensor, tuple]:
+    """(logits of the last step, states after it): the first ``prompt_len`` tokens prefilled, the rest fed
+    one step at a time (a CUDA-graph step on CUDA)."""
     _, states = prefill(qmodel._generation_runtime()["step_graph"], list(tokens[:, :prompt_len]))
     step = qmodel._decode_step(states, use_cuda_graph=qmodel.device.type == "cuda")
     for t in range(prompt_len, tokens.shape[1]):
-        logits = step(tokens[:, t : t + 1]).float()
-    return sqnr_db(logits, qmodel(tokens).logits[:, -1].float())
+        logits = step(tokens[:, t : t + 1]).clone()
+    return logits, tuple(s.clone() for s in step.states)
 
 
-def reported_error(measure):
-    """``measure()``, or the error it raised as a string: for a figure that is printed but not checked, so
-    that it cannot stop the benchmark (the fp16 float model's decode has not run on a GPU yet)."""
-    try:
-        return measure()
-    except Exception as error:  # noqa: BLE001 - reported in the checks line, never hidden
-        return f"failed: {type(error).__name__}: {error}"[:300]
+@torch.no_grad()
+def decode_vs_prefix_sqnr_db(qmodel: QuantizedMambaForCausalLM, tokens: torch.Tensor, prompt_len: int) -> dict:
+    """SQNR (dB) of ``decoded``'s last logits and of its SSM states against a prefill of every token:
+    ``{"logits": ..., "ssm_states": ...}``."""
+    graph = qmodel._generation_runtime()["step_graph"]
+    logits, states = decoded(qmodel, tokens, prompt_len)
+    full_logits, full_states = prefill(graph, list(tokens))
+    ssm = lambda of: torch.cat([of[i].float().flatten() for i in ssm_state_positions(graph)])
+    return {"logits": sqnr_db(logits.float(), full_logits.float()), "ssm_states": sqnr_db(ssm(states), ssm(full_states))}
 
 
 @torch.no_grad()
@@ -150,24 +165,23 @@ def checks(name, ssm, calibrated, qmodel, fp_model, g) -> tuple[dict, bool]:
     ids = prompt[:, :CHECK_PROMPT]
     tokens = qmodel.generate(ids, max_new_tokens=CHECK_STEPS, eos_token_id=[])
     eager = qmodel.generate(ids, max_new_tokens=CHECK_STEPS, eos_token_id=[], use_cuda_graph=False)
-    others = {
-        mode: QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, mode), qmodel.config, mode).generate(
-            ids, max_new_tokens=CHECK_STEPS, eos_token_id=[]
-        )
-        for mode in ("fp32_ssm", "float_sim")
-    }
+    w8a8_logits, _ = decoded(qmodel, tokens, CHECK_PROMPT)
     result = {
-        "decode_vs_prefix_sqnr_db": decode_vs_prefix_sqnr_db(qmodel, tokens, CHECK_PROMPT),
-        # not checked: the same comparison without int8, to tell float rounding apart from code flips
-        "fp_decode_vs_prefix_sqnr_db": reported_error(lambda: decode_vs_prefix_sqnr_db(fp_model, tokens, CHECK_PROMPT)),
+        "fp_decode_vs_prefix_sqnr_db": decode_vs_prefix_sqnr_db(fp_model, tokens, CHECK_PROMPT),
+        # not checked: a random model's int8 code flips make it a lottery (module docstring)
+        "w8a8_decode_vs_prefix_sqnr_db": decode_vs_prefix_sqnr_db(qmodel, tokens, CHECK_PROMPT),
         "graph_equals_eager": torch.equal(tokens, eager),
-        "fp32_ssm_decodes_as_w8a8": torch.equal(others["fp32_ssm"], tokens),
-        "float_sim_decodes_as_w8a8": torch.equal(others["float_sim"], tokens),
-        "w8a8_top1_agreement_with_mamba_ssm": (full.argmax(-1) == ref.argmax(-1)).double().mean().item(),
-        "w8a8_finite": bool(torch.isfinite(full).all()),
     }
-    ok = (result["decode_vs_prefix_sqnr_db"] >= 30 and result["graph_equals_eager"] and result["fp32_ssm_decodes_as_w8a8"]
-          and result["float_sim_decodes_as_w8a8"] and result["w8a8_finite"]
+    for mode in ("fp32_ssm", "float_sim"):
+        other = QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, mode), qmodel.config, mode)
+        result[f"{mode}_decodes_as_w8a8"] = (
+            torch.equal(other.generate(ids, max_new_tokens=CHECK_STEPS, eos_token_id=[]), tokens)
+            and torch.equal(decoded(other, tokens, CHECK_PROMPT)[0], w8a8_logits)
+        )
+    result["w8a8_top1_agreement_with_mamba_ssm"] = (full.argmax(-1) == ref.argmax(-1)).double().mean().item()
+    result["w8a8_finite"] = bool(torch.isfinite(full).all())
+    ok = (result["fp_decode_vs_prefix_sqnr_db"]["ssm_states"] >= FP_DECODE_MIN_DB and result["graph_equals_eager"]
+          and result["fp32_ssm_decodes_as_w8a8"] and result["float_sim_decodes_as_w8a8"] and result["w8a8_finite"]
           and result["w8a8_top1_agreement_with_mamba_ssm"] >= 0.5)
     print(f"{name}: checks {json.dumps(result)} -> {'ok' if ok else 'FAILED'}", flush=True)
     return result, ok
