@@ -17,11 +17,12 @@ and the float model's logits. In these random-weight models the last logits cann
 from a wrong one: on the H200, with the 2.8b weights, a w8a8 decode whose prefilled states were zeroed, or
 that skipped the prompt's last token, is 23.7 to 24.2 dB from the prefill, while right decodes were 23.8
 dB, 34.0 dB and bit for bit on four prompts (twenty-fourth session, ``benchmarks/RESULTS.md``). The
-prefill's chunked scan and the step's sequential one round differently in float32; int8 requantisation
-turns some of those differences into whole-code flips, and a flip decorrelates every later layer's output
-as much as losing the state does, so the w8a8 figure is a lottery between the two. The SSM states are
-what a wrong decode gets wrong: on the CPU (a 2-layer model) zeroed states and a skipped token are 11 to
-29 dB from the prefill, a right decode over 129 dB.
+prefill's chunked scan and the step's sequential one round differently in float32, int8 requantisation
+turns some of those differences into whole-code flips, and a decode with flips scored as low as one that
+lost its state. The SSM states are what a wrong decode gets wrong: on the CPU (a 2-layer model) zeroed
+states and a skipped token are 11 to 29 dB from the prefill's, a right decode over 129 dB. The 40 dB bar
+lies between those and the float model's logits on the H200 (58.6 to 59.4 dB); its states' own figure on
+a GPU was not measured when the bar was set.
 
 Timing, per batch size (1, 16, 64), prompt 512 random tokens, 256 new tokens, greedy, no end token: both
 ``generate`` calls end to end (CUDA graphs captured in an untimed first call), and each model's prefill
