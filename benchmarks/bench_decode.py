@@ -148,11 +148,11 @@ def decoded(qmodel: QuantizedMambaForCausalLM, tokens: torch.Tensor, prompt_len:
 
 
 @torch.no_grad()
-def decode_vs_prefix_sqnr_db(qmodel: QuantizedMambaForCausalLM, tokens: torch.Tensor, prompt_len: int) -> dict:
-    """SQNR (dB) of ``decoded``'s last logits and of its SSM states against a prefill of every token:
-    ``{"logits": ..., "ssm_states": ...}``."""
+def decode_vs_prefix_sqnr_db(qmodel: QuantizedMambaForCausalLM, tokens: torch.Tensor, decode: tuple) -> dict:
+    """SQNR (dB) of a decode's last logits and SSM states (``decoded``'s result) against a prefill of every
+    one of ``tokens``: ``{"logits": ..., "ssm_states": ...}``."""
     graph = qmodel._generation_runtime()["step_graph"]
-    logits, states = decoded(qmodel, tokens, prompt_len)
+    logits, states = decode
     full_logits, full_states = prefill(graph, list(tokens))
     ssm = lambda of: torch.cat([of[i].float().flatten() for i in ssm_state_positions(graph)])
     return {"logits": sqnr_db(logits.float(), full_logits.float()), "ssm_states": sqnr_db(ssm(states), ssm(full_states))}
@@ -166,18 +166,18 @@ def checks(name, ssm, calibrated, qmodel, fp_model, g) -> tuple[dict, bool]:
     ids = prompt[:, :CHECK_PROMPT]
     tokens = qmodel.generate(ids, max_new_tokens=CHECK_STEPS, eos_token_id=[])
     eager = qmodel.generate(ids, max_new_tokens=CHECK_STEPS, eos_token_id=[], use_cuda_graph=False)
-    w8a8_logits, _ = decoded(qmodel, tokens, CHECK_PROMPT)
+    w8a8_decode = decoded(qmodel, tokens, CHECK_PROMPT)
     result = {
-        "fp_decode_vs_prefix_sqnr_db": decode_vs_prefix_sqnr_db(fp_model, tokens, CHECK_PROMPT),
+        "fp_decode_vs_prefix_sqnr_db": decode_vs_prefix_sqnr_db(fp_model, tokens, decoded(fp_model, tokens, CHECK_PROMPT)),
         # not checked: a random model's int8 code flips make it a lottery (module docstring)
-        "w8a8_decode_vs_prefix_sqnr_db": decode_vs_prefix_sqnr_db(qmodel, tokens, CHECK_PROMPT),
+        "w8a8_decode_vs_prefix_sqnr_db": decode_vs_prefix_sqnr_db(qmodel, tokens, w8a8_decode),
         "graph_equals_eager": torch.equal(tokens, eager),
     }
     for mode in ("fp32_ssm", "float_sim"):
         other = QuantizedMambaForCausalLM(qpass.apply_mode(calibrated, mode), qmodel.config, mode)
         result[f"{mode}_decodes_as_w8a8"] = (
             torch.equal(other.generate(ids, max_new_tokens=CHECK_STEPS, eos_token_id=[]), tokens)
-            and torch.equal(decoded(other, tokens, CHECK_PROMPT)[0], w8a8_logits)
+            and torch.equal(decoded(other, tokens, CHECK_PROMPT)[0], w8a8_decode[0])
         )
     result["w8a8_top1_agreement_with_mamba_ssm"] = (full.argmax(-1) == ref.argmax(-1)).double().mean().item()
     result["w8a8_finite"] = bool(torch.isfinite(full).all())

@@ -8,7 +8,6 @@ import torch
 
 import mamba_qpass as qpass
 from benchmark_modules import load_benchmark
-from mamba_qpass.capture import ssm_state_positions
 from mamba_qpass.runtime.generate import prefill
 from models import random_mamba
 from test_w8a8 import token_batches
@@ -42,15 +41,12 @@ def test_decode_vs_prefix_compares_the_last_step_and_the_ssm_states_with_a_prefi
     that missed one token, fall below it."""
     qmodel = qpass.apply(random_mamba(), mode, token_batches(97) if mode == "w8a8" else None, progress=False)
     tokens = torch.randint(0, 97, (2, 30), generator=torch.Generator().manual_seed(1))
-    assert min(bench.decode_vs_prefix_sqnr_db(qmodel, tokens, prompt_len=14).values()) > 80
-    graph = qmodel._generation_runtime()["step_graph"]
-    ssm = lambda states: torch.cat([states[i].flatten() for i in ssm_state_positions(graph)])
-    prefilled = ssm(prefill(graph, list(tokens))[1])
+    assert min(bench.decode_vs_prefix_sqnr_db(qmodel, tokens, bench.decoded(qmodel, tokens, 14)).values()) > 80
     other_prompt = torch.cat([torch.zeros_like(tokens[:, :14]), tokens[:, 14:]], 1)
     missed_token = torch.cat([tokens[:, :13], tokens[:, 14:]], 1)
     for wrong, prompt_len in ((other_prompt, 14), (missed_token, 13)):
-        _, states = bench.decoded(qmodel, wrong, prompt_len)
-        assert bench.sqnr_db(ssm(states), prefilled) < bench.FP_DECODE_MIN_DB
+        wrong_decode = bench.decoded(qmodel, wrong, prompt_len)
+        assert bench.decode_vs_prefix_sqnr_db(qmodel, tokens, wrong_decode)["ssm_states"] < bench.FP_DECODE_MIN_DB
 
 
 def test_kernel_times_by_layer_position_tells_the_projections_apart(bench):
