@@ -20,6 +20,10 @@ import triton
 import triton.language as tl
 
 
+# exp(x) as exp2(x * LOG2_E): ex2 is the special-function unit's exponential
+LOG2_E = tl.constexpr(1.4426950408889634)
+
+
 def fast_math(device: torch.device) -> dict:
     """The ``FAST_MATH`` flag of a launch on ``device``: the approximate intrinsics on NVIDIA GPUs only."""
     return dict(FAST_MATH=device.type == "cuda" and torch.version.hip is None)

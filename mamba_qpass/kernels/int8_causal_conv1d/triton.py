@@ -26,12 +26,12 @@ from mamba_qpass.kernels.conv_window import (
     causal_inputs, check_int8_conv_inputs, int8_conv_epilogue, last_conv_inputs,
 )
 from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
+from mamba_qpass.kernels.fast_math import LOG2_E
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 
 UNIT_ROUNDOFF_F32 = tl.constexpr(2.0**-24)
 ERROR_SAFETY = tl.constexpr(4.0)  # room for the neglected terms of second order and for float64's own error
 TINY = tl.constexpr(2.0**-100)  # absolute error in y from underflow: a flushed subnormal, exp(-v) past float32
-LOG2_E = tl.constexpr(1.4426950408889634)
 # The bound's coefficients, in units of ERROR_SAFETY * UNIT_ROUNDOFF_F32 (derived in _float32_codes)
 INPUT_ERROR = tl.constexpr(2.2)  # on |acc * S * I| + |Bb * I|: the error in v I
 RELATIVE_ERROR = tl.constexpr(15.4)  # on |t'|: SiLU's exp, 1 + exp, rsqrt, its square, the product

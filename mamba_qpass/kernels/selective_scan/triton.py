@@ -27,7 +27,7 @@ import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_shape, check_tensor, check_unit_last_stride
 from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
-from mamba_qpass.kernels.fast_math import fast_math, log2_f32, reciprocal_f32
+from mamba_qpass.kernels.fast_math import LOG2_E, fast_math, log2_f32, reciprocal_f32
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_out_dtype, scan_scales_tensor
 
@@ -43,7 +43,7 @@ _SOFTPLUS_SERIES_BELOW = tl.constexpr(0.0625)
 @triton.jit
 def _softplus(x, FAST_MATH: tl.constexpr):
     """torch's softplus: log1p(exp(x)), or x above the threshold 20 (``fast_math`` for the log)."""
-    e = tl.exp2(x * 1.4426950408889634)
+    e = tl.exp2(x * LOG2_E)
     series = e * tl.fma(e, tl.fma(e, tl.fma(e, tl.fma(e, tl.fma(e, -1.0 / 6.0, 0.2), -0.25), 1.0 / 3.0), -0.5), 1.0)
     log1p_e = tl.where(e < _SOFTPLUS_SERIES_BELOW, series, log2_f32(1.0 + e, FAST_MATH) * 0.6931471805599453)
     return tl.where(x > 20.0, x, log1p_e)
@@ -52,7 +52,7 @@ def _softplus(x, FAST_MATH: tl.constexpr):
 @triton.jit
 def _silu_gate(y, z, FAST_MATH: tl.constexpr):
     """``y * silu(z)``: the output gate of the scan and of the decode step."""
-    return y * (z * reciprocal_f32(1.0 + tl.exp2(z * -1.4426950408889634), FAST_MATH))
+    return y * (z * reciprocal_f32(1.0 + tl.exp2(z * -LOG2_E), FAST_MATH))
 
 
 @triton.jit
@@ -118,7 +118,7 @@ def _selective_scan_kernel(
     # exp(delta*A) as exp2(delta*(A*log2 e)). Padded state lanes stay zero: A = 0 there gives decay 1,
     # and B = 0 gives no drive.
     A = tl.load(A_ptr + offs_d[None, :] * stride_Ad + offs_n[:, None], mask=mask_nd, other=0.0).to(tl.float32)
-    A_log2 = A * 1.4426950408889634
+    A_log2 = A * LOG2_E
     # Summaries (batch, SEGMENTS - 1, DIM, N) and (batch, SEGMENTS - 1, DIM): the last segment needs none.
     seg_offs = batch * (SEGMENTS - 1) * DIM * N + offs_d[None, :] * N + offs_n[:, None]
     seg_delta_offs = batch * (SEGMENTS - 1) * DIM + offs_d

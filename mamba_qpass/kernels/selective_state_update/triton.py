@@ -24,7 +24,7 @@ import triton.language as tl
 
 from mamba_qpass.kernels.checks import check_f64_vector, check_shape, check_tensor, check_unit_last_stride
 from mamba_qpass.kernels.dependent_launch import dependent_launch, wait_for_earlier_kernels
-from mamba_qpass.kernels.fast_math import fast_math
+from mamba_qpass.kernels.fast_math import LOG2_E, fast_math
 from mamba_qpass.kernels.quant_math import EXACT_FP_LAUNCH, tl_round_half_even_clamp_int8
 from mamba_qpass.kernels.selective_scan.reference import ScanInputScales, scan_scales_tensor
 from mamba_qpass.kernels.selective_scan.triton import _silu_gate, _softplus, advance_state, check_scan_inputs, checked_out_dtype
@@ -104,7 +104,7 @@ def _selective_state_update_kernel(
     # Padded state lanes stay zero: A = 0 there gives decay 1, and B = 0 gives no drive.
     A = tl.load(A_ptr + offs_d[:, None] * stride_Ad + offs_n[None, :], mask=mask_d[:, None] & mask_n[None, :],
                 other=0.0).to(tl.float32)
-    A_log2 = A * 1.4426950408889634
+    A_log2 = A * LOG2_E
     u = tl.load(u_ptr + rows[:, None] * stride_ub + offs_d[None, :], mask=mask_rd, other=0).to(tl.float32)
     B_t = tl.load(B_ptr + rows[:, None] * stride_Bb + offs_n[None, :], mask=mask_rn, other=0).to(tl.float32)
     C_t = tl.load(C_ptr + rows[:, None] * stride_Cb + offs_n[None, :], mask=mask_rn, other=0).to(tl.float32)
