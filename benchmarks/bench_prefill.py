@@ -222,13 +222,15 @@ def bench_config(name: str, g: torch.Generator, profile: bool, shapes: list[tupl
                    mamba_ssm_working_gib=base_peak, w8a8_working_gib=ours_peak, weight_bytes=weight_bytes, checks=checks,
                    replay_equals_eager=replay_ok, w8a8_cuda_graph_ms=replay_ms["w8a8"],
                    mamba_ssm_fp16_cuda_graph_ms=replay_ms["mamba_ssm"])
+        if profile:
+            row["kernels_per_forward"] = print_profile(f"{name} w8a8 B={batch} L={length}", layers,
+                                                       lambda: graphs["w8a8"](x))
         if (batch, length) == (1, 2048):
             for mode in ("fp32_ssm", "float_sim"):
                 row.update(time_mode(mode, graphs[mode], eager[mode], x))
             compiled_row, compiled_float_sim = time_compiled_float_sim(graphs["float_sim"], graphs["w8a8"], x)
             row.update(compiled_row)
             if profile:
-                row["kernels_per_forward"] = print_profile(f"{name} w8a8 B=1 L=2048", layers, lambda: graphs["w8a8"](x))
                 # where float_sim's time goes: its float64 GEMMs and its epilogues as separate elementwise kernels
                 row["float_sim_kernels_per_forward"] = print_profile(
                     f"{name} float_sim B=1 L=2048", layers, lambda: eager["float_sim"](x)
@@ -278,7 +280,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ",".join(CONFIGS))
     parser.add_argument("--json", default=None, help="also write every row and check here")
-    parser.add_argument("--profile", action="store_true", help="print the w8a8 kernels of one B=1, L=2048 forward")
+    parser.add_argument("--profile", action="store_true", help="print the w8a8 kernels of one forward at each shape (and float_sim's at B=1, L=2048)")
     parser.add_argument("--shapes", default=",".join(f"{b}x{n}" for b, n in SHAPES),
                         help="comma-separated BATCHxLENGTH shapes to time (default: %(default)s)")
     args = parser.parse_args()
