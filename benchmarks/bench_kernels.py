@@ -183,12 +183,18 @@ def bench_conv(name, b, l, d, g, causal_conv1d_fn):
     return row
 
 
-def bench_scan(name, b, l, d, n, g, selective_scan_fn):
+def scan_inputs(b, l, d, n, g) -> tuple:
+    """``(args, scales)`` of an int8 scan with float16 output: random codes, A in [-1.5, -0.5)."""
     u, dt, z, B, C = _codes(b, l, d, g=g), _codes(b, l, d, g=g), _codes(b, l, d, g=g), _codes(b, l, n, g=g), _codes(b, l, n, g=g)
     A = -torch.rand(d, n, device="cuda", generator=g) - 0.5
     D, bias = torch.randn(d, device="cuda", generator=g), torch.randn(d, device="cuda", generator=g) - 3
     scales = ScanInputScales(0.02, 0.01, 0.02, 0.02, 0.03).as_tensor("cuda")
-    args = (u, dt, A, B, C, D, z, bias, True, torch.float16)
+    return (u, dt, A, B, C, D, z, bias, True, torch.float16), scales
+
+
+def bench_scan(name, b, l, d, n, g, selective_scan_fn):
+    args, scales = scan_inputs(b, l, d, n, g)
+    u, dt, A, B, C, D, z, bias = args[:8]
     out, _ = selective_scan(*args, scales=scales)
     ref = selective_scan_int8_ref(*args, scales=scales)[0] if b * l * d <= 2048 * 5120 else None
     err = None if ref is None else ((out.float() - ref.float()).abs().max() / ref.float().abs().max()).item()

@@ -186,18 +186,16 @@ def test_real_shapes_on_gpu(shape, inputs):
 
 @pytest.mark.parametrize("chunk,segment", [(2, 1 << 30), (4, 1 << 30), (8, 1 << 30), (1, 3), (2, 4), (4, 4)])
 @pytest.mark.parametrize("int8", [False, True], ids=["float", "int8"])
-def test_chunked_and_segmented_composition_matches_reference(chunk, segment, int8, device, monkeypatch):
+def test_chunked_and_segmented_composition_matches_reference(chunk, segment, int8, device):
     """The chunked path (tl.associative_scan within a chunk) and the segmented one (segments summarised
     from a zero state, then each continued from its predecessors' summaries) at a tiny shape, from an
     initial state, with a sequence length that no chunk or segment length divides. On the GPU this is the
     default path; on CPU the interpreter otherwise runs one step a chunk and one segment, so it is forced
     here."""
-    tiling = scan_tiling(2, 11, 8, 4, torch.device(device))
-    forced = tiling | {"CHUNK": chunk, "BLOCK_D": 8, "SEGMENT": segment}
-    monkeypatch.setattr(scan_triton, "scan_tiling", lambda *_: forced)
+    tiling = scan_tiling(2, 11, 8, 4, torch.device(device)) | {"CHUNK": chunk, "BLOCK_D": 8, "SEGMENT": segment}
     args = make_inputs(2, 11, 8, 4, device, int8=int8)
     scales = SCALES if int8 else None
-    out, state = selective_scan(**args, scales=scales)
+    out, state = selective_scan(**args, scales=scales, tiling=tiling)
     if int8:
         ref, ref_state = selective_scan_int8_ref(**args, scales=SCALES)
     else:
@@ -217,11 +215,33 @@ def test_gpu_tiling_rule(batch, seq_len, channels):
     assert segmented == (batch * channels < scan_triton._ROWS_WITHOUT_SEGMENTS and seq_len >= scan_triton._SEGMENTED_FROM)
 
 
-def test_segment_must_hold_whole_chunks(monkeypatch):
-    forced = scan_tiling(1, 11, 8, 4, torch.device("cpu")) | {"CHUNK": 4, "SEGMENT": 6}
-    monkeypatch.setattr(scan_triton, "scan_tiling", lambda *_: forced)
-    with pytest.raises(ValueError, match="SEGMENT must be a multiple of CHUNK"):
-        selective_scan(**make_inputs(1, 11, 8, 4, "cpu"))
+@pytest.mark.parametrize("change,message", [
+    ({"CHUNK": 4, "SEGMENT": 6}, "SEGMENT must be a multiple of CHUNK"),
+    ({"BLOCK_N": 2}, "BLOCK_N must hold the 4 states"),
+    ({"BLOCK_D": 12}, "BLOCK_D must be a power of two"),
+    ({"CHUNK": 3, "SEGMENT": 6}, "CHUNK must be a power of two"),
+    ({"ROWS": 4}, r"\['ROWS'\] unknown"),
+], ids=["segment", "block_n", "block_d", "chunk", "unknown"])
+def test_a_tiling_the_kernel_cannot_run_is_refused(change, message):
+    tiling = scan_tiling(1, 11, 8, 4, torch.device("cpu")) | change
+    with pytest.raises(ValueError, match=message):
+        selective_scan(**make_inputs(1, 11, 8, 4, "cpu"), tiling=tiling)
+    without_segment = {k: v for k, v in scan_tiling(1, 11, 8, 4, torch.device("cpu")).items() if k != "SEGMENT"}
+    with pytest.raises(ValueError, match=r"\['SEGMENT'\] missing"):
+        selective_scan(**make_inputs(1, 11, 8, 4, "cpu"), tiling=without_segment)
+
+
+def test_a_given_tiling_replaces_the_rule(monkeypatch):
+    """``tiling=`` is what runs, not the rule: a tiling of 2-step segments gives the segmented result, bit
+    for bit the same as the rule forced to that tiling."""
+    args = make_inputs(1, 11, 8, 4, "cpu")
+    tiling = scan_tiling(1, 11, 8, 4, torch.device("cpu")) | {"CHUNK": 2, "SEGMENT": 2}
+    given = selective_scan(**args, tiling=tiling)
+    ruled = selective_scan(**args)
+    monkeypatch.setattr(scan_triton, "scan_tiling", lambda *_: tiling)
+    forced = selective_scan(**args)
+    assert all(torch.equal(a, b) for a, b in zip(given, forced))
+    assert not torch.equal(given[1], ruled[1])  # another composition order, other float32 bits
 
 
 def _int8_and_dequantised(shape, device):

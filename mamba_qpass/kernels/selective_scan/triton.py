@@ -303,6 +303,27 @@ def scan_tiling(batch: int, seq_len: int, channels: int, state_size: int, device
     return dict(BLOCK_D=16 if channels >= 4096 else 8, BLOCK_N=block_n, CHUNK=8, SEGMENT=GPU_SEGMENT, num_warps=1)
 
 
+_TILING_KEYS = ("BLOCK_D", "BLOCK_N", "CHUNK", "SEGMENT")
+
+
+def checked_tiling(tiling: dict, state_size: int) -> dict:
+    """``tiling`` if the kernel can run it: powers of two for its tiles' sides, every state in BLOCK_N,
+    whole chunks in a segment."""
+    missing = [k for k in _TILING_KEYS if k not in tiling]
+    unknown = sorted(set(tiling) - set(_TILING_KEYS) - {"num_warps"})
+    if missing or unknown:
+        raise ValueError(f"scan tiling: {missing} missing, {unknown} unknown, got {tiling}; a tiling names "
+                         f"{list(_TILING_KEYS)} and optionally num_warps")
+    for key in ("BLOCK_D", "BLOCK_N", "CHUNK"):
+        if tiling[key] < 1 or tiling[key] & (tiling[key] - 1):
+            raise ValueError(f"scan tiling: {key} must be a power of two, got {tiling}")
+    if tiling["BLOCK_N"] < state_size:
+        raise ValueError(f"scan tiling: BLOCK_N must hold the {state_size} states, got {tiling}")
+    if tiling["SEGMENT"] < 1 or tiling["SEGMENT"] % tiling["CHUNK"]:
+        raise ValueError(f"scan tiling: SEGMENT must be a multiple of CHUNK, got {tiling}")
+    return tiling
+
+
 def selective_scan(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -316,13 +337,16 @@ def selective_scan(
     out_dtype: torch.dtype | None = None,
     initial_state: torch.Tensor | None = None,
     scales: ScanInputScales | torch.Tensor | None = None,
+    tiling: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton ``selective_scan_ref`` (scales None: float u, delta, B, C, z) or ``selective_scan_int8_ref``
     (scales given, as ``ScanInputScales`` or its float32 (5,) tensor: int8 codes).
 
     u, delta, z: (B, L, D); B, C: (B, L, N); all with a contiguous last dim, other strides free. Returns
     ``(out (B, L, D) in out_dtype, final_state (B, D, N) float32)``; out_dtype defaults to u's float
-    dtype, or float32 for int8 u."""
+    dtype, or float32 for int8 u. ``tiling`` replaces ``scan_tiling``'s (BLOCK_D, BLOCK_N, CHUNK, SEGMENT
+    and launch options; ``benchmarks/sweep_tilings.py`` times the candidates); the bits of the output
+    depend on it, so the int8 and float variants agree bit for bit only under the same tiling."""
     check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, scales)
     scales_arg = scan_scales_tensor(scales, u.device) if scales is not None else A  # unread if not INT8_INPUTS
     out_dtype = checked_out_dtype(u, out_dtype)
@@ -334,9 +358,7 @@ def selective_scan(
     if final_state.numel() == 0:
         return out, final_state
 
-    tiling = scan_tiling(batch, seq_len, channels, state_size, device)
-    if tiling["SEGMENT"] % tiling["CHUNK"]:
-        raise ValueError(f"scan tiling: SEGMENT must be a multiple of CHUNK, got {tiling}")
+    tiling = checked_tiling(tiling or scan_tiling(batch, seq_len, channels, state_size, device), state_size)
     segments = max(1, triton.cdiv(seq_len, tiling["SEGMENT"]))
     # Each segment but the last leaves a summary: its final state from zero and its summed delta.
     seg_state = torch.empty(batch, segments - 1, channels, state_size, dtype=torch.float32, device=device)
