@@ -55,7 +55,8 @@ CONV_TILINGS = [(16, 64, 1), (32, 128, 1), (16, 128, 1), (32, 256, 1), (32, 64, 
 NO_SEGMENTS = 1 << 30
 SCAN_TILINGS = [(32, 8, 160, 1), (32, 8, 256, 1), (16, 8, 256, 1), (16, 8, 512, 1), (16, 8, 1024, 1), (8, 16, 512, 1),
                 (8, 16, 1024, 1), (8, 16, NO_SEGMENTS, 1), (4, 16, 1024, 1), (4, 16, NO_SEGMENTS, 1),
-                (4, 32, NO_SEGMENTS, 1), (4, 8, NO_SEGMENTS, 1), (2, 16, NO_SEGMENTS, 1)]
+                (4, 32, NO_SEGMENTS, 1), (4, 8, NO_SEGMENTS, 1), (2, 16, NO_SEGMENTS, 1), (8, 16, NO_SEGMENTS, 2),
+                (16, 8, 1024, 2), (16, 8, 512, 2)]
 SCANS = [("2.8b", 1, 2048, 5120), ("1.4b", 1, 2048, 4096), ("130m", 1, 2048, 1536), ("2.8b L512", 1, 512, 5120),
          ("2.8b L8192", 1, 8192, 5120), ("2.8b B4", 4, 2048, 5120)]  # batch, seq, channels; 16 states
 # (BLOCK_D, ROWS, num_warps); several batch rows a program, loaded as one tile, where there are several
