@@ -49,7 +49,7 @@ CONV_TILINGS = [(16, 64, 1), (32, 128, 1), (16, 128, 1), (32, 256, 1), (32, 64, 
                 (16, 128, 4), (32, 128, 4)]
 # (BLOCK_D, CHUNK, SEGMENT, num_warps). The rule's one-row tilings split time into segments that a first
 # launch summarises, computing every decay of all but the last segment twice; fewer channels a warp make
-# programs without segments (twenty-fifth session's static census: 1.25 MUFU an update at every tiling
+# programs without segments (static sm_90 census, benchmarks/RESULTS.md, twenty-fifth session: 1.25 MUFU an update at every tiling
 # without segments against 2.29 for the rule's two passes at 2.8b), at the cost of summing over states
 # across lanes.
 NO_SEGMENTS = 1 << 30

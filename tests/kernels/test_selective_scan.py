@@ -226,6 +226,9 @@ def test_a_tiling_the_kernel_cannot_run_is_refused(change, message):
     tiling = scan_tiling(1, 11, 8, 4, torch.device("cpu")) | change
     with pytest.raises(ValueError, match=message):
         selective_scan(**make_inputs(1, 11, 8, 4, "cpu"), tiling=tiling)
+
+
+def test_a_tiling_without_a_segment_length_is_refused():
     without_segment = {k: v for k, v in scan_tiling(1, 11, 8, 4, torch.device("cpu")).items() if k != "SEGMENT"}
     with pytest.raises(ValueError, match=r"\['SEGMENT'\] missing"):
         selective_scan(**make_inputs(1, 11, 8, 4, "cpu"), tiling=without_segment)
