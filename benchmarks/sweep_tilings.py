@@ -16,9 +16,9 @@ tiling's output where the reference would not fit the GPU), and the float varian
 values must give the int8 variant's output and final state bit for bit under it, the contract the modes
 rest on.
 
-Times: the conv and the scan as ``bench_kernels.py`` times them (median of ``do_bench_cudagraph``); the state update and
-the rotation as a decode step runs them, from cold L2 (``tiles.time_from_cold_l2``), at the 2.8b config's
-sizes. All without programmatic dependent launch, as ``bench_kernels.py``'s rows.
+Times: the conv and the scan as ``bench_kernels.py`` times them (median of ``do_bench_cudagraph``); the
+state update and the rotation as a decode step runs them, from cold L2 (``tiles.time_from_cold_l2``), at
+the 2.8b config's sizes. All without programmatic dependent launch, as ``bench_kernels.py``'s rows.
 
     python benchmarks/sweep_tilings.py [--only conv,scan,state_update,hadamard] [--json out.json]
 """
