@@ -49,9 +49,9 @@ CONV_TILINGS = [(16, 64, 1), (32, 128, 1), (16, 128, 1), (32, 256, 1), (32, 64, 
                 (16, 128, 4), (32, 128, 4)]
 # (BLOCK_D, CHUNK, SEGMENT, num_warps). The rule's one-row tilings split time into segments that a first
 # launch summarises, computing every decay of all but the last segment twice; fewer channels a warp make
-# programs without segments (static sm_90 census, benchmarks/RESULTS.md, twenty-fifth session: 1.25 MUFU an update at every tiling
-# without segments against 2.29 for the rule's two passes at 2.8b), at the cost of summing over states
-# across lanes.
+# programs without segments (static sm_90 census, benchmarks/RESULTS.md, twenty-fifth session: 1.25 MUFU
+# an update at every tiling without segments against 2.29 for the rule's two passes at 2.8b), at the cost
+# of summing over states across lanes.
 NO_SEGMENTS = 1 << 30
 SCAN_TILINGS = [(32, 8, 160, 1), (32, 8, 256, 1), (16, 8, 256, 1), (16, 8, 512, 1), (16, 8, 1024, 1), (8, 16, 512, 1),
                 (8, 16, 1024, 1), (8, 16, NO_SEGMENTS, 1), (4, 16, 1024, 1), (4, 16, NO_SEGMENTS, 1),
